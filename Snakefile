@@ -1,0 +1,23 @@
+# bmodesep: CMB B-mode foreground cleaning and r inference.
+#   snakemake --profile profiles/local                      (default config, all stages)
+#   snakemake --profile profiles/local --configfile config/paper1.yaml
+#   snakemake --profile profiles/local simulate_all         (one stage)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.simulate_all.input,

@@ -1,0 +1,203 @@
+"""Configuration: load YAML, validate against the JSON schema, fill defaults, cross-check.
+
+The schema (``bmodesep/schemas/config.schema.yaml``) is the single source of the
+config's keys, types and defaults; the Snakefile validates with the same file.
+On top of the schema this module checks what a schema cannot: HEALPix nside a power
+of two, simulations that name existing skies and instruments, per-band lists of the
+instrument's length, known presets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bmodesep.errors import ConfigError
+
+SCHEMA_RESOURCE = "schemas/config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    text = resources.files("bmodesep").joinpath(SCHEMA_RESOURCE).read_text()
+    return yaml.safe_load(text)
+
+
+def _filling_validator() -> type:
+    base = jsonschema.validators.validator_for(schema())
+
+    def fill_properties(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema_)
+
+    return jsonschema.validators.extend(base, {"properties": fill_properties})
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate_config(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Return a validated deep copy of ``raw`` with defaults filled; raise ConfigError."""
+    config = copy.deepcopy(dict(raw))
+    validator = _filling_validator()(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{source}: {_where(e)}: {_explain(e)}" for e in errors[:10]]
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(lines))
+    check_consistency(config, source)
+    return config
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown key(s) {', '.join(map(repr, extra))}"
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        deepest = max(error.context, key=lambda e: len(e.absolute_path), default=None)
+        if deepest is not None:
+            return f"{_where(deepest)}: {_explain(deepest)}"
+    return error.message
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def check_consistency(config: Mapping[str, Any], source: str = "config") -> None:
+    """Cross-section checks that the schema cannot express."""
+    from bmodesep.instrument import resolve_instrument  # local: instrument imports config
+
+    problems: list[str] = []
+    for name in config["instruments"]:
+        try:
+            resolve_instrument(config, name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    for name, sim in config["simulations"].items():
+        where = f"simulations.{name}"
+        if sim["sky"] not in config["skies"]:
+            problems.append(
+                f"{where}.sky: unknown sky '{sim['sky']}' (defined: {', '.join(config['skies'])})"
+            )
+        if sim["instrument"] not in config["instruments"]:
+            problems.append(
+                f"{where}.instrument: unknown instrument '{sim['instrument']}' "
+                f"(defined: {', '.join(config['instruments'])})"
+            )
+        if not is_power_of_two(sim["nside"]):
+            problems.append(f"{where}.nside: {sim['nside']} is not a power of two")
+        lmax = simulation_lmax(sim)
+        if lmax > config["cmb"]["lmax"]:
+            problems.append(f"{where}.lmax: {lmax} exceeds cmb.lmax {config['cmb']['lmax']}")
+    for name, sky in config["skies"].items():
+        if sky["kind"] == "true_patch":
+            missing = {"beta_d", "temperature_d", "beta_s"} - set(sky["patches"])
+            if missing:
+                problems.append(
+                    f"skies.{name}.patches: true_patch sky needs patch maps for "
+                    f"{', '.join(sorted(missing))}"
+                )
+            for param, spec in sky["patches"].items():
+                if ("superpixel_nside" in spec) == ("file" in spec):
+                    problems.append(
+                        f"skies.{name}.patches.{param}: give exactly one of "
+                        "superpixel_nside or file"
+                    )
+                elif (
+                    "superpixel_nside" in spec
+                    and spec["superpixel_nside"] > 0
+                    and not is_power_of_two(spec["superpixel_nside"])
+                ):
+                    problems.append(
+                        f"skies.{name}.patches.{param}.superpixel_nside: "
+                        f"{spec['superpixel_nside']} is not a power of two"
+                    )
+        if sky["kind"] == "pysm":
+            from bmodesep.pysm_sky import parse_preset
+
+            try:
+                parse_preset(sky["pysm"]["preset"])
+            except ConfigError as exc:
+                problems.append(f"skies.{name}.pysm.preset: {exc}")
+    fr = config["masks"]["sky_fractions"]
+    if not fr["GAL020"] < fr["GAL040"] < fr["GAL060"]:
+        problems.append("masks.sky_fractions: need GAL020 < GAL040 < GAL060")
+    if config["masks"]["source"] == "planck" and not config["masks"]["planck_file"]:
+        problems.append("masks.planck_file: required when masks.source is 'planck'")
+    if problems:
+        raise ConfigError(f"invalid configuration ({source})\n  " + "\n  ".join(problems))
+
+
+def simulation_lmax(sim: Mapping[str, Any]) -> int:
+    """Band limit of a simulation: its ``lmax`` or 3 nside - 1."""
+    return sim["lmax"] if sim.get("lmax") is not None else 3 * sim["nside"] - 1
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
+    """Load and merge YAML files (later ones override earlier ones) and validate."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    merged: dict[str, Any] = {}
+    names = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        _merge(merged, data)
+        names.append(str(path))
+    return validate_config(merged, source=" + ".join(names))
+
+
+def load_config_json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
+    return validate_config(data, source="--config-json")
+
+
+def simulation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The part of ``config`` that simulation ``name`` depends on, itself a valid config.
+
+    Used as the stage config written into provenance and passed to stage commands, so
+    that editing an unrelated sky does not invalidate this simulation's products.
+    """
+    if name not in config["simulations"]:
+        raise ConfigError(
+            f"unknown simulation '{name}' (defined: {', '.join(config['simulations'])})"
+        )
+    sim = config["simulations"][name]
+    return {
+        "results_dir": config["results_dir"],
+        "cmb": config["cmb"],
+        "masks": config["masks"],
+        "skies": {sim["sky"]: config["skies"][sim["sky"]]},
+        "instruments": {sim["instrument"]: config["instruments"][sim["instrument"]]},
+        "simulations": {name: sim},
+    }

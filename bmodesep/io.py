@@ -1,0 +1,225 @@
+"""HDF5 data products: atomic writes with provenance, and checked reads.
+
+Every product is written to a temporary file in the destination folder and renamed
+into place only when complete, so an interrupted job never leaves a truncated file
+that looks finished.  Every product carries provenance attributes (resolved stage
+config, package version, git revision, seed, format version, creation time) and
+every dataset a ``units`` attribute.  Readers check kind, format version, shapes,
+units and finiteness, and name the file in every error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bmodesep import __version__
+from bmodesep.errors import DataError
+
+FORMAT_VERSION = 1
+_TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An array to be written with its physical units (``"uK_CMB"``, ``"K"``, ``"1"``...)."""
+
+    data: Any
+    units: str
+    description: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str:
+    """Git commit of the package source (``"<sha>"``, ``"<sha>-dirty"``) or ``"unknown"``."""
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def provenance(config: Mapping[str, Any], seed: int | None, stage: str) -> dict[str, Any]:
+    """Provenance attributes for a product of ``stage`` made from ``config`` and ``seed``."""
+    return {
+        "stage": stage,
+        "config": json.dumps(config, sort_keys=True),
+        "bmodesep_version": __version__,
+        "git_revision": git_revision(),
+        "seed": -1 if seed is None else int(seed),
+        "format_version": FORMAT_VERSION,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of ``path`` left by jobs that were killed mid-write."""
+    for stale in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def write_product(
+    path: str | os.PathLike,
+    kind: str,
+    datasets: Mapping[str, Dataset],
+    provenance_attrs: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``datasets`` to ``path`` atomically with ``kind``, provenance and extra ``attrs``.
+
+    Dataset names may contain ``/`` to create groups.  Nothing is left at ``path`` if
+    anything fails (including a non-finite array, which is refused).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    for name, ds in datasets.items():
+        arr = np.asarray(ds.data)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise DataError(f"refusing to write {path}: dataset '{name}' contains NaN or inf")
+    tmp = _temporary_path(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = kind
+            for key, value in provenance_attrs.items():
+                f.attrs[key] = value
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            for name, ds in datasets.items():
+                h = f.create_dataset(name, data=np.asarray(ds.data))
+                h.attrs["units"] = ds.units
+                if ds.description:
+                    h.attrs["description"] = ds.description
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product read back: its arrays, their units, and the file attributes."""
+
+    path: Path
+    kind: str
+    data: dict[str, np.ndarray]
+    units: dict[str, str]
+    attrs: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.attrs["config"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+
+Shape = Sequence[int | None]
+
+
+def read_product(
+    path: str | os.PathLike,
+    kind: str,
+    expect: Mapping[str, tuple[Shape, str]] | None = None,
+    optional: Sequence[str] = (),
+) -> Product:
+    """Read a product of ``kind``; ``expect`` maps dataset name to (shape, units).
+
+    A ``None`` in a shape accepts any length on that axis.  Every dataset in
+    ``expect`` must exist unless named in ``optional``; all are read whole.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"missing input file {path} (expected a '{kind}' product)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    with f:
+        got_kind = f.attrs.get("kind")
+        if got_kind != kind:
+            raise DataError(f"{path} holds a '{got_kind}' product, expected '{kind}'")
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"{path} has format version {version}; this bmodesep reads {FORMAT_VERSION}"
+            )
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        names = list(expect) if expect is not None else _all_datasets(f)
+        data, units = {}, {}
+        for name in names:
+            if name not in f:
+                if name in optional:
+                    continue
+                raise DataError(f"{path}: dataset '{name}' is missing")
+            arr = f[name][()]
+            unit = f[name].attrs.get("units", "")
+            if expect is not None:
+                shape, want_units = expect[name]
+                _check_shape(arr, shape, name, path)
+                if unit != want_units:
+                    raise DataError(
+                        f"{path}: dataset '{name}' is in '{unit}', expected '{want_units}'"
+                    )
+            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                raise DataError(f"{path}: dataset '{name}' contains NaN or inf")
+            data[name], units[name] = arr, unit
+    return Product(path=path, kind=kind, data=data, units=units, attrs=attrs)
+
+
+def _all_datasets(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    return names
+
+
+def _check_shape(arr: np.ndarray, shape: Shape, name: str, path: Path) -> None:
+    ok = arr.ndim == len(shape) and all(
+        w is None or w == s for w, s in zip(shape, arr.shape, strict=False)
+    )
+    if not ok:
+        want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+        raise DataError(f"{path}: dataset '{name}' has shape {arr.shape}, expected {want}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

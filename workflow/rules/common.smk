@@ -1,0 +1,58 @@
+# Helpers shared by all rules: paths, stage configs passed to the commands, constraints.
+import json
+
+from bmodesep.config import check_consistency, simulation_config, simulation_lmax
+from bmodesep.errors import ConfigError
+
+try:
+    check_consistency(config, "workflow config")
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+if not config["simulations"]:
+    raise WorkflowError("the config defines no simulations")
+
+RESULTS = config["results_dir"]
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+SIMULATIONS = list(config["simulations"])
+SPECTRA = f"{RESULTS}/spectra/camb.h5"
+
+
+wildcard_constraints:
+    sim="|".join(SIMULATIONS),
+
+
+def cmb_config_json(wildcards):
+    """The CMB spectra depend on the cmb section alone."""
+    return json.dumps({"cmb": config["cmb"]}, sort_keys=True)
+
+
+def simulation_config_json(wildcards):
+    """The resolved config restricted to one simulation (its sky, instrument, masks)."""
+    return json.dumps(simulation_config(config, wildcards.sim), sort_keys=True)
+
+
+def npix(wildcards):
+    return 12 * config["simulations"][wildcards.sim]["nside"] ** 2
+
+
+def noise_mem_mb(wildcards):
+    """Memory of the noise job: all realisations of all splits and bands held at once."""
+    from bmodesep.instrument import resolve_instrument
+
+    sim = config["simulations"][wildcards.sim]
+    inst = resolve_instrument(config, sim["instrument"])
+    per_map = 8 * npix(wildcards) * (3 if inst.b_maps else 2)
+    total = per_map * inst.n_freq * inst.splits * max(sim["noise_realisations"], 1)
+    return 1000 + 3 * total // 1_000_000
+
+
+def signal_mem_mb(wildcards):
+    return 1000 + 40 * 8 * npix(wildcards) * 20 // 1_000_000
+
+
+def masks_inputs(wildcards):
+    inputs = {"sky": f"{RESULTS}/sims/{wildcards.sim}/sky.h5"}
+    if config["masks"]["source"] == "planck":
+        inputs["planck"] = config["masks"]["planck_file"]
+    return inputs
