@@ -29,7 +29,7 @@ def smoothed_polarised_intensity(
 ) -> np.ndarray:
     """sqrt(Q^2 + U^2) smoothed with a Gaussian of ``fwhm_deg`` (spin 0)."""
     p = np.sqrt(qu[0] ** 2 + qu[1] ** 2)
-    lmax = 3 * nside - 1
+    lmax = 2 * nside  # where the iterated analysis is accurate; the beam kills higher l
     alm = harmonics.analysis(p, nside, lmax, spin=0, n_iter=n_iter)
     beam = harmonics.gaussian_beam(fwhm_deg * 60.0, lmax, spin=0)
     return harmonics.synthesis(harmonics.almxfl(alm, beam), nside, lmax, spin=0)[0]

@@ -99,8 +99,8 @@ def pysm_frequency_maps(
     allow_download: bool = False,
 ) -> np.ndarray:
     """Q/U of the PySM models of ``preset`` at each frequency, ``[freq, 2, npix]`` uK_CMB."""
-    import astropy.units as u
     import pysm3
+    import pysm3.units as u
 
     models = foreground_models(preset, cmb_from_pysm)
     data_dir = os.environ.get("PYSM_LOCAL_DATA")
