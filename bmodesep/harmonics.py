@@ -90,12 +90,12 @@ def cross_spectrum(alm1: np.ndarray, alm2: np.ndarray, lmax: int) -> np.ndarray:
 
 
 def unit_gaussian_alm(lmax: int, rng: np.random.Generator, n: int = 1) -> np.ndarray:
-    """``n`` independent complex alm with unit C_l (real for m = 0)."""
+    """``n`` independent complex alm with unit C_l (real, unit variance for m = 0)."""
     size = alm_size(lmax)
-    m = alm_m(lmax)
-    z = rng.standard_normal((n, size)) + 1j * rng.standard_normal((n, size))
+    z = rng.standard_normal((n, 2 * size)).view(np.complex128)
     z *= np.sqrt(0.5)
-    z[:, m == 0] = z[:, m == 0].real * np.sqrt(2.0)
+    m0 = lmax + 1  # m = 0 entries come first in the healpy layout
+    z[:, :m0] = z[:, :m0].real * np.sqrt(2.0)
     return z
 
 
@@ -108,14 +108,10 @@ def correlated_gaussian_alm(cov: np.ndarray, lmax: int, rng: np.random.Generator
     """alm ``[n, nalm]`` with cross spectra ``cov[n, n, lmax+1]`` (positive semi-definite per l)."""
     n = cov.shape[0]
     z = unit_gaussian_alm(lmax, rng, n)
-    chol = np.zeros_like(cov[..., : lmax + 1])
-    for ell in range(lmax + 1):
-        c = cov[:, :, ell]
-        if np.any(c):
-            w, v = np.linalg.eigh(c)
-            chol[:, :, ell] = v * np.sqrt(np.clip(w, 0, None))
-    lidx = alm_ell(lmax)
-    return np.einsum("ijk,jk->ik", chol[:, :, lidx], z)
+    per_ell = np.moveaxis(cov[..., : lmax + 1], -1, 0)  # [l, n, n]
+    w, v = np.linalg.eigh(per_ell)
+    root = v * np.sqrt(np.clip(w, 0, None))[:, None, :]  # root @ root.T = cov per l
+    return np.einsum("kij,jk->ik", root[alm_ell(lmax)], z)
 
 
 def gaussian_beam(fwhm_arcmin: float, lmax: int, spin: int = 2) -> np.ndarray:

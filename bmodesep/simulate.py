@@ -22,7 +22,11 @@ import numpy as np
 
 from bmodesep import cmb, harmonics, io, masks, sim_io
 from bmodesep.cli import add_config_arguments, config_from_args, run_cli, timed
-from bmodesep.config import simulation_config, simulation_lmax
+from bmodesep.config import (
+    simulation_analysis_iterations,
+    simulation_config,
+    simulation_lmax,
+)
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.instrument import (
     noise_cl,
@@ -151,7 +155,7 @@ def run_signal(config: Mapping[str, Any], name: str, sky_path, output, nthreads=
             fg,
             nside,
             lmax,
-            sim["analysis_iterations"],
+            simulation_analysis_iterations(sim),
             nthreads,
         )
     if instrument.noise == "harmonic":

@@ -2,14 +2,14 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import copy  # noqa: E402
-from pathlib import Path  # noqa: E402
+import copy
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from bmodesep.cmb import compute_camb_spectra  # noqa: E402
-from bmodesep.config import load_config, validate_config  # noqa: E402
+from bmodesep.cmb import compute_camb_spectra
+from bmodesep.config import load_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,20 +27,33 @@ def spectra(default_config):
 
 def tiny_config(nside=8, **sky_overrides):
     """A complete small config: one GRF sky seen by LiteBIRD and by SO-SAT."""
-    sky = {"kind": "grf", "seed": 5,
-           "dust": {"beta": {"mean": 1.54, "amplitude": 0.3}},
-           "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.25}},
-           "galactic_envelope": {"amplitude": 5.0}}
+    sky = {
+        "kind": "grf",
+        "seed": 5,
+        "dust": {"beta": {"mean": 1.54, "amplitude": 0.3}},
+        "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.25}},
+        "galactic_envelope": {"amplitude": 5.0},
+    }
     sky.update(sky_overrides)
     raw = {
         "cmb": {"lmax": 200},
         "skies": {"grf": sky},
         "instruments": {"litebird": "litebird", "sosat": "sosat"},
         "simulations": {
-            "lb": {"sky": "grf", "instrument": "litebird", "nside": nside,
-                   "noise_realisations": 2, "seed": 9},
-            "so": {"sky": "grf", "instrument": "sosat", "nside": nside,
-                   "noise_realisations": 1, "seed": 10},
+            "lb": {
+                "sky": "grf",
+                "instrument": "litebird",
+                "nside": nside,
+                "noise_realisations": 2,
+                "seed": 9,
+            },
+            "so": {
+                "sky": "grf",
+                "instrument": "sosat",
+                "nside": nside,
+                "noise_realisations": 1,
+                "seed": 10,
+            },
         },
     }
     return validate_config(raw)

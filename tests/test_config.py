@@ -1,17 +1,25 @@
 import copy
 
 import pytest
-
-from bmodesep.config import load_config, simulation_config, validate_config
-from bmodesep.errors import ConfigError
 from conftest import REPO, tiny_config
+
+from bmodesep.config import (
+    load_config,
+    simulation_analysis_iterations,
+    simulation_config,
+    validate_config,
+)
+from bmodesep.errors import ConfigError
 
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
 
 
 def raw():
-    return {"skies": {"s": {"kind": "grf"}}, "instruments": {"lb": "litebird"},
-            "simulations": {"x": {"sky": "s", "instrument": "lb", "nside": 8}}}
+    return {
+        "skies": {"s": {"kind": "grf"}},
+        "instruments": {"lb": "litebird"},
+        "simulations": {"x": {"sky": "s", "instrument": "lb", "nside": 8}},
+    }
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -26,28 +34,41 @@ def test_defaults_are_filled():
     assert sky["dust"]["freq_ref_ghz"] == 353.0 and sky["synchrotron"]["freq_ref_ghz"] == 23.0
     assert sky["dust"]["beta"] == {"mean": 1.54, "amplitude": 0.0, "gamma": -4.0, "ell_min": 2}
     assert c["cmb"]["cosmology"]["h0"] == pytest.approx(67.32)
-    assert c["simulations"]["x"]["analysis_iterations"] == 3
+    assert c["simulations"]["x"]["analysis_iterations"] is None  # automatic
     assert c["masks"]["sky_fractions"] == {"GAL020": 0.2, "GAL040": 0.4, "GAL060": 0.6}
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda c: c.update(bogus=1), r"<top level>: unknown key\(s\) 'bogus'"),
-    (lambda c: c["skies"]["s"].update(dusst={}), r"skies\.s: unknown key\(s\) 'dusst'"),
-    (lambda c: c["simulations"]["x"].update(nside="eight"),
-     r"simulations\.x\.nside: 'eight' is not of type 'integer'"),
-    (lambda c: c["simulations"]["x"].update(nside=12), r"simulations\.x\.nside: 12 is not a "
-                                                        "power of two"),
-    (lambda c: c["instruments"].update(lb="planck"), r"unknown instrument preset 'planck'"),
-    (lambda c: c["skies"]["s"].update(kind="fancy"), r"skies\.s\.kind: 'fancy' is not one of"),
-    (lambda c: c["simulations"]["x"].update(sky="nosuch"), r"unknown sky 'nosuch'"),
-    (lambda c: c["instruments"].update(lb={"frequencies_ghz": [30, 40, 50],
-                                           "depth_uk_arcmin": [1, 2]}),
-     r"instruments\.lb\.depth_uk_arcmin: 2 entries for 3 frequencies"),
-    (lambda c: c["skies"]["s"].update(kind="true_patch"), r"true_patch sky needs patch maps"),
-    (lambda c: c["skies"]["s"].update(kind="pysm", pysm={"preset": "d1q7"}),
-     r"unknown PySM model\(s\) q7"),
-    (lambda c: c["masks"].update(source="planck"), r"masks\.planck_file: required"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(bogus=1), r"<top level>: unknown key\(s\) 'bogus'"),
+        (lambda c: c["skies"]["s"].update(dusst={}), r"skies\.s: unknown key\(s\) 'dusst'"),
+        (
+            lambda c: c["simulations"]["x"].update(nside="eight"),
+            r"simulations\.x\.nside: 'eight' is not of type 'integer'",
+        ),
+        (
+            lambda c: c["simulations"]["x"].update(nside=12),
+            r"simulations\.x\.nside: 12 is not a "
+            "power of two",
+        ),
+        (lambda c: c["instruments"].update(lb="planck"), r"unknown instrument preset 'planck'"),
+        (lambda c: c["skies"]["s"].update(kind="fancy"), r"skies\.s\.kind: 'fancy' is not one of"),
+        (lambda c: c["simulations"]["x"].update(sky="nosuch"), r"unknown sky 'nosuch'"),
+        (
+            lambda c: c["instruments"].update(
+                lb={"frequencies_ghz": [30, 40, 50], "depth_uk_arcmin": [1, 2]}
+            ),
+            r"instruments\.lb\.depth_uk_arcmin: 2 entries for 3 frequencies",
+        ),
+        (lambda c: c["skies"]["s"].update(kind="true_patch"), r"true_patch sky needs patch maps"),
+        (
+            lambda c: c["skies"]["s"].update(kind="pysm", pysm={"preset": "d1q7"}),
+            r"unknown PySM model\(s\) q7",
+        ),
+        (lambda c: c["masks"].update(source="planck"), r"masks\.planck_file: required"),
+    ],
+)
 def test_bad_configs_name_the_key(mutate, message):
     c = copy.deepcopy(raw())
     c.setdefault("masks", {})
@@ -63,6 +84,13 @@ def test_simulation_config_is_a_valid_config_of_one_simulation():
     assert validate_config(sub) == sub
     with pytest.raises(ConfigError, match="unknown simulation 'zz'"):
         simulation_config(c, "zz")
+
+
+def test_analysis_iterations_only_where_they_converge():
+    sim = {"nside": 64, "lmax": None, "analysis_iterations": None}
+    assert simulation_analysis_iterations(sim) == 0  # lmax 191 > 2 nside
+    assert simulation_analysis_iterations(sim | {"lmax": 128}) == 3
+    assert simulation_analysis_iterations(sim | {"analysis_iterations": 5}) == 5
 
 
 def test_missing_config_file_is_named(tmp_path):

@@ -31,8 +31,7 @@ def test_iterated_analysis_equals_healpy_and_converges():
     maps = harmonics.synthesis(eb, nside, lmax, spin=2)
     for n_iter in (0, 3):
         ours = harmonics.analysis(maps, nside, lmax, spin=2, n_iter=n_iter)
-        theirs = hp.map2alm(np.stack([np.zeros_like(maps[0]), *maps]), lmax=lmax,
-                            iter=n_iter)[1:]
+        theirs = hp.map2alm(np.stack([np.zeros_like(maps[0]), *maps]), lmax=lmax, iter=n_iter)[1:]
         assert np.abs(ours - theirs).max() < 1e-12 * np.abs(eb).max()
     # Jacobi iterations converge to the exact inverse for a band-limited map
     back = harmonics.analysis(maps, nside, lmax, spin=2, n_iter=10)
@@ -67,5 +66,8 @@ def test_gaussian_beam_matches_healpy_polarisation_beam():
     ours = harmonics.gaussian_beam(30.0, lmax, spin=2)
     theirs = hp.gauss_beam(np.radians(0.5), lmax=lmax, pol=True)[:, 1]
     assert np.allclose(ours, theirs, rtol=1e-10)
-    assert np.allclose(harmonics.gaussian_beam(30.0, lmax, spin=0),
-                       hp.gauss_beam(np.radians(0.5), lmax=lmax), rtol=1e-10)
+    assert np.allclose(
+        harmonics.gaussian_beam(30.0, lmax, spin=0),
+        hp.gauss_beam(np.radians(0.5), lmax=lmax),
+        rtol=1e-10,
+    )

@@ -5,13 +5,35 @@ import pytest
 from bmodesep import harmonics
 from bmodesep.errors import ConfigError
 from bmodesep.instrument import (
-    highpass_window, instrument_from_spec, noise_cl, observe_signal, pixel_side_arcmin, preset,
-    signal_transfer, simulate_noise, white_noise_sigma_per_pixel,
+    highpass_window,
+    instrument_from_spec,
+    noise_cl,
+    observe_signal,
+    pixel_side_arcmin,
+    preset,
+    signal_transfer,
+    simulate_noise,
+    white_noise_sigma_per_pixel,
 )
 from bmodesep.randomness import rng_for
 
-LITEBIRD_DEPTHS = [37.42, 33.46, 21.31, 16.87, 12.07, 11.30, 6.56, 4.58, 4.79, 5.57, 5.85,
-                   10.79, 13.8, 21.95, 47.45]
+LITEBIRD_DEPTHS = [
+    37.42,
+    33.46,
+    21.31,
+    16.87,
+    12.07,
+    11.30,
+    6.56,
+    4.58,
+    4.79,
+    5.57,
+    5.85,
+    10.79,
+    13.8,
+    21.95,
+    47.45,
+]
 
 
 def litebird():
@@ -72,8 +94,9 @@ def test_harmonic_noise_has_the_configured_nl_per_split():
 
 
 def test_splits_are_independent_with_double_variance():
-    inst = instrument_from_spec("w", {"frequencies_ghz": [100.0], "depth_uk_arcmin": [10.0],
-                                      "splits": 2})
+    inst = instrument_from_spec(
+        "w", {"frequencies_ghz": [100.0], "depth_uk_arcmin": [10.0], "splits": 2}
+    )
     noise = simulate_noise(inst, 16, 47, seed=3, realisation=0)
     sigma1 = 10.0 / pixel_side_arcmin(16)
     assert noise.qu[:, 0].std() == pytest.approx(sigma1 * np.sqrt(2), rel=0.05)
@@ -107,8 +130,15 @@ def test_harmonic_path_equals_pixel_path_without_beams():
     fg = np.stack([2.0 * cmb_qu, -1.0 * cmb_qu])  # band-limited foreground maps
     spec = {"frequencies_ghz": [50.0, 100.0], "depth_uk_arcmin": [1.0, 1.0]}
     plain = observe_signal(instrument_from_spec("p", spec), cmb_eb, cmb_qu, fg, nside, lmax)
-    harm = observe_signal(instrument_from_spec("h", spec | {"b_maps": True}), cmb_eb, cmb_qu,
-                          fg, nside, lmax, n_iter=10)
+    harm = observe_signal(
+        instrument_from_spec("h", spec | {"b_maps": True}),
+        cmb_eb,
+        cmb_qu,
+        fg,
+        nside,
+        lmax,
+        n_iter=10,
+    )
     assert np.allclose(harm.total_qu, plain.total_qu, atol=1e-8)
     assert np.allclose(harm.foreground_qu, plain.foreground_qu, atol=1e-8)
     b_direct = harmonics.synthesis(3.0 * cmb_eb[1], nside, lmax, spin=0)[0]
@@ -125,7 +155,9 @@ def test_beam_and_filter_are_applied_to_the_signal():
     cmb_qu = harmonics.synthesis(cmb_eb, nside, lmax, spin=2)
     out = observe_signal(inst, cmb_eb, cmb_qu, np.zeros((8, 2, cmb_qu.shape[1])), nside, lmax)
     alm = harmonics.analysis(out.total_qu[1], nside, lmax, spin=2, n_iter=10)
-    ratio = (harmonics.cross_spectrum(alm[1], cmb_eb[1], lmax)[2:]
-             / harmonics.cross_spectrum(cmb_eb[1], cmb_eb[1], lmax)[2:])
+    ratio = (
+        harmonics.cross_spectrum(alm[1], cmb_eb[1], lmax)[2:]
+        / harmonics.cross_spectrum(cmb_eb[1], cmb_eb[1], lmax)[2:]
+    )
     assert np.allclose(ratio[33:], t[1, 35:], rtol=1e-6)
     assert np.all(np.abs(ratio[:23]) < 1e-8)

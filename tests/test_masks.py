@@ -4,7 +4,11 @@ import pytest
 
 from bmodesep.errors import DataError
 from bmodesep.masks import (
-    MASK_NAMES, ZONE_NAMES, galactic_zones, masks_from_planck_maps, smoothed_polarised_intensity,
+    MASK_NAMES,
+    ZONE_NAMES,
+    galactic_zones,
+    masks_from_planck_maps,
+    smoothed_polarised_intensity,
     threshold_masks,
 )
 
@@ -37,8 +41,7 @@ def test_zones_partition_gal060_into_six_halves():
     assert np.array_equal(stacked.sum(0).astype(bool), masks["GAL060"])
     z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
     assert np.all(z[zones["GAL020_U"]] >= 0) and np.all(z[zones["GAL020_L"]] < 0)
-    assert np.array_equal(zones["GAL040_U"] | zones["GAL040_L"],
-                          masks["GAL040"] & ~masks["GAL020"])
+    assert np.array_equal(zones["GAL040_U"] | zones["GAL040_L"], masks["GAL040"] & ~masks["GAL020"])
 
 
 def test_smoothing_keeps_a_constant_intensity():
@@ -60,5 +63,5 @@ def test_planck_masks_downgrade_and_check_nesting():
     with pytest.raises(DataError, match="GAL020 is not contained in GAL040"):
         masks_from_planck_maps(bad, nside, "planck.fits")
     nan = dict(maps, GAL060=np.full_like(maps["GAL060"], np.nan))
-    with pytest.raises(DataError, match="planck.fits: mask GAL060 contains NaN"):
+    with pytest.raises(DataError, match=r"planck\.fits: mask GAL060 contains NaN"):
         masks_from_planck_maps(nan, nside, "planck.fits")

@@ -14,10 +14,14 @@ NSIDE = 8
 def write_templates(root, rng):
     npix = hp.nside2npix(NSIDE)
     maps = {
-        "dust_t_new": 100 + rng.random(npix), "dust_q_new": rng.normal(0, 10, npix),
-        "dust_u_new": rng.normal(0, 10, npix), "dust_beta": 1.4 + 0.3 * rng.random(npix),
-        "dust_temp": 18 + 4 * rng.random(npix), "synch_t_new": 50 + rng.random(npix),
-        "synch_q_new": rng.normal(0, 5, npix), "synch_u_new": rng.normal(0, 5, npix),
+        "dust_t_new": 100 + rng.random(npix),
+        "dust_q_new": rng.normal(0, 10, npix),
+        "dust_u_new": rng.normal(0, 10, npix),
+        "dust_beta": 1.4 + 0.3 * rng.random(npix),
+        "dust_temp": 18 + 4 * rng.random(npix),
+        "synch_t_new": 50 + rng.random(npix),
+        "synch_q_new": rng.normal(0, 5, npix),
+        "synch_u_new": rng.normal(0, 5, npix),
         "synch_beta": -3.2 + 0.4 * rng.random(npix),
     }
     (root / "pysm_2").mkdir(parents=True)
@@ -49,8 +53,11 @@ def test_pysm_sky_follows_the_same_seds_as_ours(tmp_path, monkeypatch):
 
 def test_missing_pysm_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PYSM_LOCAL_DATA", str(tmp_path))
-    with pytest.raises(DataError, match=r"PySM preset 'd1s1' needs template files .*"
-                                        r"missing: pysm_2/dust_t_new.fits.*PYSM_LOCAL_DATA"):
+    with pytest.raises(
+        DataError,
+        match=r"PySM preset 'd1s1' needs template files .*"
+        r"missing: pysm_2/dust_t_new.fits.*PYSM_LOCAL_DATA",
+    ):
         pysm_frequency_maps("d1s1", NSIDE, [100.0])
     monkeypatch.delenv("PYSM_LOCAL_DATA")
     with pytest.raises(DataError, match="PYSM_LOCAL_DATA is not set"):

@@ -9,17 +9,22 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_config
 
 from bmodesep import harmonics, sim_io
 from bmodesep.errors import DataError
 from bmodesep.instrument import resolve_instrument
-from conftest import tiny_config
 
 
 def simulate(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "bmodesep.simulate", *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "bmodesep.simulate", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +37,24 @@ def stage(tmp_path_factory):
     r = simulate("spectra", "--config", "c.yaml", "--output", out["spectra"], cwd=root)
     assert r.returncode == 0, r.stderr
     for sim in ("lb", "so"):
-        for step, extra in (("sky", ["--spectra", out["spectra"]]), ("masks", ["--sky", "SKY"]),
-                            ("signal", ["--sky", "SKY"]), ("noise", [])):
+        for step, extra in (
+            ("sky", ["--spectra", out["spectra"]]),
+            ("masks", ["--sky", "SKY"]),
+            ("signal", ["--sky", "SKY"]),
+            ("noise", []),
+        ):
             path = root / sim / f"{step}.h5"
             extra = [str(root / sim / "sky.h5") if e == "SKY" else e for e in extra]
-            r = simulate(step, "--config", "c.yaml", "--simulation", sim, *extra,
-                         "--output", path, cwd=root)
+            r = simulate(
+                step, "--config", "c.yaml", "--simulation", sim, *extra, "--output", path, cwd=root
+            )
             assert r.returncode == 0, r.stderr
             out[f"{sim}/{step}"] = path
     return root, cfg, out
 
 
 def test_products_are_complete_and_consistent(stage):
-    root, cfg, out = stage
+    _root, cfg, out = stage
     nside = 8
     lb = resolve_instrument(cfg, "litebird")
     so = resolve_instrument(cfg, "sosat")
@@ -52,6 +62,7 @@ def test_products_are_complete_and_consistent(stage):
     sig = sim_io.read_signal(out["lb/signal"], lb, nside)
     # without beams the LiteBIRD maps are CMB + foreground SED scaling, exactly
     from bmodesep.sky import foreground_maps
+
     fg = foreground_maps(sky, lb.frequencies_ghz)
     assert np.allclose(sig["total_qu"], fg + sky.cmb_qu[None], rtol=1e-12)
     assert np.allclose(sig["foreground_qu"], fg, rtol=1e-12)
@@ -61,7 +72,7 @@ def test_products_are_complete_and_consistent(stage):
     assert so_sig["total_b"].shape == (8, harmonics.npix(nside))
     so_noise = sim_io.read_noise(out["so/noise"], so, nside)
     assert so_noise["b"].shape == (1, 2, 8, harmonics.npix(nside))
-    masks, zones = sim_io.read_masks(out["lb/masks"], nside)
+    masks, _zones = sim_io.read_masks(out["lb/masks"], nside)
     assert abs(masks["GAL040"].mean() - 0.4) < 1 / harmonics.npix(nside)
     with h5py.File(out["lb/noise"]) as f:
         assert f.attrs["seed"] == 9 and f.attrs["stage"] == "noise"
@@ -71,8 +82,11 @@ def test_products_are_complete_and_consistent(stage):
 def test_signal_file_checked_against_the_instrument(stage):
     _, cfg, out = stage
     so = resolve_instrument(cfg, "sosat")
-    with pytest.raises(DataError, match=r"lb/signal.h5: 15 frequency maps, instrument sosat "
-                                        r"has 8 bands"):
+    with pytest.raises(
+        DataError,
+        match=r"lb/signal.h5: 15 frequency maps, instrument sosat "
+        r"has 8 bands",
+    ):
         sim_io.read_signal(out["lb/signal"], so, 8)
 
 
@@ -92,8 +106,16 @@ def test_nside_not_power_of_two(tmp_path):
     cfg = tiny_config()
     cfg["simulations"]["lb"]["nside"] = 24
     out = tmp_path / "noise.h5"
-    r = simulate("noise", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--output", out, cwd=tmp_path)
+    r = simulate(
+        "noise",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, "simulations.lb.nside: 24 is not a power of two", out)
 
 
@@ -101,8 +123,16 @@ def test_unknown_instrument_preset(tmp_path):
     cfg = tiny_config()
     cfg["instruments"]["litebird"] = "litebird2"
     out = tmp_path / "noise.h5"
-    r = simulate("noise", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--output", out, cwd=tmp_path)
+    r = simulate(
+        "noise",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, "unknown instrument preset 'litebird2'", out)
 
 
@@ -110,8 +140,16 @@ def test_unknown_sky_kind(tmp_path):
     cfg = tiny_config()
     cfg["skies"]["grf"]["kind"] = "d1s1"
     out = tmp_path / "noise.h5"
-    r = simulate("noise", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--output", out, cwd=tmp_path)
+    r = simulate(
+        "noise",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, "skies.grf.kind: 'd1s1' is not one of", out)
 
 
@@ -124,8 +162,18 @@ def test_missing_pysm_data(stage, tmp_path):
     env_dir.mkdir()
     os.environ["PYSM_LOCAL_DATA"] = str(env_dir)
     try:
-        r = simulate("sky", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                     "--spectra", products["spectra"], "--output", out, cwd=tmp_path)
+        r = simulate(
+            "sky",
+            "--config",
+            write_config(tmp_path, cfg),
+            "--simulation",
+            "lb",
+            "--spectra",
+            products["spectra"],
+            "--output",
+            out,
+            cwd=tmp_path,
+        )
     finally:
         del os.environ["PYSM_LOCAL_DATA"]
     assert_failed_cleanly(r, "PySM preset 'd1s1' needs template files", out)
@@ -133,33 +181,63 @@ def test_missing_pysm_data(stage, tmp_path):
 
 
 def test_nan_in_input_maps(stage, tmp_path):
-    root, cfg, products = stage
+    _root, cfg, products = stage
     bad_sky = tmp_path / "sky.h5"
     bad_sky.write_bytes(products["lb/sky"].read_bytes())
     with h5py.File(bad_sky, "a") as f:
         f["dust/qu"][0, 5] = np.nan
     out = tmp_path / "signal.h5"
-    r = simulate("signal", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--sky", bad_sky, "--output", out, cwd=tmp_path)
+    r = simulate(
+        "signal",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--sky",
+        bad_sky,
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, f"{bad_sky}: dataset 'dust/qu' contains NaN or inf", out)
 
 
 def test_frequency_count_mismatch(tmp_path):
     cfg = tiny_config()
-    cfg["instruments"]["litebird"] = {"frequencies_ghz": [40.0, 50.0, 60.0],
-                                      "depth_uk_arcmin": [30.0, 20.0]}
+    cfg["instruments"]["litebird"] = {
+        "frequencies_ghz": [40.0, 50.0, 60.0],
+        "depth_uk_arcmin": [30.0, 20.0],
+    }
     out = tmp_path / "noise.h5"
-    r = simulate("noise", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--output", out, cwd=tmp_path)
+    r = simulate(
+        "noise",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, "depth_uk_arcmin: 2 entries for 3 frequencies", out)
 
 
 def test_wrong_sky_resolution(stage, tmp_path):
-    root, cfg, products = stage
+    _root, cfg, products = stage
     cfg = dict(cfg)
     cfg["simulations"] = dict(cfg["simulations"])
     cfg["simulations"]["lb"] = dict(cfg["simulations"]["lb"], nside=16)
     out = tmp_path / "signal.h5"
-    r = simulate("signal", "--config", write_config(tmp_path, cfg), "--simulation", "lb",
-                 "--sky", products["lb/sky"], "--output", out, cwd=tmp_path)
+    r = simulate(
+        "signal",
+        "--config",
+        write_config(tmp_path, cfg),
+        "--simulation",
+        "lb",
+        "--sky",
+        products["lb/sky"],
+        "--output",
+        out,
+        cwd=tmp_path,
+    )
     assert_failed_cleanly(r, "dataset 'cmb/qu' has shape (2, 768), expected (2, 3072)", out)

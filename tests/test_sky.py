@@ -6,7 +6,11 @@ from bmodesep import harmonics, seds
 from bmodesep.config import validate_config
 from bmodesep.errors import ConfigError
 from bmodesep.sky import (
-    foreground_maps, index_field_cl, patch_mean, power_law_cl, simulate_parametric_sky,
+    foreground_maps,
+    index_field_cl,
+    patch_mean,
+    power_law_cl,
+    simulate_parametric_sky,
     superpixel_patches,
 )
 
@@ -35,9 +39,11 @@ def test_power_law_is_normalised_at_l80():
 
 def test_grf_foregrounds_give_back_their_spectra(spectra):
     nside, lmax = 64, 128
-    cfg = sky_config(dust={"amplitude_uk2": 28.0, "alpha": -0.4, "ee_over_bb": 2.0},
-                     synchrotron={"amplitude_uk2": 2.0, "alpha": -0.8, "ee_over_bb": 3.0},
-                     rho_ds=0.5)
+    cfg = sky_config(
+        dust={"amplitude_uk2": 28.0, "alpha": -0.4, "ee_over_bb": 2.0},
+        synchrotron={"amplitude_uk2": 2.0, "alpha": -0.8, "ee_over_bb": 3.0},
+        rho_ds=0.5,
+    )
     sky = simulate_parametric_sky(cfg, CMB, spectra, nside, lmax)
     for qu, comp in ((sky.dust_qu, cfg["dust"]), (sky.sync_qu, cfg["synchrotron"])):
         cls = hp.anafast(np.stack([np.zeros_like(qu[0]), *qu]), lmax=lmax, iter=5)
@@ -46,8 +52,12 @@ def test_grf_foregrounds_give_back_their_spectra(spectra):
         chi2_ee, _ = chi2_per_dof(cls[1], comp["ee_over_bb"] * bb, 10, lmax)
         assert 0.75 < chi2_bb < 1.3 and abs(mean_bb) < 0.35
         assert 0.75 < chi2_ee < 1.3
-    both = hp.anafast(np.stack([0 * sky.dust_qu[0], *sky.dust_qu]),
-                      np.stack([0 * sky.sync_qu[0], *sky.sync_qu]), lmax=lmax, iter=5)
+    both = hp.anafast(
+        np.stack([0 * sky.dust_qu[0], *sky.dust_qu]),
+        np.stack([0 * sky.sync_qu[0], *sky.sync_qu]),
+        lmax=lmax,
+        iter=5,
+    )
     auto_d = hp.anafast(np.stack([0 * sky.dust_qu[0], *sky.dust_qu]), lmax=lmax, iter=5)
     auto_s = hp.anafast(np.stack([0 * sky.sync_qu[0], *sky.sync_qu]), lmax=lmax, iter=5)
     rho = both[2][10:].sum() / np.sqrt(auto_d[2][10:].sum() * auto_s[2][10:].sum())
@@ -76,19 +86,30 @@ def test_b_modes_only_sky_has_no_e_modes(spectra):
 
 def test_true_patch_parameters_are_constant_on_their_patches(spectra):
     nside = 16
-    patches = {"beta_d": superpixel_patches(nside, 4), "temperature_d": superpixel_patches(
-        nside, 2), "beta_s": superpixel_patches(nside, 0)}
-    cfg = sky_config(kind="true_patch",
-                     dust={"beta": {"mean": 1.5, "amplitude": 0.3},
-                           "temperature_k": {"mean": 20.0, "amplitude": 60.0}},
-                     synchrotron={"beta": {"mean": -3.0, "amplitude": 0.3}},
-                     patches={"beta_d": {"superpixel_nside": 4},
-                              "temperature_d": {"superpixel_nside": 2},
-                              "beta_s": {"superpixel_nside": 0}})
+    patches = {
+        "beta_d": superpixel_patches(nside, 4),
+        "temperature_d": superpixel_patches(nside, 2),
+        "beta_s": superpixel_patches(nside, 0),
+    }
+    cfg = sky_config(
+        kind="true_patch",
+        dust={
+            "beta": {"mean": 1.5, "amplitude": 0.3},
+            "temperature_k": {"mean": 20.0, "amplitude": 60.0},
+        },
+        synchrotron={"beta": {"mean": -3.0, "amplitude": 0.3}},
+        patches={
+            "beta_d": {"superpixel_nside": 4},
+            "temperature_d": {"superpixel_nside": 2},
+            "beta_s": {"superpixel_nside": 0},
+        },
+    )
     sky = simulate_parametric_sky(cfg, CMB, spectra, nside, 47, patches)
-    for values, labels, k in ((sky.beta_d, patches["beta_d"], 192),
-                              (sky.temp_d_k, patches["temperature_d"], 48),
-                              (sky.beta_s, patches["beta_s"], 1)):
+    for values, labels, k in (
+        (sky.beta_d, patches["beta_d"], 192),
+        (sky.temp_d_k, patches["temperature_d"], 48),
+        (sky.beta_s, patches["beta_s"], 1),
+    ):
         assert np.unique(labels).size == k
         for lab in np.unique(labels):
             assert np.ptp(values[labels == lab]) == 0
@@ -100,29 +121,38 @@ def test_superpixels_are_the_healpix_parents():
     labels = superpixel_patches(nside, low)
     theta, phi = hp.pix2ang(nside, np.arange(hp.nside2npix(nside)))
     assert np.array_equal(labels, hp.ang2pix(low, theta, phi))
-    assert np.array_equal(patch_mean(np.arange(labels.size, dtype=float), labels)[labels == 0],
-                          np.full(np.sum(labels == 0), np.arange(labels.size)[labels == 0].mean()))
+    assert np.array_equal(
+        patch_mean(np.arange(labels.size, dtype=float), labels)[labels == 0],
+        np.full(np.sum(labels == 0), np.arange(labels.size)[labels == 0].mean()),
+    )
 
 
 def test_frequency_maps_follow_the_seds_pixel_by_pixel(spectra):
-    cfg = sky_config(dust={"beta": {"mean": 1.5, "amplitude": 0.3},
-                           "temperature_k": {"mean": 20.0, "amplitude": 30.0}},
-                     synchrotron={"beta": {"mean": -3.0, "amplitude": 0.3}})
+    cfg = sky_config(
+        dust={
+            "beta": {"mean": 1.5, "amplitude": 0.3},
+            "temperature_k": {"mean": 20.0, "amplitude": 30.0},
+        },
+        synchrotron={"beta": {"mean": -3.0, "amplitude": 0.3}},
+    )
     sky = simulate_parametric_sky(cfg, CMB, spectra, 16, 47)
     freqs = [30.0, 100.0, 353.0]
     maps = foreground_maps(sky, freqs)
     p = 123
     for i, nu in enumerate(freqs):
-        expect = (seds.dust_sed(nu, sky.beta_d[p], sky.temp_d_k[p], 353.0) * sky.dust_qu[:, p]
-                  + seds.synchrotron_sed(nu, sky.beta_s[p], 23.0) * sky.sync_qu[:, p])
+        expect = (
+            seds.dust_sed(nu, sky.beta_d[p], sky.temp_d_k[p], 353.0) * sky.dust_qu[:, p]
+            + seds.synchrotron_sed(nu, sky.beta_s[p], 23.0) * sky.sync_qu[:, p]
+        )
         assert np.allclose(maps[i, :, p], expect, rtol=1e-13)
 
 
 def test_galactic_envelope_brightens_the_plane(spectra):
     nside = 32
     flat = simulate_parametric_sky(sky_config(), CMB, spectra, nside, 95)
-    env = simulate_parametric_sky(sky_config(galactic_envelope={"amplitude": 10.0}),
-                                  CMB, spectra, nside, 95)
+    env = simulate_parametric_sky(
+        sky_config(galactic_envelope={"amplitude": 10.0}), CMB, spectra, nside, 95
+    )
     z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
     ratio = env.dust_qu / flat.dust_qu
     assert np.allclose(ratio[:, np.abs(z) < 0.01], 11.0, rtol=0.05)

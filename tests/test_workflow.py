@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, tiny_config
 
 from bmodesep import sim_io
 from bmodesep.instrument import resolve_instrument
-from conftest import REPO, tiny_config
 
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -23,8 +23,17 @@ def run(args, cwd=REPO):
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_dry_run_is_clean(config, tmp_path):
-    r = run(["-n", "--configfile", str(config), "--directory", str(tmp_path),
-             "--snakefile", str(REPO / "Snakefile")])
+    r = run(
+        [
+            "-n",
+            "--configfile",
+            str(config),
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert "simulate_all" in r.stdout + r.stderr or "camb_spectra" in r.stdout + r.stderr
 
@@ -40,8 +49,7 @@ def test_bad_config_stops_the_workflow(tmp_path):
     cfg = tiny_config()
     cfg["simulations"]["lb"]["nside"] = 10
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = run(["-n", "--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile")],
-            cwd=tmp_path)
+    r = run(["-n", "--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile")], cwd=tmp_path)
     assert r.returncode != 0
     assert "simulations.lb.nside: 10 is not a power of two" in r.stdout + r.stderr
 
