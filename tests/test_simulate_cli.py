@@ -241,3 +241,60 @@ def test_wrong_sky_resolution(stage, tmp_path):
         cwd=tmp_path,
     )
     assert_failed_cleanly(r, "dataset 'cmb/qu' has shape (2, 768), expected (2, 3072)", out)
+
+
+def test_planck_mask_file_path(stage, tmp_path):
+    """Planck's GAL masks come NESTED at nside 2048; a tiny file of the same form is used."""
+    import healpy as hp
+
+    from bmodesep.masks import threshold_masks
+    from bmodesep.simulate import run_masks
+
+    _root, cfg, products = stage
+    nside_file = 32
+    z = hp.pix2vec(nside_file, np.arange(hp.nside2npix(nside_file)))[2]
+    gal = threshold_masks(np.exp(-np.abs(z) / 0.3), {"a": 0.2, "b": 0.4, "c": 0.6})
+    fields = [hp.reorder(gal[k].astype(float), r2n=True) for k in ("a", "b", "c")]
+    planck = tmp_path / "HFI_Mask_GalPlane_tiny.fits"
+    hp.write_map(str(planck), fields, nest=True, dtype=np.float64)
+    cfg = dict(cfg, masks=dict(cfg["masks"], source="planck", planck_file=str(planck)))
+    out = tmp_path / "masks.h5"
+    run_masks(cfg, "lb", products["lb/sky"], out)
+    masks, _zones = sim_io.read_masks(out, 8)
+    expect = hp.ud_grade(gal["a"].astype(float), 8) >= 0.5
+    assert np.array_equal(masks["GAL020"], expect)
+    assert abs(masks["GAL060"].mean() - 0.6) < 0.05
+    # high Galactic latitudes are kept first, as in Planck's masks
+    z8 = hp.pix2vec(8, np.arange(hp.nside2npix(8)))[2]
+    assert np.abs(z8[masks["GAL020"]]).min() > np.abs(z8[~masks["GAL060"]]).max()
+
+
+def test_true_patch_sky_from_a_patch_file(stage, tmp_path):
+    from bmodesep.config import validate_config
+    from bmodesep.simulate import run_sky
+
+    _root, cfg, products = stage
+    npix = harmonics.npix(8)
+    labels = np.arange(npix) % 7
+    with h5py.File(tmp_path / "patches.h5", "w") as f:
+        f["labels"] = labels
+    patch = {"file": str(tmp_path / "patches.h5"), "dataset": "labels"}
+    sky = dict(
+        cfg["skies"]["grf"],
+        kind="true_patch",
+        patches={"beta_d": patch, "temperature_d": patch, "beta_s": {"superpixel_nside": 1}},
+    )
+    cfg = validate_config(dict(cfg, skies={"grf": sky}))
+    run_sky(cfg, "lb", products["spectra"], tmp_path / "sky.h5")
+    product, parametric = sim_io.read_sky(tmp_path / "sky.h5", 8)
+    assert np.array_equal(product["patches/beta_d"], labels)
+    for lab in range(7):
+        assert np.ptp(parametric.beta_d[labels == lab]) == 0
+    assert np.unique(parametric.beta_s).size == 12
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["labels"] = labels[:-1]
+    sky["patches"]["beta_d"] = {"file": str(tmp_path / "bad.h5"), "dataset": "labels"}
+    cfg = validate_config(dict(cfg, skies={"grf": sky}))
+    with pytest.raises(DataError, match=r"bad\.h5: patch map 'labels' has shape \(767,\)"):
+        run_sky(cfg, "lb", products["spectra"], tmp_path / "sky2.h5")
+    assert not (tmp_path / "sky2.h5").exists()
