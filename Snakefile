@@ -19,9 +19,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/compsep.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.simulate_all.input,
+        rules.compsep_all.input,

@@ -131,6 +131,34 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
                 parse_preset(sky["pysm"]["preset"])
             except ConfigError as exc:
                 problems.append(f"skies.{name}.pysm.preset: {exc}")
+    cs = config["compsep"]
+    for name in cs["simulations"]:
+        if name not in config["simulations"]:
+            problems.append(f"compsep.simulations: unknown simulation '{name}'")
+            continue
+        inst_name = config["simulations"][name]["instrument"]
+        if inst_name in config["instruments"]:
+            try:
+                inst = resolve_instrument(config, inst_name)
+            except ConfigError:
+                continue
+            if inst.noise != "white_pixel" or inst.fwhm_arcmin is not None or inst.splits != 1:
+                problems.append(
+                    f"compsep.simulations: '{name}' uses instrument '{inst_name}'; "
+                    "parametric separation needs white pixel noise, no beams and one "
+                    "split"
+                )
+    for param, (lo, hi) in cs["bounds"].items():
+        if not lo < hi:
+            problems.append(f"compsep.bounds.{param}: lower bound {lo} is not below {hi}")
+        elif not lo <= cs["start"][param] <= hi:
+            problems.append(
+                f"compsep.start.{param}: {cs['start'][param]} lies outside the bounds [{lo}, {hi}]"
+            )
+    for family, spec in cs["multires"].items():
+        for param, n in spec.items():
+            if n and not is_power_of_two(n):
+                problems.append(f"compsep.multires.{family}.{param}: {n} is not a power of two")
     fr = config["masks"]["sky_fractions"]
     if not fr["GAL020"] < fr["GAL040"] < fr["GAL060"]:
         problems.append("masks.sky_fractions: need GAL020 < GAL040 < GAL060")
@@ -194,7 +222,9 @@ def load_config_json(text: str) -> dict[str, Any]:
     return validate_config(data, source="--config-json")
 
 
-def simulation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+def simulation_config(
+    config: Mapping[str, Any], name: str, with_compsep: bool = False
+) -> dict[str, Any]:
     """The part of ``config`` that simulation ``name`` depends on, itself a valid config.
 
     Used as the stage config written into provenance and passed to stage commands, so
@@ -205,7 +235,7 @@ def simulation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"unknown simulation '{name}' (defined: {', '.join(config['simulations'])})"
         )
     sim = config["simulations"][name]
-    return {
+    out = {
         "results_dir": config["results_dir"],
         "cmb": config["cmb"],
         "masks": config["masks"],
@@ -213,3 +243,6 @@ def simulation_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         "instruments": {sim["instrument"]: config["instruments"][sim["instrument"]]},
         "simulations": {name: sim},
     }
+    if with_compsep:
+        out["compsep"] = dict(config["compsep"], simulations=[name])
+    return out

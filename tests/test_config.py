@@ -81,7 +81,11 @@ def test_simulation_config_is_a_valid_config_of_one_simulation():
     c = tiny_config()
     sub = simulation_config(c, "so")
     assert list(sub["simulations"]) == ["so"] and list(sub["instruments"]) == ["sosat"]
-    assert validate_config(sub) == sub
+    again = validate_config(sub)
+    assert {k: again[k] for k in sub} == sub
+    assert "compsep" not in sub  # simulations do not depend on separation settings
+    with_cs = simulation_config(c, "so", with_compsep=True)
+    assert with_cs["compsep"]["simulations"] == ["so"]
     with pytest.raises(ConfigError, match="unknown simulation 'zz'"):
         simulation_config(c, "zz")
 

@@ -32,6 +32,11 @@ def simulation_config_json(wildcards):
     return json.dumps(simulation_config(config, wildcards.sim), sort_keys=True)
 
 
+def compsep_config_json(wildcards):
+    """The simulation's config plus the component-separation settings."""
+    return json.dumps(simulation_config(config, wildcards.sim, with_compsep=True), sort_keys=True)
+
+
 def npix(wildcards):
     return 12 * config["simulations"][wildcards.sim]["nside"] ** 2
 
@@ -56,3 +61,59 @@ def masks_inputs(wildcards):
     if config["masks"]["source"] == "planck":
         inputs["planck"] = config["masks"]["planck_file"]
     return inputs
+
+
+# ---------------------------------------------------------------- component separation
+COMPSEP = config["compsep"]
+COMPSEP_SIMULATIONS = COMPSEP["simulations"]
+COMPSEP_ZONES = COMPSEP["zones"]
+COMPSEP_METHODS = ["kmeans", "multires", "single"]
+KMEANS_COUNTS = sorted(set().union(*(COMPSEP["grid"][p] for p in ("beta_d", "temperature_d", "beta_s"))))
+GRID_CHUNKS = list(range(COMPSEP["chunks"]))
+COMPSEP_DIR = f"{RESULTS}/compsep"
+
+
+wildcard_constraints:
+    zone="GAL0[246]0_[UL]",
+    method="kmeans|multires|single",
+    chunk=r"\d+",
+
+
+def patches_dir(wildcards):
+    return f"{COMPSEP_DIR}/{wildcards.sim}/patches/{wildcards.zone}"
+
+
+def kmeans_patch_files(wildcards):
+    return expand(
+        "{dir}/kmeans_K{k}_seed{seed}.h5",
+        dir=patches_dir(wildcards),
+        k=KMEANS_COUNTS,
+        seed=COMPSEP["kmeans_seed"],
+    )
+
+
+def grid_chunk_files(wildcards):
+    return expand(
+        "{dir}/{sim}/grid/{zone}/chunk{chunk}.h5",
+        dir=COMPSEP_DIR,
+        sim=wildcards.sim,
+        zone=wildcards.zone,
+        chunk=GRID_CHUNKS,
+    )
+
+
+def compsep_fit_inputs(wildcards):
+    inputs = {
+        "masks": f"{RESULTS}/sims/{wildcards.sim}/masks.h5",
+        "signal": f"{RESULTS}/sims/{wildcards.sim}/signal.h5",
+    }
+    if wildcards.method == "kmeans":
+        inputs["selection"] = f"{COMPSEP_DIR}/{wildcards.sim}/grid/{wildcards.zone}/selection.h5"
+        inputs["patches"] = kmeans_patch_files(wildcards)
+    return inputs
+
+
+def compsep_fit_extra_args(wildcards, input):
+    if wildcards.method != "kmeans":
+        return ""
+    return f"--patches-dir {patches_dir(wildcards)} --selection {input.selection}"

@@ -1,0 +1,213 @@
+"""Fits of patch configurations over noise realisations, and the grid search (kabalan2025).
+
+A configuration is a patch map per spectral parameter.  For each configuration every
+noise realisation is fitted (L-BFGS, :mod:`bmodesep.fitting`) and the CMB is
+reconstructed; the grid objective is eq. (9),
+
+    sigma^2_CMB = < Var_i[ s_CMB^(i) ] >_pixels        (Q and U, over the zone's pixels),
+
+recorded with the per-realisation spatial variance used by the paper's code, the NLL
+mean and spread, and the systematic residual: the CMB reconstructed from the noiseless
+foreground-only sky with parameters fitted to it (sec. 4, W(d_fg)).  The global grid
+G = {K_beta_d} x {K_T_d} x {K_beta_s} is sliced evenly over P processes whether or not
+P divides |G| (sec. 2.4).  Shapes are padded per batch of configurations so that one
+compilation serves them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bmodesep import compsep, fitting
+from bmodesep.compsep import PARAMETERS, CellLayout, SpectralModel
+from bmodesep.errors import ConfigError
+
+
+class GridPoint(NamedTuple):
+    beta_d: int
+    temperature_d: int
+    beta_s: int
+
+
+def grid_points(grid: Mapping[str, Sequence[int]]) -> list[GridPoint]:
+    """All configurations of the grid, beta_d slowest, beta_s fastest."""
+    return [GridPoint(*p) for p in itertools.product(*(grid[name] for name in PARAMETERS))]
+
+
+def chunk_bounds(n_total: int, n_chunks: int, index: int) -> tuple[int, int]:
+    """Process ``index`` of ``n_chunks`` gets ``[floor(I N / P), floor((I+1) N / P))``."""
+    if not 0 <= index < n_chunks:
+        raise ConfigError(f"chunk {index} does not exist among {n_chunks}")
+    return index * n_total // n_chunks, (index + 1) * n_total // n_chunks
+
+
+class Problem(NamedTuple):
+    """Everything a zone's fits need, restricted to the zone's pixels."""
+
+    model: SpectralModel
+    signal: np.ndarray  # [freq, 2, n_zone] uK_CMB, CMB + foregrounds
+    foreground: np.ndarray  # [freq, 2, n_zone] foregrounds alone
+    noise: Callable[[int], np.ndarray]  # realisation -> [freq, 2, n_zone]
+    n_realisations: int
+    ninv: np.ndarray  # [freq] 1/uK_CMB^2 per pixel
+    start: Mapping[str, float]
+    bounds: Mapping[str, Sequence[float]]
+    options: fitting.FitOptions
+
+
+class ConfigResult(NamedTuple):
+    params: np.ndarray  # [n_real, n_params] best fit per realisation
+    nll: np.ndarray  # [n_real]
+    iterations: np.ndarray  # [n_real]
+    converged: np.ndarray  # [n_real] bool
+    at_bound: np.ndarray  # [n_real, n_params] bool
+    cmb: np.ndarray | None  # [n_real, 2, n_zone] reconstructed CMB (when kept)
+    cmb_variance: float  # eq. 9, uK^2
+    spatial_variance: np.ndarray  # [n_real] variance over pixels of each CMB map, uK^2
+    foreground_params: np.ndarray  # [n_params] fitted to the noiseless foreground-only sky
+    systematic_components: np.ndarray  # [3, 2, n_zone] W(d_fg): CMB, dust, synchrotron
+    systematic_residual: float  # mean over pixels and Q/U of W(d_fg)_CMB^2, uK^2
+
+
+@lru_cache(maxsize=32)
+def _compiled_fitter(model: SpectralModel, options: fitting.FitOptions):
+    def fit(stats, cell_params, ninv, x0, lower, upper):
+        def objective(x, data):
+            return compsep.nll_cells(x, data, cell_params, ninv, model)
+
+        curv = compsep.curvature_diagonal(x0, stats, cell_params, ninv, model)
+        return fitting.minimize(objective, x0, stats, lower, upper, curv, options)
+
+    return jax.jit(fit)
+
+
+@lru_cache(maxsize=32)
+def _compiled_reconstruction(model: SpectralModel):
+    return jax.jit(lambda p, d, ninv_pix, pp: compsep.reconstruct(p, d, ninv_pix, pp, model))
+
+
+@lru_cache(maxsize=8)
+def _compiled_statistics(n_cells: int):
+    return jax.jit(lambda d, cop: compsep.cell_statistics(d, cop, n_cells))
+
+
+def parameter_vectors(
+    layout: CellLayout, start: Mapping[str, float], bounds: Mapping[str, Sequence[float]]
+):
+    """Start values and bounds expanded to the layout's flat parameter vector."""
+
+    def expand(values):
+        pairs = zip(layout.n_patches, values, strict=True)
+        return jnp.concatenate([jnp.full(k, float(v)) for k, v in pairs])
+
+    x0 = expand([start[p] for p in PARAMETERS])
+    lower = expand([bounds[p][0] for p in PARAMETERS])
+    upper = expand([bounds[p][1] for p in PARAMETERS])
+    if bool(jnp.any(x0 < lower) | jnp.any(x0 > upper)):
+        raise ConfigError(f"start values {dict(start)} lie outside the bounds {dict(bounds)}")
+    return x0, lower, upper
+
+
+def evaluate_configuration(
+    layout: CellLayout,
+    problem: Problem,
+    keep_maps: bool = False,
+) -> ConfigResult:
+    """Fit every noise realisation and the foreground-only sky for one configuration."""
+    fitter = _compiled_fitter(problem.model, problem.options)
+    recon = _compiled_reconstruction(problem.model)
+    stats_fn = _compiled_statistics(layout.n_cells)
+    ninv = jnp.asarray(problem.ninv)
+    ninv_pix = jnp.broadcast_to(ninv[:, None], (ninv.size, layout.pixels.size))
+    cell_params = jnp.asarray(layout.cell_params)
+    pixel_params = jnp.asarray(layout.pixel_params)
+    cell_of_pixel = jnp.asarray(layout.cell_of_pixel)
+    x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
+
+    def fit_and_reconstruct(d):
+        d = jnp.asarray(d)
+        res = fitter(stats_fn(d, cell_of_pixel), cell_params, ninv, x0, lower, upper)
+        return res, recon(res.params, d, ninv_pix, pixel_params)
+
+    fg_fit, fg_components = fit_and_reconstruct(problem.foreground)
+    fits, cmb_maps, spatial = [], [], []
+    mean = m2 = None
+    for i in range(problem.n_realisations):  # a loop: batched fits were ~10x slower on CPU
+        res, comps = fit_and_reconstruct(problem.signal + problem.noise(i))
+        cmb = np.asarray(comps[0])
+        fits.append(jax.device_get(res))
+        spatial.append(float(np.var(cmb)))
+        if keep_maps:
+            cmb_maps.append(cmb)
+        if mean is None:
+            mean, m2 = cmb.copy(), np.zeros_like(cmb)
+        else:  # Welford: variance over realisations without holding every map
+            delta = cmb - mean
+            mean += delta / (i + 1)
+            m2 += delta * (cmb - mean)
+    n = problem.n_realisations
+    cmb_variance = float(np.mean(m2 / (n - 1))) if n > 1 else float("nan")
+    fg_cmb = np.asarray(fg_components[0])
+    return ConfigResult(
+        params=np.stack([np.asarray(f.params) for f in fits]),
+        nll=np.array([float(f.nll) for f in fits]),
+        iterations=np.array([int(f.iterations) for f in fits]),
+        converged=np.array([bool(f.converged) for f in fits]),
+        at_bound=np.stack([np.asarray(f.at_bound) for f in fits]),
+        cmb=np.stack(cmb_maps) if keep_maps else None,
+        cmb_variance=cmb_variance,
+        spatial_variance=np.array(spatial),
+        foreground_params=np.asarray(fg_fit.params),
+        systematic_components=np.asarray(fg_components),
+        systematic_residual=float(np.mean(fg_cmb**2)),
+    )
+
+
+def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:
+    """Pad a batch of layouts to common cell and parameter counts (one compilation)."""
+    n_cells = max(lay.n_cells for lay in layouts)
+    n_patches = [max(lay.n_patches[i] for lay in layouts) for i in range(3)]
+    return [compsep.pad_layout(lay, n_cells, n_patches) for lay in layouts]
+
+
+SELECTION_OBJECTIVES = ("variance", "variance_plus_systematic")
+
+
+def select_best(
+    cmb_variance,
+    systematic_residual,
+    objective: str = "variance",
+    relative_threshold: float | None = None,
+) -> tuple[int, bool]:
+    """Index of the selected configuration, and whether the threshold could be honoured.
+
+    ``variance``: least sigma^2_CMB (eq. 9).  A deterministic foreground residual is the
+    same in every noise realisation, so it never enters this variance: on its own the
+    criterion favours too few patches (seen in our validation, and by kabalan2025 sec. 6).
+    ``relative_threshold``: as the paper's sec. 6, only configurations whose systematic
+    residual is at most this fraction of their sigma^2_CMB are eligible.
+    ``variance_plus_systematic``: least sigma^2_CMB + systematic residual, the mean squared
+    error of the reconstructed CMB (variance plus squared bias).
+    """
+    variance = np.asarray(cmb_variance, dtype=float)
+    syst = np.asarray(systematic_residual, dtype=float)
+    if objective not in SELECTION_OBJECTIVES:
+        raise ConfigError(
+            f"unknown selection objective '{objective}' (known: {', '.join(SELECTION_OBJECTIVES)})"
+        )
+    score = variance + syst if objective == "variance_plus_systematic" else variance.copy()
+    honoured = True
+    if relative_threshold is not None:
+        eligible = syst <= relative_threshold * variance
+        if eligible.any():
+            score = np.where(eligible, score, np.inf)
+        else:
+            honoured = False
+    return int(np.argmin(score)), honoured

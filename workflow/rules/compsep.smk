@@ -1,0 +1,114 @@
+# Component separation (kabalan2025): K-means patches -> grid-search chunks -> selection
+# -> fits of the selected K-means, multi-resolution and single-patch configurations.
+
+
+rule kmeans_patches:
+    input:
+        masks=f"{RESULTS}/sims/{{sim}}/masks.h5",
+    output:
+        expand(
+            f"{COMPSEP_DIR}/{{sim}}/patches/{{zone}}/kmeans_K{{k}}_seed{{seed}}.h5",
+            k=KMEANS_COUNTS,
+            seed=COMPSEP["kmeans_seed"],
+            allow_missing=True,
+        ),
+    params:
+        config=compsep_config_json,
+        directory=patches_dir,
+    log:
+        f"{LOGS}/kmeans_patches/{{sim}}_{{zone}}.log",
+    benchmark:
+        f"{BENCHMARKS}/kmeans_patches/{{sim}}_{{zone}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/bmodesep.yaml"
+    shell:
+        "python -m bmodesep.separate patches --config-json {params.config:q} "
+        "--simulation {wildcards.sim} --zone {wildcards.zone} --masks {input.masks} "
+        "--output-dir {params.directory} > {log} 2>&1"
+
+
+rule grid_chunk:
+    input:
+        masks=f"{RESULTS}/sims/{{sim}}/masks.h5",
+        signal=f"{RESULTS}/sims/{{sim}}/signal.h5",
+        patches=kmeans_patch_files,
+    output:
+        f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/chunk{{chunk}}.h5",
+    params:
+        config=compsep_config_json,
+        directory=patches_dir,
+    log:
+        f"{LOGS}/grid_chunk/{{sim}}_{{zone}}_{{chunk}}.log",
+    benchmark:
+        f"{BENCHMARKS}/grid_chunk/{{sim}}_{{zone}}_{{chunk}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/bmodesep.yaml"
+    shell:
+        "python -m bmodesep.separate chunk --config-json {params.config:q} "
+        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} "
+        "--masks {input.masks} --signal {input.signal} --patches-dir {params.directory} "
+        "--output {output} > {log} 2>&1"
+
+
+rule grid_select:
+    input:
+        grid_chunk_files,
+    output:
+        f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/selection.h5",
+    params:
+        config=compsep_config_json,
+    log:
+        f"{LOGS}/grid_select/{{sim}}_{{zone}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/bmodesep.yaml"
+    shell:
+        "python -m bmodesep.separate select --config-json {params.config:q} "
+        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunks {input} "
+        "--output {output} > {log} 2>&1"
+
+
+rule compsep_fit:
+    input:
+        unpack(compsep_fit_inputs),
+    output:
+        f"{COMPSEP_DIR}/{{sim}}/{{zone}}/{{method}}.h5",
+    params:
+        config=compsep_config_json,
+        extra=compsep_fit_extra_args,
+    log:
+        f"{LOGS}/compsep_fit/{{sim}}_{{zone}}_{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/compsep_fit/{{sim}}_{{zone}}_{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/bmodesep.yaml"
+    shell:
+        "python -m bmodesep.separate fit --config-json {params.config:q} "
+        "--simulation {wildcards.sim} --zone {wildcards.zone} --method {wildcards.method} "
+        "--masks {input.masks} --signal {input.signal} {params.extra} "
+        "--output {output} > {log} 2>&1"
+
+
+rule compsep_all:
+    input:
+        expand(
+            f"{COMPSEP_DIR}/{{sim}}/{{zone}}/{{method}}.h5",
+            sim=COMPSEP_SIMULATIONS,
+            zone=COMPSEP_ZONES,
+            method=COMPSEP_METHODS,
+        ),
