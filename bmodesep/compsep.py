@@ -9,10 +9,16 @@ parameters beta_d, T_d and beta_s each live on their own patch map.  Per pixel,
 
 Fast path: where the noise is homogeneous within each *cell* (a set of pixels sharing
 the same three patches), the likelihood only needs the per-cell sufficient statistic
-``D_c = sum_{p in c, stokes} d d^T`` (freq x freq):  -2 ln L = -sum_c tr(K_c B_c^T D_c B_c)
-with ``B = N^-1 A``, ``K = (A^T N^-1 A)^-1``; its cost is independent of the pixel count.
-The per-pixel form is kept for inhomogeneous noise and as the reference in the tests.
-All functions return the negative log-likelihood ``-ln L`` (half the above).
+``D_c = sum_{p in c, stokes} d d^T`` (freq x freq), kept as a square root ``L_c L_c^T = D_c``;
+its cost is independent of the pixel count.  The optimiser minimises the residual
+
+    chi2/2 = 1/2 sum_c || N^-1/2 (I - A K B^T) L_c ||^2,   B = N^-1 A,  K = (A^T N^-1 A)^-1,
+
+which equals -ln L + 1/2 sum d^T N^-1 d: the same minimum, but computed from residuals it
+keeps residual-level precision (the spectral form -1/2 tr(K B^T D B) is a difference of
+numbers of the size of the total signal power, and its rounding stalled noiseless fits
+at ~3e-5 in T_d).  The per-pixel form serves inhomogeneous noise and is the tests'
+reference.  ``nll_*`` return -ln L (up to the usual constant); ``residual_*`` return chi2/2.
 """
 
 from __future__ import annotations
@@ -143,10 +149,12 @@ def pad_layout(layout: CellLayout, n_cells: int, n_patches: Sequence[int]) -> Ce
 
 
 def cell_statistics(d_zone, cell_of_pixel, n_cells: int):
-    """D ``[n_cell, freq, freq]`` = sum over a cell's pixels and Stokes of d d^T."""
+    """Square roots ``L[n_cell, freq, freq]`` of D_c = sum over a cell (pixels, Stokes) of d d^T."""
     d = jnp.asarray(d_zone)  # [freq, stokes, n_zone]
     outer = jnp.einsum("fsp,gsp->pfg", d, d)
-    return jax.ops.segment_sum(outer, jnp.asarray(cell_of_pixel), num_segments=n_cells)
+    stats = jax.ops.segment_sum(outer, jnp.asarray(cell_of_pixel), num_segments=n_cells)
+    evals, evecs = jnp.linalg.eigh(stats)
+    return evecs * jnp.sqrt(jnp.clip(evals, 0.0, None))[:, None, :]
 
 
 # ---------------------------------------------------------------- likelihoods
@@ -155,44 +163,64 @@ def _split(params, cell_or_pixel_params):
     return p[..., 0], p[..., 1], p[..., 2]
 
 
-def nll_cells(params, stats, cell_params, ninv, model: SpectralModel):
-    """-ln L from cell statistics ``stats[n_cell, freq, freq]`` and ``ninv[freq]``."""
-    a = mixing_matrix(model, *_split(params, cell_params))  # [cell, f, 3]
+def _cell_residuals(bd, td, bs, roots, ninv, model):
+    """chi2/2 of each cell's best-fit components, ``[n_cell]``."""
+    a = mixing_matrix(model, bd, td, bs)  # [cell, f, 3]
     b = a * ninv[None, :, None]
     k = _inv3_sym(jnp.einsum("cfi,cfj->cij", a, b))
-    bdb = jnp.einsum("cfi,cfg,cgj->cij", b, stats, b)
-    return -0.5 * jnp.sum(k * bdb)
+    amplitudes = jnp.einsum("cij,cfj,cfk->cik", k, b, roots)  # [cell, 3, f]
+    resid = roots - jnp.einsum("cfi,cik->cfk", a, amplitudes)
+    return 0.5 * jnp.einsum("f,cfk->c", ninv, resid**2)
 
 
-def nll_cell_terms(local_params, stats, ninv, model: SpectralModel):
-    """-ln L of each cell for its own 3 parameters ``[n_cell, 3]`` (for exact curvature)."""
-    a = mixing_matrix(model, local_params[..., 0], local_params[..., 1], local_params[..., 2])
+def residual_cells(params, roots, cell_params, ninv, model: SpectralModel):
+    """chi2/2 of the best-fit components (the optimiser's objective)."""
+    return jnp.sum(_cell_residuals(*_split(params, cell_params), roots, ninv, model))
+
+
+def residual_cells_fast(params, roots, cell_params, ninv, model: SpectralModel):
+    """:func:`residual_cells` through the spectral form: half the cost, signal-level rounding.
+
+    ``1/2 tr(N^-1 D) - 1/2 sum_c tr(K B^T D B)``: the same function, but a difference of
+    numbers of the size of the total signal power.  Good for the bulk of a fit; the last
+    digits need :func:`residual_cells`.
+    """
+    a = mixing_matrix(model, *_split(params, cell_params))
     b = a * ninv[None, :, None]
     k = _inv3_sym(jnp.einsum("cfi,cfj->cij", a, b))
-    return -0.5 * jnp.einsum("cij,cfi,cfg,cgj->c", k, b, stats, b)
+    bl = jnp.einsum("cfi,cfk->cik", b, roots)
+    return data_term(roots, ninv) - 0.5 * jnp.einsum("cij,cik,cjk->", k, bl, bl)
 
 
-def _cell_hessians(params, stats, cell_params, ninv, model):
-    def one(p, s):
-        return nll_cell_terms(p[None], s[None], ninv, model)[0]
-
-    return jax.vmap(jax.hessian(one))(params[cell_params], stats)  # [cell, 3, 3]
+def data_term(roots, ninv):
+    """1/2 sum d^T N^-1 d, the constant between :func:`residual_cells` and -ln L."""
+    return 0.5 * jnp.einsum("f,cfk->", ninv, roots**2)
 
 
-def curvature_diagonal(params, stats, cell_params, ninv, model: SpectralModel):
-    """Exact diagonal of the Hessian of :func:`nll_cells`, assembled from per-cell 3x3 blocks."""
-    hess = _cell_hessians(params, stats, cell_params, ninv, model)
+def nll_cells(params, roots, cell_params, ninv, model: SpectralModel):
+    """-ln L = -1/2 sum d^T N^-1 A K A^T N^-1 d from the cell statistics."""
+    return residual_cells(params, roots, cell_params, ninv, model) - data_term(roots, ninv)
+
+
+def curvature_diagonal(params, roots, cell_params, ninv, model: SpectralModel):
+    """Exact diagonal of the Hessian, assembled from per-cell 3x3 blocks."""
+
+    def one(p, r):
+        return _cell_residuals(p[None, 0], p[None, 1], p[None, 2], r[None], ninv, model)[0]
+
+    hess = jax.vmap(jax.hessian(one))(params[cell_params], roots)  # [cell, 3, 3]
     diag = jnp.diagonal(hess, axis1=1, axis2=2)
     return jnp.zeros_like(params).at[cell_params.ravel()].add(diag.ravel())
 
 
 def nll_pixels(params, d_zone, ninv_pix, pixel_params, model: SpectralModel):
     """-ln L per pixel: ``d_zone[freq, stokes, pix]``, ``ninv_pix[freq, pix]`` (general noise)."""
+    s = reconstruct(params, d_zone, ninv_pix, pixel_params, model)
     a = mixing_matrix(model, *_split(params, pixel_params))  # [pix, f, 3]
-    b = a * ninv_pix.T[:, :, None]
-    k = _inv3_sym(jnp.einsum("pfi,pfj->pij", a, b))
-    btd = jnp.einsum("pfi,fsp->psi", b, d_zone)
-    return -0.5 * jnp.einsum("psi,pij,psj->", btd, k, btd)
+    resid = d_zone - jnp.einsum("pfi,isp->fsp", a, s)
+    return 0.5 * jnp.sum(ninv_pix[:, None] * resid**2) - 0.5 * jnp.sum(
+        ninv_pix[:, None] * d_zone**2
+    )
 
 
 def reconstruct(params, d_zone, ninv_pix, pixel_params, model: SpectralModel):

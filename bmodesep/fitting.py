@@ -28,7 +28,7 @@ BOUND_PENALTY = 1e3
 
 class FitOptions(NamedTuple):
     max_iterations: int = 1000
-    rtol: float = 1e-13
+    rtol: float = 1e-10
     memory_size: int = 20
     max_linesearch_steps: int = 20
 

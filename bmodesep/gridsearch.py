@@ -27,7 +27,7 @@ import numpy as np
 
 from bmodesep import compsep, fitting
 from bmodesep.compsep import PARAMETERS, CellLayout, SpectralModel
-from bmodesep.errors import ConfigError
+from bmodesep.errors import ConfigError, DataError
 
 
 class GridPoint(NamedTuple):
@@ -78,12 +78,20 @@ class ConfigResult(NamedTuple):
 
 @lru_cache(maxsize=32)
 def _compiled_fitter(model: SpectralModel, options: fitting.FitOptions):
-    def fit(stats, cell_params, ninv, x0, lower, upper):
-        def objective(x, data):
-            return compsep.nll_cells(x, data, cell_params, ninv, model)
+    def fit(roots, cell_params, ninv, x0, lower, upper):
+        def fast(x, data):
+            return compsep.residual_cells_fast(x, data, cell_params, ninv, model)
 
-        curv = compsep.curvature_diagonal(x0, stats, cell_params, ninv, model)
-        return fitting.minimize(objective, x0, stats, lower, upper, curv, options)
+        def exact(x, data):
+            return compsep.residual_cells(x, data, cell_params, ninv, model)
+
+        curv = compsep.curvature_diagonal(x0, roots, cell_params, ninv, model)
+        bulk = fitting.minimize(fast, x0, roots, lower, upper, curv, options)
+        polish = fitting.minimize(exact, bulk.params, roots, lower, upper, curv, options)
+        return polish._replace(
+            nll=polish.nll - compsep.data_term(roots, ninv),
+            iterations=bulk.iterations + polish.iterations,
+        )
 
     return jax.jit(fit)
 
@@ -121,6 +129,9 @@ def evaluate_configuration(
     keep_maps: bool = False,
 ) -> ConfigResult:
     """Fit every noise realisation and the foreground-only sky for one configuration."""
+    for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"the {what} maps of the zone contain NaN or inf")
     fitter = _compiled_fitter(problem.model, problem.options)
     recon = _compiled_reconstruction(problem.model)
     stats_fn = _compiled_statistics(layout.n_cells)
