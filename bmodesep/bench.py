@@ -238,16 +238,15 @@ def _multires_setup(n_realisations: int):
 
 
 def _fit_once(layout, problem, data, options=None):
-    from bmodesep import gridsearch
-
-    fitter = gridsearch._compiled_fitter(problem.model, options or problem.options)
-    stats = gridsearch._compiled_statistics(layout.n_cells)
     import jax.numpy as jnp
 
+    from bmodesep import gridsearch
+
+    stats = gridsearch._compiled_statistics(layout.n_cells)
     x0, lower, upper = gridsearch.parameter_vectors(layout, problem.start, problem.bounds)
     roots = stats(jnp.asarray(data), jnp.asarray(layout.cell_of_pixel))
-    res = fitter(
-        roots, jnp.asarray(layout.cell_params), jnp.asarray(problem.ninv), x0, lower, upper
+    res = gridsearch.fit_cells(
+        problem.model, options or problem.options, roots, layout, problem.ninv, x0, lower, upper
     )
     res.nll.block_until_ready()
     return res

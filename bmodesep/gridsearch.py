@@ -77,8 +77,12 @@ class ConfigResult(NamedTuple):
 
 
 @lru_cache(maxsize=32)
-def _compiled_fitter(model: SpectralModel, options: fitting.FitOptions):
-    def fit(roots, cell_params, ninv, x0, lower, upper):
+def _compiled_fitter(model: SpectralModel, memory_size: int, max_linesearch_steps: int):
+    """Compiled two-phase fit; tolerance and iteration cap are arguments (no recompilation)."""
+
+    def fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
+        options = fitting.FitOptions(max_iterations, rtol, memory_size, max_linesearch_steps)
+
         def fast(x, data):
             return compsep.residual_cells_fast(x, data, cell_params, ninv, model)
 
@@ -94,6 +98,30 @@ def _compiled_fitter(model: SpectralModel, options: fitting.FitOptions):
         )
 
     return jax.jit(fit)
+
+
+def fit_cells(
+    model: SpectralModel,
+    options: fitting.FitOptions,
+    roots,
+    layout: CellLayout,
+    ninv,
+    x0,
+    lower,
+    upper,
+) -> fitting.FitResult:
+    """Fit one data set given its cell statistics (bulk with the fast form, exact polish)."""
+    fitter = _compiled_fitter(model, options.memory_size, options.max_linesearch_steps)
+    return fitter(
+        roots,
+        jnp.asarray(layout.cell_params),
+        jnp.asarray(ninv),
+        x0,
+        lower,
+        upper,
+        jnp.asarray(options.max_iterations),
+        jnp.asarray(float(options.rtol)),
+    )
 
 
 @lru_cache(maxsize=32)
@@ -132,19 +160,26 @@ def evaluate_configuration(
     for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
         if not np.all(np.isfinite(arr)):
             raise DataError(f"the {what} maps of the zone contain NaN or inf")
-    fitter = _compiled_fitter(problem.model, problem.options)
     recon = _compiled_reconstruction(problem.model)
     stats_fn = _compiled_statistics(layout.n_cells)
     ninv = jnp.asarray(problem.ninv)
     ninv_pix = jnp.broadcast_to(ninv[:, None], (ninv.size, layout.pixels.size))
-    cell_params = jnp.asarray(layout.cell_params)
     pixel_params = jnp.asarray(layout.pixel_params)
     cell_of_pixel = jnp.asarray(layout.cell_of_pixel)
     x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
 
     def fit_and_reconstruct(d):
         d = jnp.asarray(d)
-        res = fitter(stats_fn(d, cell_of_pixel), cell_params, ninv, x0, lower, upper)
+        res = fit_cells(
+            problem.model,
+            problem.options,
+            stats_fn(d, cell_of_pixel),
+            layout,
+            ninv,
+            x0,
+            lower,
+            upper,
+        )
         return res, recon(res.params, d, ninv_pix, pixel_params)
 
     fg_fit, fg_components = fit_and_reconstruct(problem.foreground)

@@ -112,14 +112,17 @@ def test_autodiff_gradient_matches_finite_differences():
         ]
     )
     f = jax.jit(lambda v: compsep.nll_cells(v, stats, cp, ninv, MODEL))
-    grad = np.asarray(jax.grad(f)(x))
+    g = jax.jit(jax.grad(lambda v: compsep.nll_cells(v, stats, cp, ninv, MODEL)))
+    grad = np.asarray(g(x))
+    curvature = jax.jit(lambda v: compsep.curvature_diagonal(v, stats, cp, ninv, MODEL))
+    diag = np.asarray(curvature(x))
     for i in range(x.size):
         h = 1e-5 * max(1.0, abs(float(x[i])))
-        fd = (float(f(x.at[i].add(h))) - float(f(x.at[i].add(-h)))) / (2 * h)
+        xp, xm = x.at[i].add(h), x.at[i].add(-h)
+        fd = (float(f(xp)) - float(f(xm))) / (2 * h)
         assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-6 * np.abs(grad).max())
-    diag = np.asarray(compsep.curvature_diagonal(x, stats, cp, ninv, MODEL))
-    full = np.asarray(jax.hessian(f)(x))
-    assert np.allclose(diag, np.diagonal(full), rtol=1e-8)
+        fd2 = (float(g(xp)[i]) - float(g(xm)[i])) / (2 * h)
+        assert diag[i] == pytest.approx(fd2, rel=1e-4, abs=1e-6 * np.abs(diag).max())
 
 
 def test_noiseless_single_patch_sky_gives_back_its_parameters():
@@ -150,22 +153,19 @@ def test_noiseless_single_patch_sky_gives_back_its_parameters():
 
 
 def test_fit_reaches_the_optimum_of_a_long_run(spectra_sky_32):
-    zone, problem, layout = spectra_sky_32
-    short = gridsearch.evaluate_configuration(layout, problem._replace(n_realisations=2))
-    long = gridsearch.evaluate_configuration(
-        layout,
-        problem._replace(
-            n_realisations=2, options=fitting.FitOptions(rtol=0.0, max_iterations=8000)
-        ),
-    )
-    assert short.converged.all()
-    assert np.all(short.nll - long.nll < 0.05)  # in -ln L
-    assert np.all(short.nll - long.nll > -1e-6)
+    _, problem, layout, _ = spectra_sky_32
+    data = jnp.asarray(problem.signal + problem.noise(0))
+    roots = compsep.cell_statistics(data, layout.cell_of_pixel, layout.n_cells)
+    x0, lower, upper = gridsearch.parameter_vectors(layout, START, BOUNDS)
+    args = (roots, layout, problem.ninv, x0, lower, upper)
+    short = gridsearch.fit_cells(MODEL, fitting.FitOptions(), *args)
+    long = gridsearch.fit_cells(MODEL, fitting.FitOptions(rtol=0.0, max_iterations=1500), *args)
+    assert bool(short.converged) and int(short.iterations) < 1000
+    assert -1e-6 < float(short.nll - long.nll) < 0.05  # in -ln L
 
 
 def test_multiresolution_beats_one_patch_on_a_varying_sky(spectra_sky_32):
-    zone, problem, _ = spectra_sky_32
-    truth = problem.truth_beta_d
+    zone, problem, _, truth = spectra_sky_32
     errors = {}
     for name, nsd in (("single", 0), ("multires", 8)):
         patches = {
@@ -251,10 +251,6 @@ def spectra_sky_32():
     fg = foreground_maps(sky, LITEBIRD.frequencies_ghz)[:, :, pix]
     signal = fg + sky.cmb_qu[None][:, :, pix]
     sigma = white_noise_sigma_per_pixel(LITEBIRD, nside)
-
-    class P(gridsearch.Problem):
-        pass
-
     problem = gridsearch.Problem(
         MODEL,
         signal,
@@ -266,7 +262,6 @@ def spectra_sky_32():
         BOUNDS,
         fitting.FitOptions(),
     )
-    problem.__class__  # a plain NamedTuple; the truth travels alongside
     layout = compsep.cell_layout(
         {
             "beta_d": clustering.multires_patches(zone, 8),
@@ -275,17 +270,4 @@ def spectra_sky_32():
         },
         zone,
     )
-    return zone, _WithTruth(problem, sky.beta_d[pix]), layout
-
-
-class _WithTruth:
-    """A Problem plus the true beta_d map of its zone."""
-
-    def __init__(self, problem, truth_beta_d):
-        self._problem, self.truth_beta_d = problem, truth_beta_d
-
-    def __getattr__(self, name):
-        return getattr(self._problem, name)
-
-    def _replace(self, **kw):
-        return self._problem._replace(**kw)
+    return zone, problem, layout, sky.beta_d[pix]

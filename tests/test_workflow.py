@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, tiny_config
 
-from bmodesep import sim_io
+from bmodesep import io, sim_io
 from bmodesep.instrument import resolve_instrument
 
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
@@ -57,9 +57,16 @@ def test_bad_config_stops_the_workflow(tmp_path):
 @pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path):
     cfg = tiny_config()
+    cfg["compsep"] = dict(
+        cfg["compsep"],
+        simulations=["lb"],
+        zones=["GAL060_L"],
+        grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
+        multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
-    r = run([*args, "simulate_all"], cwd=tmp_path)
+    r = run(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     results = Path(tmp_path, "results")
     for sim in ("lb", "so"):
@@ -69,5 +76,13 @@ def test_tiny_end_to_end_run(tmp_path):
         assert (results / "benchmarks" / "noise" / f"{sim}.tsv").exists()
     so = resolve_instrument(cfg, "sosat")
     assert sim_io.read_noise(results / "sims/so/noise.h5", so, 8)["b"].shape[:3] == (1, 2, 8)
-    again = run([*args, "simulate_all", "-n"], cwd=tmp_path)
+    for method in ("kmeans", "multires", "single"):
+        fit = results / "compsep" / "lb" / "GAL060_L" / f"{method}.h5"
+        assert io.read_product(fit, "compsep_fit")["converged"].all()
+    again = run([*args, "-n"], cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # re-running one stage: --forcerun a rule redoes it and what depends on it, nothing else
+    forced = run([*args, "-n", "--forcerun", "grid_select"], cwd=tmp_path)
+    assert forced.returncode == 0
+    jobs = forced.stdout + forced.stderr
+    assert "grid_select" in jobs and "compsep_fit" in jobs and "rule sky:" not in jobs

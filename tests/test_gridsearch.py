@@ -1,0 +1,246 @@
+"""Grid search over patch counts (kabalan2025 secs. 2.3-2.5, 5.1) and its stage commands."""
+
+import healpy as hp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from bmodesep import clustering, compsep, fitting, gridsearch, io, separate, sim_io
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.instrument import (
+    instrument_from_spec,
+    preset,
+    simulate_noise,
+    white_noise_sigma_per_pixel,
+)
+
+LITEBIRD = instrument_from_spec("litebird", preset("litebird"))
+
+
+@pytest.mark.parametrize("n, p", [(10, 3), (7, 7), (3200, 32), (5, 8), (1, 1)])
+def test_grid_is_sliced_evenly_whether_or_not_p_divides_n(n, p):
+    covered = []
+    sizes = []
+    for i in range(p):
+        lo, hi = gridsearch.chunk_bounds(n, p, i)
+        covered += list(range(lo, hi))
+        sizes.append(hi - lo)
+    assert covered == list(range(n))
+    assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ConfigError, match="chunk 3 does not exist among 3"):
+        gridsearch.chunk_bounds(10, 3, 3)
+
+
+def test_grid_points_are_the_product():
+    pts = gridsearch.grid_points({"beta_d": [10, 20], "temperature_d": [1], "beta_s": [1, 5]})
+    assert [tuple(p) for p in pts] == [(10, 1, 1), (10, 1, 5), (20, 1, 1), (20, 1, 5)]
+
+
+def test_selection_rules():
+    var = np.array([1.0, 1.1, 1.2])
+    syst = np.array([0.3, 1e-6, 0.0])
+    assert gridsearch.select_best(var, syst) == (0, True)
+    assert gridsearch.select_best(var, syst, "variance_plus_systematic") == (1, True)
+    assert gridsearch.select_best(var, syst, "variance", 1e-3) == (1, True)
+    assert gridsearch.select_best(var, syst, "variance", 0.0) == (2, True)
+    assert gridsearch.select_best(var, syst + 1, "variance", 1e-3) == (0, False)
+    with pytest.raises(ConfigError, match="unknown selection objective 'mse'"):
+        gridsearch.select_best(var, syst, "mse")
+
+
+def test_grid_search_selects_the_true_patch_configuration():
+    """kabalan2025 sec. 5.1 at CI size: a true-patch sky plus LiteBIRD noise, nside 32."""
+    from bmodesep.bench import _simulation_setup
+    from bmodesep.sky import foreground_maps, simulate_parametric_sky
+
+    nside = 32
+    config, sky_cfg, inst, spectra, lmax = _simulation_setup("litebird", nside, {})
+    zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
+    truth = gridsearch.GridPoint(8, 2, 2)
+    patches = {
+        p: clustering.kmeans_patches(zone, k, 0)
+        for p, k in zip(compsep.PARAMETERS, truth, strict=True)
+    }
+    rng = np.random.default_rng(1)
+    values = {
+        "beta_d": 1.54 + 0.15 * rng.standard_normal(8),
+        "temperature_d": 20 + 3 * rng.standard_normal(2),
+        "beta_s": -3 + 0.15 * rng.standard_normal(2),
+    }
+    sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+    maps = {}
+    for p, default in (("beta_d", 1.54), ("temperature_d", 20.0), ("beta_s", -3.0)):
+        maps[p] = np.full(zone.size, default)
+        maps[p][zone] = values[p][patches[p][zone]]
+    sky = sky._replace(beta_d=maps["beta_d"], temp_d_k=maps["temperature_d"], beta_s=maps["beta_s"])
+    pix = np.flatnonzero(zone)
+    fg = foreground_maps(sky, inst.frequencies_ghz)[:, :, pix]
+    problem = gridsearch.Problem(
+        compsep.SpectralModel(inst.frequencies_ghz),
+        fg + sky.cmb_qu[None][:, :, pix],
+        fg,
+        lambda i: simulate_noise(inst, nside, lmax, 3, i).qu[0][:, :, pix],
+        8,
+        1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
+        {"beta_d": 1.54, "temperature_d": 20.0, "beta_s": -3.0},
+        {"beta_d": (0.5, 5), "temperature_d": (5, 100), "beta_s": (-6, -0.5)},
+        fitting.FitOptions(),
+    )
+    points = gridsearch.grid_points(
+        {"beta_d": [4, 8, 16], "temperature_d": [1, 2, 4], "beta_s": [1, 2, 4]}
+    )
+    cache = {}
+
+    def pmap(k):
+        if k not in cache:
+            cache[k] = clustering.kmeans_patches(zone, k, 0)
+        return cache[k]
+
+    layouts = gridsearch.pad_layouts(
+        [
+            compsep.cell_layout(
+                {p: pmap(k) for p, k in zip(compsep.PARAMETERS, pt, strict=True)}, zone
+            )
+            for pt in points
+        ]
+    )
+    results = [gridsearch.evaluate_configuration(lay, problem) for lay in layouts]
+    assert all(r.converged.all() for r in results)
+    var = np.array([r.cmb_variance for r in results])
+    syst = np.array([r.systematic_residual for r in results])
+    best_mse, _ = gridsearch.select_best(var, syst, "variance_plus_systematic")
+    best_thr, honoured = gridsearch.select_best(var, syst, "variance", 1e-4)
+    assert points[best_mse] == truth
+    assert points[best_thr] == truth and honoured
+    # the true configuration is the only one that leaves no systematic residual
+    assert syst[points.index(truth)] < 1e-3 * np.sort(syst)[1]
+    # eq. 9 alone sees no deterministic residual: it keeps the right K_beta_d
+    best_var, _ = gridsearch.select_best(var, syst, "variance")
+    assert points[best_var].beta_d == truth.beta_d
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(tmp_path_factory, spectra):
+    """Simulation products of the tiny config's LiteBIRD simulation at nside 16."""
+    from bmodesep import simulate
+
+    root = tmp_path_factory.mktemp("compsep")
+    cfg = tiny_config(nside=16)
+    cfg["compsep"] = dict(
+        cfg["compsep"],
+        simulations=["lb"],
+        noise_realisations=3,
+        chunks=2,
+        grid={"beta_d": [2, 4], "temperature_d": [1], "beta_s": [1, 2]},
+    )
+    sim_io.write_spectra(root / "camb.h5", spectra, cfg)
+    simulate.run_sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
+    simulate.run_masks(cfg, "lb", root / "sky.h5", root / "masks.h5")
+    simulate.run_signal(cfg, "lb", root / "sky.h5", root / "signal.h5")
+    separate.run_patches(cfg, "lb", "GAL020_U", root / "masks.h5", root / "patches")
+    return root, cfg
+
+
+def test_patch_files_are_cached_per_zone_k_and_seed(stage_inputs):
+    root, _cfg = stage_inputs
+    _, zones = sim_io.read_masks(root / "masks.h5", 16)
+    for k in (1, 2, 4):
+        path = separate.patch_path(root / "patches", k, 0)
+        labels = separate.read_patch_map(path, zones["GAL020_U"])
+        assert labels.max() + 1 == k
+        assert io.read_product(path, "patch_map").attrs["zone"] == "GAL020_U"
+
+
+def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
+    root, cfg = stage_inputs
+    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", root / "patches")
+    out = root / "chunk0.h5"
+    real = gridsearch.evaluate_configuration
+    calls = []
+
+    def dies_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("job killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        separate.run_chunk(cfg, *args, out)
+    assert not out.exists()
+    assert len(list(root.glob("chunk0.h5.parts/config*.h5"))) == 1
+    calls.clear()
+    monkeypatch.setattr(
+        gridsearch, "evaluate_configuration", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    separate.run_chunk(cfg, *args, out)
+    assert len(calls) == 1  # chunk 0 of 2 holds configurations 0 and 1; 0 was done
+    chunk = io.read_product(out, "grid_chunk")
+    assert chunk["index"].tolist() == [0, 1]
+    assert not (root / "chunk0.h5.parts").exists()
+    separate.run_chunk(
+        cfg,
+        "lb",
+        "GAL020_U",
+        1,
+        root / "masks.h5",
+        root / "signal.h5",
+        root / "patches",
+        root / "chunk1.h5",
+    )
+    separate.run_select(cfg, "lb", "GAL020_U", [root / "chunk1.h5", out], root / "sel.h5")
+    sel = io.read_product(root / "sel.h5", "grid_selection")
+    assert sel["configuration"].tolist() == [[2, 1, 1], [2, 1, 2], [4, 1, 1], [4, 1, 2]]
+    best = sel.attrs["best_index"]
+    score = sel["cmb_variance"] + sel["systematic_residual"]
+    assert best == int(np.argmin(score))
+    with pytest.raises(DataError, match="cover configurations"):
+        separate.run_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
+
+
+@pytest.mark.parametrize("method", separate.METHODS)
+def test_method_outputs(stage_inputs, method, tmp_path):
+    root, cfg = stage_inputs
+    if method == "kmeans" and not (root / "sel.h5").exists():
+        for i in range(2):
+            separate.run_chunk(
+                cfg,
+                "lb",
+                "GAL020_U",
+                i,
+                root / "masks.h5",
+                root / "signal.h5",
+                root / "patches",
+                root / f"chunk{i}.h5",
+            )
+        separate.run_select(
+            cfg, "lb", "GAL020_U", [root / "chunk0.h5", root / "chunk1.h5"], root / "sel.h5"
+        )
+    out = tmp_path / f"{method}.h5"
+    separate.run_fit(
+        cfg,
+        "lb",
+        "GAL020_U",
+        method,
+        root / "masks.h5",
+        root / "signal.h5",
+        out,
+        root / "patches",
+        root / "sel.h5",
+    )
+    p = io.read_product(out, "compsep_fit")
+    n_zone = p["pixels"].size
+    assert p["cmb_qu"].shape == (3, 2, n_zone)
+    assert p["parameter_maps"].shape == (3, 3, n_zone)
+    assert p["systematic_components"].shape == (3, 2, n_zone)
+    assert p["converged"].all()
+    for name in compsep.PARAMETERS:
+        assert p[f"patches/{name}"].shape == (hp.nside2npix(16),)
+    if method == "single":
+        assert p.attrs["configuration"].tolist() == [1, 1, 1]
+        assert np.ptp(p["parameter_maps"][0, 0]) == 0
+    # the CMB is recovered: the residual is far below the CMB itself
+    _, sky = sim_io.read_sky(root / "sky.h5", 16)
+    cmb_true = sky.cmb_qu[:, p["pixels"]]
+    resid = p["cmb_qu"] - cmb_true[None]
+    assert np.mean(resid**2) < 0.1 * np.mean(cmb_true**2)
