@@ -114,6 +114,8 @@ def superpixel_patches(nside: int, patch_nside: int) -> np.ndarray:
         return np.zeros_like(pix)
     if patch_nside > nside:
         raise ConfigError(f"superpixel_nside {patch_nside} exceeds the map nside {nside}")
+    if patch_nside & (patch_nside - 1):
+        raise ConfigError(f"superpixel_nside {patch_nside} is not a power of two")
     shift = 2 * int(np.log2(nside // patch_nside))
     nest_low = hp.ring2nest(nside, pix) >> shift
     return hp.nest2ring(patch_nside, nest_low)

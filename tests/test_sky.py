@@ -127,6 +127,13 @@ def test_superpixels_are_the_healpix_parents():
     )
 
 
+def test_superpixels_need_a_power_of_two():
+    with pytest.raises(ConfigError, match="superpixel_nside 3 is not a power of two"):
+        superpixel_patches(16, 3)
+    with pytest.raises(ConfigError, match="exceeds the map nside"):
+        superpixel_patches(16, 32)
+
+
 def test_frequency_maps_follow_the_seds_pixel_by_pixel(spectra):
     cfg = sky_config(
         dust={
