@@ -31,6 +31,7 @@ class FitOptions(NamedTuple):
     rtol: float = 1e-10
     memory_size: int = 20
     max_linesearch_steps: int = 20
+    batched: bool = False  # vmap over realisations (slower on CPU; for GPUs)
 
 
 class FitResult(NamedTuple):

@@ -164,6 +164,27 @@ def test_fit_reaches_the_optimum_of_a_long_run(spectra_sky_32):
     assert -1e-6 < float(short.nll - long.nll) < 0.05  # in -ln L
 
 
+def test_batched_fits_equal_the_loop(spectra_sky_32):
+    zone, problem, _, _ = spectra_sky_32
+    layout = compsep.cell_layout(
+        {
+            "beta_d": clustering.multires_patches(zone, 2),
+            "temperature_d": clustering.single_patch(zone),
+            "beta_s": clustering.single_patch(zone),
+        },
+        zone,
+    )
+    small = problem._replace(n_realisations=3)
+    loop = gridsearch.evaluate_configuration(layout, small)
+    batch = gridsearch.evaluate_configuration(
+        layout, small._replace(options=fitting.FitOptions(batched=True))
+    )
+    assert batch.converged.all()
+    assert np.allclose(batch.nll, loop.nll, rtol=0, atol=0.05)
+    assert np.allclose(batch.params, loop.params, atol=1e-3)
+    assert batch.cmb_variance == pytest.approx(loop.cmb_variance, rel=1e-3)
+
+
 def test_multiresolution_beats_one_patch_on_a_varying_sky(spectra_sky_32):
     zone, problem, _, truth = spectra_sky_32
     errors = {}
