@@ -1,0 +1,79 @@
+"""The r likelihood of kabalan2025 eq. 15 on simulations with known r."""
+
+import numpy as np
+import pytest
+
+from bmodesep import harmonics, rlike
+from bmodesep.errors import DataError
+from bmodesep.randomness import rng_for
+
+LMAX = 64
+ELL = np.arange(2, LMAX + 1)
+
+
+def simulate_cobs(spectra, r_true, n_sims, noise_cl):
+    """Full-sky B-mode CMB (r, A_lens = 1) + white noise, C_l of each simulation."""
+    cl = spectra.cl("BB", r_true, 1.0)[: LMAX + 1]
+    out = []
+    for i in range(n_sims):
+        rng = rng_for(i, "rlike-test")
+        alm = harmonics.gaussian_alm(cl, LMAX, rng) + harmonics.gaussian_alm(
+            np.full(LMAX + 1, noise_cl), LMAX, rng
+        )
+        out.append(harmonics.cross_spectrum(alm, alm, LMAX)[2:])
+    return np.array(out)
+
+
+def test_r_hat_is_unbiased_and_its_curvature_error_matches_the_scatter(spectra):
+    r_true, n_sims, noise = 0.05, 200, 3e-7  # white noise ~2 uK arcmin
+    c_obs = simulate_cobs(spectra, r_true, n_sims, noise)
+    c_tens = spectra.tensor_r1[2, 2 : LMAX + 1]
+    c_lens = spectra.lensed_scalar[2, 2 : LMAX + 1]
+    c_stat = np.full(ELL.size, noise)
+    grid = np.linspace(-0.05, 0.25, 1501)
+    results = [rlike.analyse(grid, c, c_tens, c_lens, c_stat, ELL, 1.0) for c in c_obs]
+    r_hat = np.array([r.r_hat for r in results])
+    sigma = np.mean([r.sigma_curvature for r in results])
+    assert abs(r_hat.mean() - r_true) < 2 * sigma / np.sqrt(n_sims)
+    assert r_hat.std(ddof=1) == pytest.approx(sigma, rel=0.2)
+    for r in results[:10]:
+        assert r.r_low < r.r_hat < r.r_high
+        assert 0.5 * (r.r_high - r.r_low) == pytest.approx(r.sigma_curvature, rel=0.25)
+
+
+def test_the_likelihood_peaks_at_the_truth_for_the_expected_spectrum(spectra):
+    c_tens = spectra.tensor_r1[2, 2 : LMAX + 1]
+    c_lens = spectra.lensed_scalar[2, 2 : LMAX + 1]
+    c_stat = np.full(ELL.size, 1e-7)
+    c_obs = 0.02 * c_tens + c_lens + c_stat  # <C_obs> at r = 0.02
+    res = rlike.analyse(np.linspace(-0.02, 0.06, 801), c_obs, c_tens, c_lens, c_stat, ELL, 0.3)
+    assert res.r_hat == pytest.approx(0.02, abs=1e-5)
+    assert res.neg2lnl.min() == 0.0
+    # f_sky scales the information: sigma ~ 1/sqrt(f_sky)
+    res_full = rlike.analyse(np.linspace(-0.02, 0.06, 801), c_obs, c_tens, c_lens, c_stat, ELL, 1.2)
+    assert res.sigma_curvature / res_full.sigma_curvature == pytest.approx(2.0, rel=1e-6)
+
+
+def test_negative_r_outside_the_model_has_zero_likelihood(spectra):
+    c_tens = spectra.tensor_r1[2, 2 : LMAX + 1]
+    c_lens = spectra.lensed_scalar[2, 2 : LMAX + 1]
+    grid = np.linspace(-0.01, 0.01, 201)
+    res = rlike.analyse(grid, c_lens, c_tens, c_lens, 0 * c_lens, ELL, 1.0)
+    limit = -np.min(c_lens / c_tens)
+    assert np.all(np.isinf(res.neg2lnl[grid <= limit])) and np.all(
+        np.isfinite(res.neg2lnl[grid > limit])
+    )
+    assert res.r_low >= limit - 1e-4
+    with pytest.raises(DataError, match="not positive for any r"):
+        rlike.analyse(np.linspace(-5, -1, 50), c_lens, c_tens, c_lens, 0 * c_lens, ELL, 1.0)
+
+
+def test_zone_and_realisation_combination():
+    spectra, f = rlike.combine_zones([np.ones(3), 3 * np.ones(3)], [0.1, 0.3])
+    assert f == pytest.approx(0.4) and np.allclose(spectra, 2.5)
+    grid = np.linspace(-1, 1, 201)
+    curves = np.stack([(grid - 0.2) ** 2 / 0.01, (grid + 0.2) ** 2 / 0.01])
+    avg = rlike.average_likelihood(curves)
+    assert avg.min() == 0.0
+    assert avg[np.argmin(np.abs(grid - 0.2))] == pytest.approx(0.0, abs=1e-9)
+    assert avg[np.argmin(np.abs(grid))] > 1.0  # two separated peaks stay separated
