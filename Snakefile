@@ -20,6 +20,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/compsep.smk"
+include: "workflow/rules/rlike.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
     input:
         rules.simulate_all.input,
         rules.compsep_all.input,
+        rules.rlike_all.input,

@@ -159,6 +159,9 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
         for param, n in spec.items():
             if n and not is_power_of_two(n):
                 problems.append(f"compsep.multires.{family}.{param}: {n} is not a power of two")
+    rl = config["rlike"]
+    if not rl["r_min"] < rl["r_max"]:
+        problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")
     fr = config["masks"]["sky_fractions"]
     if not fr["GAL020"] < fr["GAL040"] < fr["GAL060"]:
         problems.append("masks.sky_fractions: need GAL020 < GAL040 < GAL060")
@@ -245,4 +248,5 @@ def simulation_config(
     }
     if with_compsep:
         out["compsep"] = dict(config["compsep"], simulations=[name])
+        out["rlike"] = config["rlike"]
     return out

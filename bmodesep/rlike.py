@@ -86,4 +86,5 @@ def average_likelihood(neg2lnl_curves: np.ndarray) -> np.ndarray:
     """Mean of normalised likelihood curves (over realisations and zones), as -2 ln L."""
     curves = np.asarray(neg2lnl_curves)
     like = np.exp(-0.5 * (curves - curves.min(axis=-1, keepdims=True))).mean(axis=0)
-    return -2 * np.log(like / like.max())
+    with np.errstate(divide="ignore"):  # zero likelihood -> +inf
+        return -2 * np.log(like / like.max())

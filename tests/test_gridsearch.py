@@ -244,3 +244,57 @@ def test_method_outputs(stage_inputs, method, tmp_path):
     cmb_true = sky.cmb_qu[:, p["pixels"]]
     resid = p["cmb_qu"] - cmb_true[None]
     assert np.mean(resid**2) < 0.1 * np.mean(cmb_true**2)
+
+
+def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
+    stage_inputs, tmp_path
+):
+    """No residual at all: C_obs is the theory spectrum and r-hat is the simulated r."""
+    from bmodesep import estimate_r
+
+    root, cfg = stage_inputs
+    out = tmp_path / "single.h5"
+    separate.run_fit(cfg, "lb", "GAL020_U", "single", root / "masks.h5", root / "signal.h5", out)
+    fit = io.read_product(out, "compsep_fit")
+    product, _ = sim_io.read_sky(root / "sky.h5", 16)
+    perfect = {k: io.Dataset(v, fit.units[k]) for k, v in fit.data.items()}
+    true_cmb = product["cmb/qu"][:, fit["pixels"]]
+    perfect["cmb_qu"] = io.Dataset(np.broadcast_to(true_cmb, fit["cmb_qu"].shape).copy(), "uK_CMB")
+    perfect["systematic_components"] = io.Dataset(
+        np.zeros_like(fit["systematic_components"]), "uK_CMB"
+    )
+    io.write_product(
+        tmp_path / "perfect.h5",
+        "compsep_fit",
+        perfect,
+        io.provenance(cfg, 0, "test"),
+        fit.attrs | {"method": "single"},
+    )
+    for path, method in ((tmp_path / "perfect.h5", "perfect"), (out, "single")):
+        estimate_r.run(
+            cfg,
+            "lb",
+            "single",
+            root / "sky.h5",
+            root / "camb.h5",
+            [path],
+            tmp_path / f"r_{method}.h5",
+        )
+    perfect_r = io.read_product(tmp_path / "r_perfect.h5", "r_likelihood")
+    assert np.all(perfect_r["cl_total_residual"] == 0)
+    step = np.diff(perfect_r["r_grid"])[0]  # the answer is exact to the grid's resolution
+    assert perfect_r.attrs["r_hat"] == pytest.approx(cfg["cmb"]["r"], abs=0.5 * step)
+    assert perfect_r["likelihood"].max() == 1.0
+    real = io.read_product(tmp_path / "r_single.h5", "r_likelihood")
+    assert np.all(real["cl_total_residual"] > 0)
+    assert real["r_hat_per_realisation"].shape == (3,)
+    assert real.attrs["fsky_union"] == pytest.approx(np.mean(zone_mask(root)), rel=1e-12)
+    with pytest.raises(DataError, match="holds method 'single', expected 'kmeans'"):
+        estimate_r.run(
+            cfg, "lb", "kmeans", root / "sky.h5", root / "camb.h5", [out], tmp_path / "bad.h5"
+        )
+
+
+def zone_mask(root):
+    _, zones = sim_io.read_masks(root / "masks.h5", 16)
+    return zones["GAL020_U"]

@@ -117,3 +117,13 @@ def compsep_fit_extra_args(wildcards, input):
     if wildcards.method != "kmeans":
         return ""
     return f"--patches-dir {patches_dir(wildcards)} --selection {input.selection}"
+
+
+def method_fits(wildcards):
+    return expand(
+        "{dir}/{sim}/{zone}/{method}.h5",
+        dir=COMPSEP_DIR,
+        sim=wildcards.sim,
+        zone=COMPSEP_ZONES,
+        method=wildcards.method,
+    )
