@@ -79,6 +79,19 @@ def test_tiny_end_to_end_run(tmp_path):
     for method in ("kmeans", "multires", "single"):
         fit = results / "compsep" / "lb" / "GAL060_L" / f"{method}.h5"
         assert io.read_product(fit, "compsep_fit")["converged"].all()
+    r_lb = io.read_product(results / "rlike" / "lb" / "single.h5", "r_likelihood")
+    assert r_lb["likelihood"].max() == 1.0 and r_lb.attrs["zones"].tolist() == ["GAL060_L"]
+    for name in (
+        "grid_search_GAL060_L",
+        "patches_GAL060_L",
+        "residual_maps",
+        "metrics",
+        "residual_spectra",
+        "r_likelihood",
+    ):
+        assert (results / "figures" / "lb" / f"{name}.png").stat().st_size > 10_000
+    report = run([*args, "--report", "report.html"], cwd=tmp_path)
+    assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     # re-running one stage: --forcerun a rule redoes it and what depends on it, nothing else

@@ -127,3 +127,36 @@ def method_fits(wildcards):
         zone=COMPSEP_ZONES,
         method=wildcards.method,
     )
+
+
+FIGURES = f"{RESULTS}/figures"
+
+
+def all_method_fits(wildcards):
+    return expand(
+        "{dir}/{sim}/{zone}/{method}.h5",
+        dir=COMPSEP_DIR,
+        sim=wildcards.sim,
+        zone=COMPSEP_ZONES,
+        method=COMPSEP_METHODS,
+    )
+
+
+def zone_method_fits(wildcards):
+    return expand(
+        "{dir}/{sim}/{zone}/{method}.h5",
+        dir=COMPSEP_DIR,
+        sim=wildcards.sim,
+        zone=wildcards.zone,
+        method=COMPSEP_METHODS,
+    )
+
+
+def method_r_likelihoods(wildcards):
+    return expand(
+        "{dir}/rlike/{sim}/{method}.h5", dir=RESULTS, sim=wildcards.sim, method=COMPSEP_METHODS
+    )
+
+
+def simulation_nside(wildcards):
+    return config["simulations"][wildcards.sim]["nside"]
