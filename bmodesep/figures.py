@@ -4,7 +4,7 @@
 
 NAME: grid_search (variance and NLL against patch counts), patches (Figs. 1, 7, 8),
 residual_maps (Fig. 9), residual_spectra (Fig. 10), metrics (Fig. 11),
-r_likelihood (Fig. 12).  Each reads small HDF5 products only.
+r_likelihood (Fig. 12), r_hat_vs_k (Fig. 13).  Each reads small HDF5 products only.
 """
 
 from __future__ import annotations
@@ -185,9 +185,43 @@ def r_likelihood(inputs, output, **_) -> None:
     _save(fig, output)
 
 
+def r_hat_vs_k(inputs, output, **_) -> None:
+    """r-hat of every grid configuration against K_beta_d, one panel per zone (Fig. 13)."""
+    sels = [io.read_product(p, "grid_selection") for p in inputs]
+    fig, axes = plt.subplots(1, len(sels), figsize=(6 * len(sels), 4.5), squeeze=False)
+    for ax, sel in zip(axes[0], sels, strict=True):
+        conf = sel["configuration"]
+        for td, bs in sorted({(int(a), int(b)) for a, b in conf[:, 1:]}):
+            rows = (conf[:, 1] == td) & (conf[:, 2] == bs)
+            order = np.argsort(conf[rows, 0])
+            ax.plot(
+                conf[rows, 0][order],
+                sel["r_hat"][rows][order],
+                "o-",
+                ms=3,
+                label=f"K T_d {td}, K beta_s {bs}",
+            )
+        best = sel.attrs["best_index"]
+        ax.plot(conf[best, 0], sel["r_hat"][best], "r*", ms=14, label="selected")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"K $\beta_d$")
+        ax.set_ylabel(r"$\hat r$")
+        ax.set_title(sel.attrs["zone"])
+        ax.legend(fontsize=7)
+    _save(fig, output)
+
+
 FIGURES = {
     f.__name__: f
-    for f in (grid_search, patches, residual_maps, residual_spectra, metrics, r_likelihood)
+    for f in (
+        grid_search,
+        patches,
+        residual_maps,
+        residual_spectra,
+        metrics,
+        r_likelihood,
+        r_hat_vs_k,
+    )
 }
 
 

@@ -60,6 +60,10 @@ class Problem(NamedTuple):
     start: Mapping[str, float]
     bounds: Mapping[str, Sequence[float]]
     options: fitting.FitOptions
+    # optional, for residual spectra: the true CMB [2, n_zone] and a function from a zone
+    # map [2, n_zone] to its BB spectrum C_l
+    cmb_true: np.ndarray | None = None
+    bb_spectrum: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class ConfigResult(NamedTuple):
@@ -74,6 +78,8 @@ class ConfigResult(NamedTuple):
     foreground_params: np.ndarray  # [n_params] fitted to the noiseless foreground-only sky
     systematic_components: np.ndarray  # [3, 2, n_zone] W(d_fg): CMB, dust, synchrotron
     systematic_residual: float  # mean over pixels and Q/U of W(d_fg)_CMB^2, uK^2
+    total_residual_cl: np.ndarray | None = None  # <C_l(s^(n) - s_true)>_n (eq. 12)
+    systematic_cl: np.ndarray | None = None  # C_l(W(d_fg)) (eq. 11)
 
 
 @lru_cache(maxsize=32)
@@ -190,7 +196,7 @@ def evaluate_configuration(
     if problem.options.batched:
         batch = _batched_fits(layout, problem, x0, lower, upper)
     fits, cmb_maps, spatial = [], [], []
-    mean = m2 = None
+    mean = m2 = total_cl = None
     for i in range(problem.n_realisations):  # default a loop: batched was ~10x slower on CPU
         if problem.options.batched:
             d = jnp.asarray(problem.signal + problem.noise(i))
@@ -199,6 +205,9 @@ def evaluate_configuration(
         else:
             res, comps = fit_and_reconstruct(problem.signal + problem.noise(i))
         cmb = np.asarray(comps[0])
+        if problem.bb_spectrum is not None:
+            cl = problem.bb_spectrum(cmb - problem.cmb_true)
+            total_cl = cl if total_cl is None else total_cl + cl
         fits.append(jax.device_get(res))
         spatial.append(float(np.var(cmb)))
         if keep_maps:
@@ -224,6 +233,8 @@ def evaluate_configuration(
         foreground_params=np.asarray(fg_fit.params),
         systematic_components=np.asarray(fg_components),
         systematic_residual=float(np.mean(fg_cmb**2)),
+        total_residual_cl=None if total_cl is None else total_cl / problem.n_realisations,
+        systematic_cl=None if problem.bb_spectrum is None else problem.bb_spectrum(fg_cmb),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bmodesep import clustering, compsep, fitting, gridsearch, io, sim_io
+from bmodesep import clustering, compsep, fitting, gridsearch, io, rlike, sim_io, spectra
 from bmodesep.cli import add_config_arguments, config_from_args, run_cli
 from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.errors import ConfigError, DataError
@@ -43,7 +43,8 @@ def kmeans_counts(cs: Mapping[str, Any]) -> list[int]:
 
 
 # ---------------------------------------------------------------- inputs
-def load_problem(config, name: str, zone_name: str, masks_path, signal_path):
+def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky_path=None):
+    """Inputs of a zone's fits; with ``sky_path``, also what residual spectra need."""
     stage = simulation_config(config, name, with_compsep=True)
     sim = stage["simulations"][name]
     nside, lmax = sim["nside"], simulation_lmax(sim)
@@ -63,6 +64,15 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path):
     def noise(i: int) -> np.ndarray:
         return simulate_noise(inst, nside, lmax, sim["seed"], i).qu[0][:, :, pix]
 
+    product, _ = sim_io.read_sky(sky_path, nside) if sky_path else (None, None)
+    rl_lmax = stage["rlike"]["lmax"] or 2 * nside
+    mask = zone.astype(float)
+
+    def bb_spectrum(zone_map: np.ndarray) -> np.ndarray:
+        full = np.zeros((2, zone.size))
+        full[:, pix] = zone_map
+        return spectra.bb_spectrum(full, mask, rl_lmax)
+
     problem = gridsearch.Problem(
         model=compsep.SpectralModel(
             inst.frequencies_ghz, cs["dust_freq_ref_ghz"], cs["sync_freq_ref_ghz"]
@@ -75,6 +85,8 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path):
         start=cs["start"],
         bounds=cs["bounds"],
         options=fitting.FitOptions(**cs["fit"]),
+        cmb_true=None if product is None else product["cmb/qu"][:, pix],
+        bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
 
@@ -142,11 +154,25 @@ def _row(result: gridsearch.ConfigResult) -> dict[str, Any]:
         "at_bound_count": int(result.at_bound.any(axis=0).sum()),
         "spatial_variance": result.spatial_variance,
         "nll": result.nll,
-    }
+    } | (
+        {}
+        if result.total_residual_cl is None
+        else {"total_residual_cl": result.total_residual_cl, "systematic_cl": result.systematic_cl}
+    )
 
 
-def run_chunk(config, name, zone_name, chunk, masks_path, signal_path, patches_dir, output) -> None:
-    stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path)
+SPECTRUM_FIELDS = ("total_residual_cl", "systematic_cl")
+
+
+def _units(field: str) -> str:
+    power = ("variance", "systematic", "residual_cl")
+    return "uK_CMB^2" if any(word in field for word in power) else "1"
+
+
+def run_chunk(
+    config, name, zone_name, chunk, masks_path, signal_path, patches_dir, output, sky_path=None
+) -> None:
+    stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path, sky_path)
     cs = stage["compsep"]
     points = gridsearch.grid_points(cs["grid"])
     lo, hi = gridsearch.chunk_bounds(len(points), cs["chunks"], chunk)
@@ -172,10 +198,7 @@ def run_chunk(config, name, zone_name, chunk, masks_path, signal_path, patches_d
         io.write_product(
             parts / f"config{j:06d}.h5",
             "grid_point",
-            {
-                k: D(np.asarray(v), "uK_CMB^2" if "variance" in k or "systematic" in k else "1")
-                for k, v in row.items()
-            },
+            {k: D(np.asarray(v), _units(k)) for k, v in row.items()},
             io.provenance(stage, cs["kmeans_seed"], "grid_point"),
             {"index": j, "configuration": list(points[j])},
         )
@@ -195,7 +218,8 @@ def run_chunk(config, name, zone_name, chunk, masks_path, signal_path, patches_d
             "K_beta_d, K_T_d, K_beta_s",
         ),
     }
-    for field in (*TABLE_FIELDS, "spatial_variance", "nll"):
+    extra = SPECTRUM_FIELDS if rows and "total_residual_cl" in rows[0].data else ()
+    for field in (*TABLE_FIELDS, "spatial_variance", "nll", *extra):
         data[field] = D(
             np.stack([r[field] for r in rows]) if rows else np.zeros(0),
             rows[0].units[field] if rows else "1",
@@ -205,12 +229,32 @@ def run_chunk(config, name, zone_name, chunk, masks_path, signal_path, patches_d
         "grid_chunk",
         data,
         io.provenance(stage, cs["kmeans_seed"], "grid_chunk"),
-        {"zone": zone_name, "chunk": chunk, "chunks": cs["chunks"]},
+        {"zone": zone_name, "chunk": chunk, "chunks": cs["chunks"], "fsky": float(zone.mean())},
     )
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def run_select(config, name, zone_name, chunk_paths, output) -> None:
+def r_hat_per_configuration(stage, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
+    """r-hat of eq. 15 for each configuration's residual spectra (one zone)."""
+    rl = stage["rlike"]
+    lmax = total_cl.shape[-1] - 1
+    ell = np.arange(rl["lmin"], lmax + 1)
+    camb = sim_io.read_spectra(spectra_path, lmax)
+    r_sim, a_lens = stage["cmb"]["r"], stage["cmb"]["a_lens"]
+    theory = camb.cl("BB", r_sim, a_lens)[ell]
+    c_tens, c_lens = camb.tensor_r1[2, ell], a_lens * camb.lensed_scalar[2, ell]
+    grid = np.linspace(rl["r_min"], rl["r_max"], rl["r_points"])
+    return np.array(
+        [
+            rlike.analyse(
+                grid, theory + t[ell], c_tens, c_lens, np.clip((t - s)[ell], 0, None), ell, fsky
+            ).r_hat
+            for t, s in zip(total_cl, syst_cl, strict=True)
+        ]
+    )
+
+
+def run_select(config, name, zone_name, chunk_paths, output, spectra_path=None) -> None:
     stage = simulation_config(config, name, with_compsep=True)
     cs = stage["compsep"]
     chunks = [io.read_product(p, "grid_chunk") for p in chunk_paths]
@@ -222,9 +266,18 @@ def run_select(config, name, zone_name, chunk_paths, output) -> None:
             f"{sorted(index.tolist())[:5]}..., expected all {n_points}"
         )
     order = np.argsort(index)
-    table = {
-        f: np.concatenate([c[f] for c in chunks])[order] for f in ("configuration", *TABLE_FIELDS)
-    }
+    fields = ("configuration", *TABLE_FIELDS)
+    if all("total_residual_cl" in c.data for c in chunks):
+        fields = (*fields, *SPECTRUM_FIELDS)
+    table = {f: np.concatenate([c[f] for c in chunks])[order] for f in fields}
+    if spectra_path is not None and "total_residual_cl" in table:
+        table["r_hat"] = r_hat_per_configuration(
+            stage,
+            spectra_path,
+            table["total_residual_cl"],
+            table["systematic_cl"],
+            chunks[0].attrs["fsky"],
+        )
     sel = cs["selection"]
     best, honoured = gridsearch.select_best(
         table["cmb_variance"],
@@ -240,11 +293,10 @@ def run_select(config, name, zone_name, chunk_paths, output) -> None:
         )
     chosen = tuple(int(k) for k in table["configuration"][best])
     print(f"[bmodesep] {zone_name}: selected {chosen}", flush=True)
-    units = {"cmb_variance": "uK_CMB^2", "systematic_residual": "uK_CMB^2"}
     io.write_product(
         output,
         "grid_selection",
-        {f: D(v, units.get(f, "1")) for f, v in table.items()},
+        {f: D(v, _units(f)) for f, v in table.items()},
         io.provenance(stage, cs["kmeans_seed"], "grid_selection"),
         {
             "zone": zone_name,
@@ -344,8 +396,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True)
     specs = {
         "patches": ["masks", "output_dir"],
-        "chunk": ["chunk", "masks", "signal", "patches_dir", "output"],
-        "select": ["chunks", "output"],
+        "chunk": ["chunk", "masks", "signal", "patches_dir", "output", "?sky"],
+        "select": ["chunks", "output", "?spectra"],
         "fit": ["method", "masks", "signal", "output", "?patches_dir", "?selection"],
     }
     for step, args in specs.items():
@@ -382,9 +434,10 @@ def _main(argv=None) -> None:
             args.signal,
             args.patches_dir,
             args.output,
+            args.sky,
         )
     elif args.step == "select":
-        run_select(config, args.simulation, args.zone, args.chunks, args.output)
+        run_select(config, args.simulation, args.zone, args.chunks, args.output, args.spectra)
     else:
         run_fit(
             config,

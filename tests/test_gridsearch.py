@@ -190,12 +190,52 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     )
     separate.run_select(cfg, "lb", "GAL020_U", [root / "chunk1.h5", out], root / "sel.h5")
     sel = io.read_product(root / "sel.h5", "grid_selection")
+    assert "r_hat" not in sel.data  # without the sky and the spectra: no residual spectra
     assert sel["configuration"].tolist() == [[2, 1, 1], [2, 1, 2], [4, 1, 1], [4, 1, 2]]
     best = sel.attrs["best_index"]
     score = sel["cmb_variance"] + sel["systematic_residual"]
     assert best == int(np.argmin(score))
     with pytest.raises(DataError, match="cover configurations"):
         separate.run_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
+
+
+def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_inputs, tmp_path):
+    root, cfg = stage_inputs
+    chunks = []
+    for i in range(2):
+        chunks.append(tmp_path / f"chunk{i}.h5")
+        separate.run_chunk(
+            cfg,
+            "lb",
+            "GAL020_U",
+            i,
+            root / "masks.h5",
+            root / "signal.h5",
+            root / "patches",
+            chunks[-1],
+            root / "sky.h5",
+        )
+    separate.run_select(cfg, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5")
+    sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
+    lmax = 2 * 16
+    assert sel["total_residual_cl"].shape == (4, lmax + 1)
+    assert np.all(sel["total_residual_cl"][:, 2:] > 0)
+    assert sel["r_hat"].shape == (4,) and np.all(np.isfinite(sel["r_hat"]))
+    from bmodesep import rlike
+
+    camb = sim_io.read_spectra(root / "camb.h5")
+    ell = np.arange(2, lmax + 1)
+    total, syst = sel["total_residual_cl"][3, ell], sel["systematic_cl"][3, ell]
+    direct = rlike.analyse(
+        np.linspace(-0.01, 0.05, 3001),
+        camb.cl("BB", 0.0, 1.0)[ell] + total,
+        camb.tensor_r1[2, ell],
+        camb.lensed_scalar[2, ell],
+        np.clip(total - syst, 0, None),
+        ell,
+        np.mean(zone_mask(root)),
+    )
+    assert sel["r_hat"][3] == pytest.approx(direct.r_hat)
 
 
 @pytest.mark.parametrize("method", separate.METHODS)

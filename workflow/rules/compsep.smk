@@ -35,6 +35,7 @@ rule grid_chunk:
     input:
         masks=f"{RESULTS}/sims/{{sim}}/masks.h5",
         signal=f"{RESULTS}/sims/{{sim}}/signal.h5",
+        sky=f"{RESULTS}/sims/{{sim}}/sky.h5",
         patches=kmeans_patch_files,
     output:
         f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/chunk{{chunk}}.h5",
@@ -55,12 +56,13 @@ rule grid_chunk:
         "python -m bmodesep.separate chunk --config-json {params.config:q} "
         "--simulation {wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} "
         "--masks {input.masks} --signal {input.signal} --patches-dir {params.directory} "
-        "--output {output} > {log} 2>&1"
+        "--sky {input.sky} --output {output} > {log} 2>&1"
 
 
 rule grid_select:
     input:
-        grid_chunk_files,
+        chunks=grid_chunk_files,
+        spectra=SPECTRA,
     output:
         f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/selection.h5",
     params:
@@ -75,8 +77,8 @@ rule grid_select:
         "../../envs/bmodesep.yaml"
     shell:
         "python -m bmodesep.separate select --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunks {input} "
-        "--output {output} > {log} 2>&1"
+        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunks {input.chunks} "
+        "--spectra {input.spectra} --output {output} > {log} 2>&1"
 
 
 rule compsep_fit:

@@ -139,6 +139,31 @@ rule fig_r_likelihood:
         "python -m bmodesep.figures r_likelihood --inputs {input} --output {output} > {log} 2>&1"
 
 
+rule fig_r_hat_vs_k:
+    input:
+        expand(
+            f"{COMPSEP_DIR}/{{{{sim}}}}/grid/{{zone}}/selection.h5",
+            zone=COMPSEP_ZONES,
+        ),
+    output:
+        report(
+            f"{FIGURES}/{{sim}}/r_hat_vs_k.png",
+            category="kabalan2025",
+            subcategory="{sim}",
+            caption="../report/r_hat_vs_k.rst",
+        ),
+    log:
+        f"{LOGS}/figures/{{sim}}_r_hat_vs_k.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/bmodesep.yaml"
+    shell:
+        "python -m bmodesep.figures r_hat_vs_k --inputs {input} --output {output} > {log} 2>&1"
+
+
 rule figures:
     input:
         expand(
@@ -150,5 +175,5 @@ rule figures:
         expand(
             f"{FIGURES}/{{sim}}/{{name}}.png",
             sim=COMPSEP_SIMULATIONS,
-            name=["residual_maps", "metrics", "residual_spectra", "r_likelihood"],
+            name=["residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k"],
         ),
