@@ -151,6 +151,21 @@ def test_patch_files_are_cached_per_zone_k_and_seed(stage_inputs):
         assert io.read_product(path, "patch_map").attrs["zone"] == "GAL020_U"
 
 
+def run_chunk(root, cfg, index, output, sky=None):
+    """One grid chunk of the GAL020_U zone of the stage fixture."""
+    separate.run_chunk(
+        cfg,
+        "lb",
+        "GAL020_U",
+        index,
+        root / "masks.h5",
+        root / "signal.h5",
+        root / "patches",
+        output,
+        sky,
+    )
+
+
 def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
     root, cfg = stage_inputs
     args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", root / "patches")
@@ -178,16 +193,7 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     chunk = io.read_product(out, "grid_chunk")
     assert chunk["index"].tolist() == [0, 1]
     assert not (root / "chunk0.h5.parts").exists()
-    separate.run_chunk(
-        cfg,
-        "lb",
-        "GAL020_U",
-        1,
-        root / "masks.h5",
-        root / "signal.h5",
-        root / "patches",
-        root / "chunk1.h5",
-    )
+    run_chunk(root, cfg, 1, root / "chunk1.h5")
     separate.run_select(cfg, "lb", "GAL020_U", [root / "chunk1.h5", out], root / "sel.h5")
     sel = io.read_product(root / "sel.h5", "grid_selection")
     assert "r_hat" not in sel.data  # without the sky and the spectra: no residual spectra
@@ -201,20 +207,9 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
 
 def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_inputs, tmp_path):
     root, cfg = stage_inputs
-    chunks = []
-    for i in range(2):
-        chunks.append(tmp_path / f"chunk{i}.h5")
-        separate.run_chunk(
-            cfg,
-            "lb",
-            "GAL020_U",
-            i,
-            root / "masks.h5",
-            root / "signal.h5",
-            root / "patches",
-            chunks[-1],
-            root / "sky.h5",
-        )
+    chunks = [tmp_path / f"chunk{i}.h5" for i in range(2)]
+    for i, chunk in enumerate(chunks):
+        run_chunk(root, cfg, i, chunk, root / "sky.h5")
     separate.run_select(cfg, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5")
     sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
     lmax = 2 * 16
@@ -243,16 +238,7 @@ def test_method_outputs(stage_inputs, method, tmp_path):
     root, cfg = stage_inputs
     if method == "kmeans" and not (root / "sel.h5").exists():
         for i in range(2):
-            separate.run_chunk(
-                cfg,
-                "lb",
-                "GAL020_U",
-                i,
-                root / "masks.h5",
-                root / "signal.h5",
-                root / "patches",
-                root / f"chunk{i}.h5",
-            )
+            run_chunk(root, cfg, i, root / f"chunk{i}.h5")
         separate.run_select(
             cfg, "lb", "GAL020_U", [root / "chunk0.h5", root / "chunk1.h5"], root / "sel.h5"
         )
