@@ -155,10 +155,13 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
             problems.append(
                 f"compsep.start.{param}: {cs['start'][param]} lies outside the bounds [{lo}, {hi}]"
             )
-    for family, spec in cs["multires"].items():
-        for param, n in spec.items():
-            if n and not is_power_of_two(n):
-                problems.append(f"compsep.multires.{family}.{param}: {n} is not a power of two")
+    tables = {"multires": cs["multires"]}
+    tables.update({f"multires_variants.{k}": v for k, v in cs["multires_variants"].items()})
+    for table, families in tables.items():
+        for family, spec in families.items():
+            for param, n in spec.items():
+                if n and not is_power_of_two(n):
+                    problems.append(f"compsep.{table}.{family}.{param}: {n} is not a power of two")
     rl = config["rlike"]
     if not rl["r_min"] < rl["r_max"]:
         problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")
@@ -169,6 +172,24 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
         problems.append("masks.planck_file: required when masks.source is 'planck'")
     if problems:
         raise ConfigError(f"invalid configuration ({source})\n  " + "\n  ".join(problems))
+
+
+def compsep_methods(config: Mapping[str, Any]) -> list[str]:
+    """Methods run: K-means, multi-resolution (Table 4 and its variants), single patch."""
+    variants = [f"multires_{name}" for name in config["compsep"]["multires_variants"]]
+    return ["kmeans", "multires", *variants, "single"]
+
+
+def multires_table(config: Mapping[str, Any], method: str) -> Mapping[str, Any]:
+    """Patch nsides per mask family of a multi-resolution method name."""
+    cs = config["compsep"]
+    if method == "multires":
+        return cs["multires"]
+    name = method.removeprefix("multires_")
+    if not method.startswith("multires_") or name not in cs["multires_variants"]:
+        known = ", ".join(compsep_methods(config))
+        raise ConfigError(f"unknown method '{method}' (known: {known})")
+    return cs["multires_variants"][name]
 
 
 def simulation_lmax(sim: Mapping[str, Any]) -> int:

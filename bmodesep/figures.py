@@ -1,6 +1,7 @@
 """Figures of kabalan2025 from the stage products, one function per figure.
 
     python -m bmodesep.figures NAME --inputs F... --output PNG [--sky SKY --nside N]
+        [--rlike R...]
 
 NAME: grid_search (variance and NLL against patch counts), patches (Figs. 1, 7, 8),
 residual_maps (Fig. 9), residual_spectra (Fig. 10), metrics (Fig. 11),
@@ -22,6 +23,7 @@ import numpy as np
 from bmodesep import io, sim_io
 from bmodesep.cli import run_cli
 from bmodesep.compsep import PARAMETERS
+from bmodesep.errors import DataError
 
 LABELS = {"beta_d": r"$\beta_d$", "temperature_d": r"$T_d$", "beta_s": r"$\beta_s$"}
 
@@ -120,49 +122,69 @@ def residual_maps(inputs, output, sky=None, nside=None, **_) -> None:
     _save(fig, output)
 
 
+def _as_dl(product: io.Product, key: str) -> np.ndarray:
+    """A spectrum of an r_likelihood product as D_l (master band powers already are)."""
+    if product.attrs["spectrum"] == "master":
+        return product[key]
+    ell = product["ell"]
+    return ell * (ell + 1) / (2 * np.pi) * product[key]
+
+
 def residual_spectra(inputs, output, **_) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     first = io.read_product(inputs[0], "r_likelihood")
     ell = first["ell"]
-    dl = ell * (ell + 1) / (2 * np.pi)
-    ax.plot(ell, dl * first["cl_lensing"], "k:", label="lensing")
-    ax.plot(ell, dl * 1e-3 * first["cl_tensor_r1"], "k--", label="r = 1e-3")
-    for path, color in zip(inputs, ("C0", "C1", "C2", "C3"), strict=False):
+    ax.plot(ell, _as_dl(first, "cl_lensing"), "k:", label="lensing")
+    ax.plot(ell, 1e-3 * _as_dl(first, "cl_tensor_r1"), "k--", label="r = 1e-3")
+    for i, path in enumerate(inputs):
         p = io.read_product(path, "r_likelihood")
-        m = p.attrs["method"]
-        ax.plot(ell, dl * p["cl_systematic_residual"], color=color, label=f"{m} systematic")
+        m, color = p.attrs["method"], f"C{i % 10}"
+        ax.plot(ell, _as_dl(p, "cl_systematic_residual"), color=color, label=f"{m} systematic")
         ax.plot(
-            ell, dl * p["cl_statistical_residual"], color=color, ls="--", label=f"{m} statistical"
+            ell,
+            _as_dl(p, "cl_statistical_residual"),
+            color=color,
+            ls="--",
+            label=f"{m} statistical",
         )
     ax.set_yscale("log")
     ax.set_xlabel(r"$\ell$")
-    ax.set_ylabel(r"$D_\ell^{BB}$ [uK$^2$]")
+    kind = "MASTER band powers" if first.attrs["spectrum"] == "master" else "f_sky-corrected"
+    ax.set_ylabel(rf"$D_\ell^{{BB}}$ [uK$^2$], {kind}")
     ax.legend(fontsize=8)
     _save(fig, output)
 
 
-def metrics(inputs, output, **_) -> None:
+def metrics(inputs, output, rlike=(), **_) -> None:
+    """Distributions over noise realisations of the CMB spatial variance, -ln L and the
+    total BB power of the reconstructed CMB (Fig. 11), per method over all zones."""
     fits = [io.read_product(p, "compsep_fit") for p in inputs]
+    powers = {}
+    for path in rlike:
+        p = io.read_product(path, "r_likelihood")
+        powers[p.attrs["method"]] = p["zones/total_bb_power"].sum(axis=0)
     methods = sorted({f.attrs["method"] for f in fits})
+    missing = set(methods) - set(powers)
+    if missing:
+        raise DataError(f"metrics: no r_likelihood product for {', '.join(sorted(missing))}")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for method in methods:
+    for i, method in enumerate(methods):
         sel = [f for f in fits if f.attrs["method"] == method]
         var = np.concatenate([f["spatial_variance"] for f in sel])
         nll = np.concatenate([f["nll"] - f["nll"].mean() for f in sel])
-        power = np.concatenate([np.mean(f["cmb_qu"] ** 2, axis=(1, 2)) for f in sel])
-        for ax, values in zip(axes, (var, nll, power), strict=True):
-            ax.hist(values, bins=15, alpha=0.5, label=method)
-            ax.axvline(values.mean(), ls="--")
+        for ax, values in zip(axes, (var, nll, powers[method]), strict=True):
+            ax.hist(values, bins=15, alpha=0.5, label=method, color=f"C{i % 10}")
+            ax.axvline(values.mean(), ls="--", color=f"C{i % 10}")
     for ax, title in zip(
         axes,
         (
             "spatial variance of the CMB [uK$^2$]",
             r"$-\ln L$ minus its mean",
-            "mean CMB power [uK$^2$]",
+            r"total $C_\ell^{BB}$ power of the CMB, summed over zones [uK$^2$]",
         ),
         strict=True,
     ):
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     axes[0].legend()
     _save(fig, output)
 
@@ -185,9 +207,11 @@ def r_likelihood(inputs, output, **_) -> None:
     _save(fig, output)
 
 
-def r_hat_vs_k(inputs, output, **_) -> None:
-    """r-hat of every grid configuration against K_beta_d, one panel per zone (Fig. 13)."""
+def r_hat_vs_k(inputs, output, rlike=(), **_) -> None:
+    """r-hat of every grid configuration against K_beta_d, one panel per zone (Fig. 13),
+    with the multi-resolution and single-patch fits of the same zone as labelled points."""
     sels = [io.read_product(p, "grid_selection") for p in inputs]
+    others = [io.read_product(p, "r_likelihood") for p in rlike]
     fig, axes = plt.subplots(1, len(sels), figsize=(6 * len(sels), 4.5), squeeze=False)
     for ax, sel in zip(axes[0], sels, strict=True):
         conf = sel["configuration"]
@@ -203,6 +227,21 @@ def r_hat_vs_k(inputs, output, **_) -> None:
             )
         best = sel.attrs["best_index"]
         ax.plot(conf[best, 0], sel["r_hat"][best], "r*", ms=14, label="selected")
+        markers = iter("sDP^vX<>")
+        for p in others:
+            if p.attrs["method"] == "kmeans" or sel.attrs["zone"] not in p.attrs["zones"]:
+                continue
+            z = list(p.attrs["zones"]).index(sel.attrs["zone"])
+            k = p["zones/configuration"][z]
+            ax.plot(
+                k[0],
+                p["zones/r_hat"][z],
+                next(markers, "o"),
+                color="k",
+                mfc="none",
+                ms=9,
+                label=f"{p.attrs['method']} {tuple(int(x) for x in k)}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel(r"K $\beta_d$")
         ax.set_ylabel(r"$\hat r$")
@@ -236,8 +275,9 @@ def _main(argv=None) -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--sky")
     parser.add_argument("--nside")
+    parser.add_argument("--rlike", nargs="+", default=(), help="r_likelihood products")
     args = parser.parse_args(argv)
-    FIGURES[args.name](args.inputs, args.output, sky=args.sky, nside=args.nside)
+    FIGURES[args.name](args.inputs, args.output, sky=args.sky, nside=args.nside, rlike=args.rlike)
 
 
 def main(argv=None) -> int:

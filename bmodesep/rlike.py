@@ -3,6 +3,9 @@
     -2 ln L(r) = f_sky sum_l (2l + 1) [ C_obs / C_model(r) + ln C_model(r) ],
     C_model(r) = r C_tensor + C_lens + C_stat.
 
+Spectra may be per multipole or band powers; ``modes`` is the number of modes of each
+element, f_sky (2l + 1) or its sum over a bin (``mode_counts``).
+
 The grid may include negative r (where C_model stays positive).  Reported: r-hat (the
 grid maximum refined by a parabola through its neighbours), a 68% interval from the
 cumulative likelihood on each side of the peak (68% of the mass below r-hat lies in
@@ -28,7 +31,12 @@ class RResult(NamedTuple):
     sigma_curvature: float
 
 
-def neg2_log_likelihood(r_grid, c_obs, c_tensor, c_lens, c_stat, ell, fsky: float):
+def mode_counts(ell, fsky: float) -> np.ndarray:
+    """f_sky (2l + 1): the modes of each multipole."""
+    return fsky * (2 * np.asarray(ell, float) + 1)
+
+
+def neg2_log_likelihood(r_grid, c_obs, c_tensor, c_lens, c_stat, modes):
     """-2 ln L(r) ``[n_r]`` for spectra over the multipoles ``ell`` used.
 
     Where a (negative) r makes C_model(r) non-positive at some l, the likelihood is zero
@@ -40,25 +48,25 @@ def neg2_log_likelihood(r_grid, c_obs, c_tensor, c_lens, c_stat, ell, fsky: floa
         raise DataError(
             "C_model(r) = r C_tensor + C_lens + C_stat is not positive for any r of the grid"
         )
-    w = fsky * (2 * np.asarray(ell) + 1)
+    w = np.asarray(modes, float)
     safe = np.where(valid[:, None], model, 1.0)
     n2l = np.sum(w[None] * (c_obs[None] / safe + np.log(safe)), axis=1)
     return np.where(valid, n2l, np.inf)
 
 
-def curvature_sigma(r_hat, c_obs, c_tensor, c_lens, c_stat, ell, fsky: float) -> float:
+def curvature_sigma(r_hat, c_obs, c_tensor, c_lens, c_stat, modes) -> float:
     """1/sqrt of d^2(-ln L)/dr^2 at r-hat (analytic)."""
     model = r_hat * c_tensor + c_lens + c_stat
-    w = fsky * (2 * np.asarray(ell) + 1)
+    w = np.asarray(modes, float)
     second = 0.5 * np.sum(w * c_tensor**2 * (2 * c_obs / model**3 - 1 / model**2))
     return float(1 / np.sqrt(second)) if second > 0 else float("inf")
 
 
-def analyse(r_grid, c_obs, c_tensor, c_lens, c_stat, ell, fsky: float) -> RResult:
+def analyse(r_grid, c_obs, c_tensor, c_lens, c_stat, modes) -> RResult:
     r = np.asarray(r_grid, float)
     if np.any(np.diff(r) <= 0):
         raise ValueError("the r grid must increase")
-    n2l = neg2_log_likelihood(r, c_obs, c_tensor, c_lens, c_stat, ell, fsky)
+    n2l = neg2_log_likelihood(r, c_obs, c_tensor, c_lens, c_stat, modes)
     i = int(np.argmin(n2l))
     r_hat = r[i]
     if 0 < i < r.size - 1:  # parabola through the three grid points around the minimum
@@ -72,7 +80,7 @@ def analyse(r_grid, c_obs, c_tensor, c_lens, c_stat, ell, fsky: float) -> RResul
     below, above = at_peak, cdf[-1] - at_peak
     r_low = float(np.interp(at_peak - 0.68 * below, cdf, r))
     r_high = float(np.interp(at_peak + 0.68 * above, cdf, r))
-    sigma = curvature_sigma(r_hat, c_obs, c_tensor, c_lens, c_stat, ell, fsky)
+    sigma = curvature_sigma(r_hat, c_obs, c_tensor, c_lens, c_stat, modes)
     return RResult(r, n2l - n2l.min(), float(r_hat), r_low, r_high, sigma)  # inf: invalid r
 
 

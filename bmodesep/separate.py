@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from bmodesep import clustering, compsep, fitting, gridsearch, io, rlike, sim_io, spectra
+from bmodesep import clustering, compsep, fitting, gridsearch, io, sim_io
 from bmodesep.cli import add_config_arguments, config_from_args, run_cli
-from bmodesep.config import simulation_config, simulation_lmax
+from bmodesep.config import multires_table, simulation_config, simulation_lmax
 from bmodesep.errors import ConfigError, DataError
+from bmodesep.estimate_r import analyse_residuals, bb_estimator, theory_spectra
 from bmodesep.instrument import resolve_instrument, simulate_noise, white_noise_sigma_per_pixel
 
 D = io.Dataset
-METHODS = ("kmeans", "multires", "single")
 
 
 def patch_path(directory, k: int, seed: int) -> Path:
@@ -65,13 +65,13 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         return simulate_noise(inst, nside, lmax, sim["seed"], i).qu[0][:, :, pix]
 
     product, _ = sim_io.read_sky(sky_path, nside) if sky_path else (None, None)
-    rl_lmax = stage["rlike"]["lmax"] or 2 * nside
+    estimator = bb_estimator(stage, nside) if sky_path else None
     mask = zone.astype(float)
 
     def bb_spectrum(zone_map: np.ndarray) -> np.ndarray:
-        full = np.zeros((2, zone.size))
-        full[:, pix] = zone_map
-        return spectra.bb_spectrum(full, mask, rl_lmax)
+        full = np.zeros((*zone_map.shape[:-1], zone.size))
+        full[..., pix] = zone_map
+        return estimator.measure(full, mask)
 
     problem = gridsearch.Problem(
         model=compsep.SpectralModel(
@@ -103,8 +103,8 @@ def configuration_patches(point: gridsearch.GridPoint, patches_dir, seed, zone):
     }
 
 
-def multires_patches(stage, zone_name: str, zone: np.ndarray, nside: int):
-    spec = stage["compsep"]["multires"][zone_name.split("_")[0]]
+def multires_patches(stage, method: str, zone_name: str, zone: np.ndarray, nside: int):
+    spec = multires_table(stage, method)[zone_name.split("_")[0]]
     return {p: clustering.multires_patches(zone, min(spec[p], nside)) for p in compsep.PARAMETERS}
 
 
@@ -234,21 +234,20 @@ def run_chunk(
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def r_hat_per_configuration(stage, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
+def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
     """r-hat of eq. 15 for each configuration's residual spectra (one zone)."""
     rl = stage["rlike"]
-    lmax = total_cl.shape[-1] - 1
-    ell = np.arange(rl["lmin"], lmax + 1)
-    camb = sim_io.read_spectra(spectra_path, lmax)
-    r_sim, a_lens = stage["cmb"]["r"], stage["cmb"]["a_lens"]
-    theory = camb.cl("BB", r_sim, a_lens)[ell]
-    c_tens, c_lens = camb.tensor_r1[2, ell], a_lens * camb.lensed_scalar[2, ell]
+    est = bb_estimator(stage, stage["simulations"][name]["nside"])
+    if total_cl.shape[-1] != est.ell.size:
+        raise DataError(
+            f"grid residual spectra have {total_cl.shape[-1]} elements, rlike expects "
+            f"{est.ell.size}: re-run the grid chunks after changing rlike"
+        )
+    theory = theory_spectra(stage, spectra_path, est)
     grid = np.linspace(rl["r_min"], rl["r_max"], rl["r_points"])
     return np.array(
         [
-            rlike.analyse(
-                grid, theory + t[ell], c_tens, c_lens, np.clip((t - s)[ell], 0, None), ell, fsky
-            ).r_hat
+            analyse_residuals(grid, theory, t, s, est.modes(fsky)).r_hat
             for t, s in zip(total_cl, syst_cl, strict=True)
         ]
     )
@@ -273,6 +272,7 @@ def run_select(config, name, zone_name, chunk_paths, output, spectra_path=None) 
     if spectra_path is not None and "total_residual_cl" in table:
         table["r_hat"] = r_hat_per_configuration(
             stage,
+            name,
             spectra_path,
             table["total_residual_cl"],
             table["systematic_cl"],
@@ -330,14 +330,12 @@ def run_fit(
             gridsearch.GridPoint(*best), patches_dir, cs["kmeans_seed"], zone
         )
         configuration = [int(k) for k in best]
-    elif method == "multires":
-        patches = multires_patches(stage, zone_name, zone, nside)
-        configuration = [int(p.max()) + 1 for p in patches.values()]
     elif method == "single":
         patches = {p: clustering.single_patch(zone) for p in compsep.PARAMETERS}
         configuration = [1, 1, 1]
-    else:
-        raise ConfigError(f"unknown method '{method}' (known: {', '.join(METHODS)})")
+    else:  # multires or multires_NAME; unknown names raise ConfigError
+        patches = multires_patches(stage, method, zone_name, zone, nside)
+        configuration = [int(p.max()) + 1 for p in patches.values()]
     layout = compsep.cell_layout(patches, zone)
     t0 = time.perf_counter()
     result = gridsearch.evaluate_configuration(layout, problem, keep_maps=True)

@@ -8,7 +8,8 @@
   ``<C~^EE> = M+ C^EE + M- C^BB`` and ``<C~^BB> = M- C^EE + M+ C^BB``;
 * residuals (sec. 4): systematic ``C_l(W(d_fg))``, total ``<C_l(s^(n) - s_true)>_n``,
   statistical = total - systematic.
-All spectra are C_l in uK_CMB^2 (not D_l) from l = 0.
+Spectra are C_l in uK_CMB^2 (not D_l) from l = 0, except MASTER band powers (of D_l);
+``BBEstimator`` is the one the r stage uses (either kind, over its multipole range).
 """
 
 from __future__ import annotations
@@ -152,6 +153,60 @@ def bb_bandpowers(
     return master_bandpowers(pseudo, mask, binning, lmax)[..., 1, :]
 
 
+class BBEstimator(NamedTuple):
+    """The BB spectrum of the r stage over the multipoles ``lmin..lmax`` it uses.
+
+    ``bin_width`` None: per-multipole C_l with the paper's f_sky correction.  Otherwise
+    MASTER band powers of D_l (E/B leakage and mode coupling corrected), solved over bins
+    of this width from l = 2, keeping the bins that start at or above ``lmin``.  Each
+    estimator has its theory counterpart (C_l, or the bin average of D_l) and its number
+    of modes per element, f_sky sum (2l + 1), for the likelihood.
+    """
+
+    lmin: int
+    lmax: int
+    bin_width: int | None = None
+
+    @property
+    def binning(self) -> Binning:
+        return Binning.linear(2, self.lmax, self.bin_width)
+
+    @property
+    def _kept(self) -> np.ndarray:
+        return self.binning.edges[:-1] >= self.lmin
+
+    @property
+    def ell(self) -> np.ndarray:
+        """Multipoles, or bin centres, of the elements."""
+        if self.bin_width is None:
+            return np.arange(self.lmin, self.lmax + 1)
+        return self.binning.centres[self._kept]
+
+    @property
+    def units(self) -> str:
+        return "uK_CMB^2" if self.bin_width is None else "uK_CMB^2 (D_l band powers)"
+
+    def measure(self, qu: np.ndarray, mask: np.ndarray, n_iter: int = 3) -> np.ndarray:
+        """Spectra ``[..., n]`` of masked full-sky maps ``qu[..., 2, npix]``."""
+        if self.bin_width is None:
+            return bb_spectrum(qu, mask, self.lmax, n_iter=n_iter)[..., self.lmin :]
+        return bb_bandpowers(qu, mask, self.lmax, self.binning, n_iter)[..., self._kept]
+
+    def theory(self, cl: np.ndarray) -> np.ndarray:
+        """Counterpart ``[n]`` of a theory C_l given from l = 0."""
+        cl = np.asarray(cl)[: self.lmax + 1]
+        if self.bin_width is None:
+            return cl[self.lmin :]
+        return self.binning.bin(cl * dl_factor(self.lmax))[self._kept]
+
+    def modes(self, fsky: float) -> np.ndarray:
+        """f_sky sum (2l + 1) per element: the weights of eq. 15."""
+        per_l = fsky * (2 * np.arange(self.lmax + 1) + 1.0)
+        if self.bin_width is None:
+            return per_l[self.lmin :]
+        return (self.binning.matrix(self.lmax) > 0).astype(float)[self._kept] @ per_l
+
+
 class Residuals(NamedTuple):
     total: np.ndarray  # <C_l(s^(n) - s_true)>_n
     systematic: np.ndarray  # C_l(W(d_fg))
@@ -163,14 +218,13 @@ def residual_spectra(
     cmb_true: np.ndarray,
     systematic_cmb: np.ndarray,
     mask: np.ndarray,
-    lmax: int,
-    **kwargs,
+    estimator: BBEstimator,
 ) -> Residuals:
     """Residual BB spectra of kabalan2025 eqs. 11-13 from reconstructed CMB maps.
 
     ``cmb_hat[n, 2, npix]`` per noise realisation, ``cmb_true[2, npix]``, ``systematic_cmb``
     the CMB of W(d_fg) ``[2, npix]``; maps are full-sky arrays (zero outside the mask).
     """
-    total = bb_spectrum(cmb_hat - cmb_true[None], mask, lmax, **kwargs).mean(axis=0)
-    syst = bb_spectrum(systematic_cmb, mask, lmax, **kwargs)
+    total = estimator.measure(cmb_hat - cmb_true[None], mask).mean(axis=0)
+    syst = estimator.measure(systematic_cmb, mask)
     return Residuals(total, syst, total - syst)

@@ -213,27 +213,26 @@ def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_in
     separate.run_select(cfg, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5")
     sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
     lmax = 2 * 16
-    assert sel["total_residual_cl"].shape == (4, lmax + 1)
-    assert np.all(sel["total_residual_cl"][:, 2:] > 0)
+    assert sel["total_residual_cl"].shape == (4, lmax - 1)  # l = 2..lmax
+    assert np.all(sel["total_residual_cl"] > 0)
     assert sel["r_hat"].shape == (4,) and np.all(np.isfinite(sel["r_hat"]))
     from bmodesep import rlike
 
     camb = sim_io.read_spectra(root / "camb.h5")
     ell = np.arange(2, lmax + 1)
-    total, syst = sel["total_residual_cl"][3, ell], sel["systematic_cl"][3, ell]
+    total, syst = sel["total_residual_cl"][3], sel["systematic_cl"][3]
     direct = rlike.analyse(
         np.linspace(-0.01, 0.05, 3001),
         camb.cl("BB", 0.0, 1.0)[ell] + total,
         camb.tensor_r1[2, ell],
         camb.lensed_scalar[2, ell],
         np.clip(total - syst, 0, None),
-        ell,
-        np.mean(zone_mask(root)),
+        rlike.mode_counts(ell, np.mean(zone_mask(root))),
     )
     assert sel["r_hat"][3] == pytest.approx(direct.r_hat)
 
 
-@pytest.mark.parametrize("method", separate.METHODS)
+@pytest.mark.parametrize("method", ["kmeans", "multires", "multires_table5", "single"])
 def test_method_outputs(stage_inputs, method, tmp_path):
     root, cfg = stage_inputs
     if method == "kmeans" and not (root / "sel.h5").exists():
@@ -265,6 +264,11 @@ def test_method_outputs(stage_inputs, method, tmp_path):
     if method == "single":
         assert p.attrs["configuration"].tolist() == [1, 1, 1]
         assert np.ptp(p["parameter_maps"][0, 0]) == 0
+    if method.startswith("multires"):  # Table 4 / Table 5 (GAL020: beta_s at nside 2 / 4)
+        zone = p["patches/beta_d"] >= 0
+        expected = clustering.multires_patches(zone, {"multires": 2, "multires_table5": 4}[method])
+        np.testing.assert_array_equal(p["patches/beta_s"], expected)
+        assert p["patches/temperature_d"].max() == 0  # T_d: one patch in GAL020
     # the CMB is recovered: the residual is far below the CMB itself
     _, sky = sim_io.read_sky(root / "sky.h5", 16)
     cmb_true = sky.cmb_qu[:, p["pixels"]]
@@ -272,13 +276,30 @@ def test_method_outputs(stage_inputs, method, tmp_path):
     assert np.mean(resid**2) < 0.1 * np.mean(cmb_true**2)
 
 
+def test_unknown_method_is_refused(stage_inputs, tmp_path):
+    root, cfg = stage_inputs
+    with pytest.raises(ConfigError, match=r"unknown method 'multires_table9'.*multires_table5"):
+        separate.run_fit(
+            cfg,
+            "lb",
+            "GAL020_U",
+            "multires_table9",
+            root / "masks.h5",
+            root / "signal.h5",
+            tmp_path / "x.h5",
+        )
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize("spectrum", ["fsky", "master"])
 def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
-    stage_inputs, tmp_path
+    stage_inputs, tmp_path, spectrum
 ):
     """No residual at all: C_obs is the theory spectrum and r-hat is the simulated r."""
     from bmodesep import estimate_r
 
     root, cfg = stage_inputs
+    cfg = dict(cfg, rlike=dict(cfg["rlike"], spectrum=spectrum))
     out = tmp_path / "single.h5"
     separate.run_fit(cfg, "lb", "GAL020_U", "single", root / "masks.h5", root / "signal.h5", out)
     fit = io.read_product(out, "compsep_fit")
@@ -315,6 +336,12 @@ def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
     assert np.all(real["cl_total_residual"] > 0)
     assert real["r_hat_per_realisation"].shape == (3,)
     assert real.attrs["fsky_union"] == pytest.approx(np.mean(zone_mask(root)), rel=1e-12)
+    assert real.attrs["spectrum"] == spectrum
+    n_elements = {"fsky": 31, "master": 4}[spectrum]  # l = 2..32, or bands of 10 from l = 2
+    assert real["ell"].shape == real["cl_total_residual"].shape == (n_elements,)
+    assert real["zones/configuration"].tolist() == [[1, 1, 1]]
+    assert real["zones/r_hat"][0] == pytest.approx(real.attrs["r_hat"])  # one zone: the union
+    assert real["zones/total_bb_power"].shape == (1, 3)
     with pytest.raises(DataError, match="holds method 'single', expected 'kmeans'"):
         estimate_r.run(
             cfg, "lb", "kmeans", root / "sky.h5", root / "camb.h5", [out], tmp_path / "bad.h5"

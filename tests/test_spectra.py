@@ -70,7 +70,7 @@ def test_residuals_split_into_systematic_and_statistical(masked_sims):
     syst = 0.3 * maps[1]
     noise = maps[2:12] * 0.5
     hats = truth[None] + syst[None] + noise
-    res = spectra.residual_spectra(hats, truth, syst, mask, lmax)
+    res = spectra.residual_spectra(hats, truth, syst, mask, spectra.BBEstimator(0, lmax))
     direct = spectra.bb_spectrum(syst[None] + noise, mask, lmax).mean(0)
     assert np.allclose(res.total, direct)
     assert np.allclose(res.statistical, res.total - res.systematic)

@@ -76,7 +76,7 @@ def test_tiny_end_to_end_run(tmp_path):
         assert (results / "benchmarks" / "noise" / f"{sim}.tsv").exists()
     so = resolve_instrument(cfg, "sosat")
     assert sim_io.read_noise(results / "sims/so/noise.h5", so, 8)["b"].shape[:3] == (1, 2, 8)
-    for method in ("kmeans", "multires", "single"):
+    for method in ("kmeans", "multires", "multires_table5", "single"):
         fit = results / "compsep" / "lb" / "GAL060_L" / f"{method}.h5"
         assert io.read_product(fit, "compsep_fit")["converged"].all()
     r_lb = io.read_product(results / "rlike" / "lb" / "single.h5", "r_likelihood")
@@ -88,6 +88,7 @@ def test_tiny_end_to_end_run(tmp_path):
         "metrics",
         "residual_spectra",
         "r_likelihood",
+        "r_hat_vs_k",
     ):
         assert (results / "figures" / "lb" / f"{name}.png").stat().st_size > 10_000
     report = run([*args, "--report", "report.html"], cwd=tmp_path)

@@ -1,7 +1,7 @@
 # Helpers shared by all rules: paths, stage configs passed to the commands, constraints.
 import json
 
-from bmodesep.config import check_consistency, simulation_config, simulation_lmax
+from bmodesep.config import check_consistency, compsep_methods, simulation_config, simulation_lmax
 from bmodesep.errors import ConfigError
 
 try:
@@ -67,7 +67,7 @@ def masks_inputs(wildcards):
 COMPSEP = config["compsep"]
 COMPSEP_SIMULATIONS = COMPSEP["simulations"]
 COMPSEP_ZONES = COMPSEP["zones"]
-COMPSEP_METHODS = ["kmeans", "multires", "single"]
+COMPSEP_METHODS = compsep_methods(config)
 KMEANS_COUNTS = sorted(set().union(*(COMPSEP["grid"][p] for p in ("beta_d", "temperature_d", "beta_s"))))
 GRID_CHUNKS = list(range(COMPSEP["chunks"]))
 COMPSEP_DIR = f"{RESULTS}/compsep"
@@ -75,7 +75,7 @@ COMPSEP_DIR = f"{RESULTS}/compsep"
 
 wildcard_constraints:
     zone="GAL0[246]0_[UL]",
-    method="kmeans|multires|single",
+    method="kmeans|single|multires(_[a-z0-9]+)?",
     chunk=r"\d+",
 
 

@@ -74,7 +74,8 @@ rule fig_residual_maps:
 
 rule fig_metrics:
     input:
-        all_method_fits,
+        fits=all_method_fits,
+        rlike=method_r_likelihoods,
     output:
         report(
             f"{FIGURES}/{{sim}}/metrics.png",
@@ -91,7 +92,8 @@ rule fig_metrics:
     conda:
         "../../envs/bmodesep.yaml"
     shell:
-        "python -m bmodesep.figures metrics --inputs {input} --output {output} > {log} 2>&1"
+        "python -m bmodesep.figures metrics --inputs {input.fits} --rlike {input.rlike} "
+        "--output {output} > {log} 2>&1"
 
 
 rule fig_residual_spectra:
@@ -141,10 +143,11 @@ rule fig_r_likelihood:
 
 rule fig_r_hat_vs_k:
     input:
-        expand(
+        selections=expand(
             f"{COMPSEP_DIR}/{{{{sim}}}}/grid/{{zone}}/selection.h5",
             zone=COMPSEP_ZONES,
         ),
+        rlike=method_r_likelihoods,
     output:
         report(
             f"{FIGURES}/{{sim}}/r_hat_vs_k.png",
@@ -161,7 +164,8 @@ rule fig_r_hat_vs_k:
     conda:
         "../../envs/bmodesep.yaml"
     shell:
-        "python -m bmodesep.figures r_hat_vs_k --inputs {input} --output {output} > {log} 2>&1"
+        "python -m bmodesep.figures r_hat_vs_k --inputs {input.selections} --rlike {input.rlike} "
+        "--output {output} > {log} 2>&1"
 
 
 rule figures:
