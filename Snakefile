@@ -21,6 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/compsep.smk"
 include: "workflow/rules/rlike.smk"
+include: "workflow/rules/nilc.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -30,4 +31,5 @@ rule all:
         rules.simulate_all.input,
         rules.compsep_all.input,
         rules.rlike_all.input,
+        rules.nilc_all.input,
         rules.figures.input,

@@ -10,6 +10,7 @@ instrument's length, known presets.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -162,6 +163,27 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
             for param, n in spec.items():
                 if n and not is_power_of_two(n):
                     problems.append(f"compsep.{table}.{family}.{param}: {n} is not a power of two")
+    nl = config["nilc"]
+    for name in nl["simulations"]:
+        if name not in config["simulations"]:
+            problems.append(f"nilc.simulations: unknown simulation '{name}'")
+    for name in nl["run"]:
+        if name not in nl["compressions"]:
+            problems.append(
+                f"nilc.run: unknown compression '{name}' (defined: {', '.join(nl['compressions'])})"
+            )
+    for name, spec in nl["compressions"].items():
+        comps = spec["components"]
+        if len(set(comps)) != len(comps):
+            problems.append(f"nilc.compressions.{name}: repeated components {comps}")
+        if spec["keep"] != "all" and spec["keep"] not in comps:
+            problems.append(
+                f"nilc.compressions.{name}.keep: '{spec['keep']}' is neither 'all' "
+                f"nor one of {comps}"
+            )
+    fwhm = nl["needlet_fwhm_arcmin"]
+    if any(b >= a for a, b in itertools.pairwise(fwhm)):
+        problems.append(f"nilc.needlet_fwhm_arcmin: {fwhm} must decrease strictly")
     rl = config["rlike"]
     if not rl["r_min"] < rl["r_max"]:
         problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")
@@ -247,7 +269,7 @@ def load_config_json(text: str) -> dict[str, Any]:
 
 
 def simulation_config(
-    config: Mapping[str, Any], name: str, with_compsep: bool = False
+    config: Mapping[str, Any], name: str, with_compsep: bool = False, with_nilc: bool = False
 ) -> dict[str, Any]:
     """The part of ``config`` that simulation ``name`` depends on, itself a valid config.
 
@@ -270,4 +292,6 @@ def simulation_config(
     if with_compsep:
         out["compsep"] = dict(config["compsep"], simulations=[name])
         out["rlike"] = config["rlike"]
+    if with_nilc:
+        out["nilc"] = dict(config["nilc"], simulations=[name])
     return out

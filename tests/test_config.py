@@ -67,6 +67,30 @@ def test_defaults_are_filled():
             r"unknown PySM model\(s\) q7",
         ),
         (lambda c: c["masks"].update(source="planck"), r"masks\.planck_file: required"),
+        (lambda c: c.update(nilc={"run": ["jnt"]}), r"nilc\.run: unknown compression 'jnt'"),
+        (lambda c: c.update(nilc={"simulations": ["y"]}), r"nilc\.simulations: unknown simulation"),
+        (
+            lambda c: c.update(nilc={"needlet_fwhm_arcmin": [60, 120]}),
+            r"nilc\.needlet_fwhm_arcmin: \[60, 120\] must decrease strictly",
+        ),
+        (
+            lambda c: c.update(
+                nilc={
+                    "compressions": {
+                        "x": {"basis": "needlet", "components": ["cmb"], "keep": "dust"}
+                    }
+                }
+            ),
+            r"nilc\.compressions\.x\.keep: 'dust' is neither 'all' nor one of",
+        ),
+        (
+            lambda c: c.update(
+                nilc={
+                    "compressions": {"x": {"basis": "pixel", "components": ["cmb"], "keep": "all"}}
+                }
+            ),
+            r"nilc\.compressions\.x\.basis: 'pixel' is not one of",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(mutate, message):

@@ -64,6 +64,7 @@ def test_tiny_end_to_end_run(tmp_path):
         grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
         multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
     )
+    cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
     r = run(args, cwd=tmp_path)
@@ -79,6 +80,8 @@ def test_tiny_end_to_end_run(tmp_path):
     for method in ("kmeans", "multires", "multires_table5", "single"):
         fit = results / "compsep" / "lb" / "GAL060_L" / f"{method}.h5"
         assert io.read_product(fit, "compsep_fit")["converged"].all()
+    nilc_maps = io.read_product(results / "nilc" / "so" / "joint.h5", "nilc")["maps"]
+    assert nilc_maps.shape == (1, 2, 5, 12 * 8**2)
     r_lb = io.read_product(results / "rlike" / "lb" / "single.h5", "r_likelihood")
     assert r_lb["likelihood"].max() == 1.0 and r_lb.attrs["zones"].tolist() == ["GAL060_L"]
     for name in (

@@ -160,3 +160,31 @@ def method_r_likelihoods(wildcards):
 
 def simulation_nside(wildcards):
     return config["simulations"][wildcards.sim]["nside"]
+
+
+# ---------------------------------------------------------------- needlet ILC
+NILC = config["nilc"]
+NILC_DIR = f"{RESULTS}/nilc"
+
+
+wildcard_constraints:
+    compression="[a-z0-9_]+",
+
+
+def nilc_config_json(wildcards):
+    """The simulation's config plus the NILC settings."""
+    return json.dumps(simulation_config(config, wildcards.sim, with_nilc=True), sort_keys=True)
+
+
+def nilc_inputs(wildcards):
+    inputs = {
+        "signal": f"{RESULTS}/sims/{wildcards.sim}/signal.h5",
+        "noise": f"{RESULTS}/sims/{wildcards.sim}/noise.h5",
+    }
+    if NILC["mask"] is not None:
+        inputs["masks"] = f"{RESULTS}/sims/{wildcards.sim}/masks.h5"
+    return inputs
+
+
+def nilc_mask_arg(wildcards, input):
+    return f"--masks {input.masks}" if NILC["mask"] is not None else ""
