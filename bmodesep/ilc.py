@@ -26,7 +26,9 @@ the fast path does at the band limit the smoothing kernel needs, without iterati
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -149,22 +151,45 @@ def ilc_apply(cov: np.ndarray, mixing: np.ndarray, data: np.ndarray) -> np.ndarr
     pixel for 8 channels and 5 components, in a compiled loop over pixels (float64).
     """
     cov = np.asarray(cov, float)
-    shape = cov.shape[2:]
-    n, n_c = mixing.shape
+    n = mixing.shape[0]
     if cov.shape[:2] != (n, n):
         raise DataError(f"covariance of shape {cov.shape} for {n} channels")
-    flat_cov = np.ascontiguousarray(cov.reshape(n, n, -1))
-    flat_d = np.ascontiguousarray(
-        np.broadcast_to(np.asarray(data, float), (n, *shape)).reshape(n, -1)
+    shape = cov.shape[2:]
+    rows, cols = np.triu_indices(n)
+    packed = np.ascontiguousarray(cov.reshape(n, n, -1)[rows, cols].T)  # [pixel, pair]
+    flat_d = np.broadcast_to(np.asarray(data, float), (n, *shape)).reshape(n, -1)
+    return apply_packed(packed, mixing, flat_d).reshape(mixing.shape[1], *shape)
+
+
+def pair_index(n: int) -> np.ndarray:
+    """``idx[i, j]``: column of the pair (i, j) in a packed covariance (triu order)."""
+    idx = np.empty((n, n), dtype=np.int64)
+    for k, (i, j) in enumerate(zip(*np.triu_indices(n), strict=True)):
+        idx[i, j] = idx[j, i] = k
+    return idx
+
+
+def apply_packed(packed: np.ndarray, mixing: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """ILC of ``data[f, p]`` with covariances packed pixel-major, ``packed[p, pair]``."""
+    n, n_c = mixing.shape
+    out = np.empty((n_c, packed.shape[0]))
+    ok = _ilc_kernel(
+        np.ascontiguousarray(packed, dtype=float),
+        pair_index(n),
+        np.ascontiguousarray(data, dtype=float),
+        np.ascontiguousarray(mixing, dtype=float),
+        out,
     )
-    out = np.empty((n_c, flat_cov.shape[-1]))
-    ok = _ilc_kernel(flat_cov, flat_d, np.ascontiguousarray(mixing, dtype=float), out)
     if not ok:
         raise DataError("ILC covariance is not positive definite (NaN or negative variance)")
-    return out.reshape(n_c, *shape)
+    return out
 
 
-@numba.njit(cache=True)
+# reassociation and fused multiply-adds, but NaN and inf keep their meaning
+_FAST = {"reassoc", "contract", "arcp"}
+
+
+@numba.njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _cholesky_into(m, low, inv):  # pragma: no cover - compiled
     n = m.shape[0]
     for j in range(n):
@@ -183,8 +208,8 @@ def _cholesky_into(m, low, inv):  # pragma: no cover - compiled
     return True
 
 
-@numba.njit(cache=True)
-def _ilc_kernel(cov, data, mixing, out):  # pragma: no cover - compiled
+@numba.njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _ilc_kernel(packed, idx, data, mixing, out):  # pragma: no cover - compiled
     n, n_c = mixing.shape
     m = np.empty((n, n))
     low = np.zeros((n, n))
@@ -196,14 +221,14 @@ def _ilc_kernel(cov, data, mixing, out):  # pragma: no cover - compiled
     g_inv = np.empty(n_c)
     v = np.empty(n_c)
     x = np.empty(n_c)
-    for q in range(cov.shape[2]):
+    for q in range(packed.shape[0]):
         trace = 0.0
         for i in range(n):
-            trace += cov[i, i, q]
+            trace += packed[q, idx[i, i]]
         ridge = 1e-12 * (trace / n if trace > 0.0 else 1.0)
         for i in range(n):
             for j in range(n):
-                m[i, j] = cov[i, j, q]
+                m[i, j] = packed[q, idx[i, j]]
             m[i, i] += ridge
         if not _cholesky_into(m, low, inv):
             return False
@@ -261,7 +286,7 @@ class ScalePlan(NamedTuple):
     windows: np.ndarray  # h [J, lmax+1]
     used: np.ndarray  # [J, n_freq] bool
     sigma_rad: np.ndarray  # [J] covariance smoothing width
-    lmax_out: np.ndarray  # [J] band limit of each scale
+    band_limit: np.ndarray  # [J] largest l where h_j > 1e-12 max h_j
 
 
 def plan_scales(
@@ -271,7 +296,7 @@ def plan_scales(
     used = channels_per_scale(beams, h, settings.beam_threshold)
     sigma = smoothing_sigma_rad(h, used.sum(axis=1), n_deproj, settings.ilc_bias_tolerance)
     ell = np.arange(lmax + 1)
-    top = np.array([ell[w > 1e-12 * w.max()].max() for w in h])
+    top = np.array([ell[w > 1e-12 * w.max()].max() for w in h])  # band limit per scale
     return ScalePlan(h, used, sigma, top)
 
 
@@ -283,9 +308,13 @@ def rebeam(alm: np.ndarray, beams: np.ndarray) -> np.ndarray:
     return harmonics.almxfl(alm, ratio)
 
 
+def _smoothing_beam(sigma_rad: float, lmax: int) -> np.ndarray:
+    return harmonics.gaussian_beam(np.degrees(fwhm_from_sigma(sigma_rad)) * 60.0, lmax, spin=0)
+
+
 def smooth(maps: np.ndarray, nside: int, sigma_rad: float, lmax: int, n_iter: int) -> np.ndarray:
     """Gaussian smoothing of maps ``[k, npix]`` at band limit ``lmax``."""
-    beam = harmonics.gaussian_beam(np.degrees(fwhm_from_sigma(sigma_rad)) * 60.0, lmax, spin=0)
+    beam = _smoothing_beam(sigma_rad, lmax)
     out = np.empty_like(maps)
     for i, m in enumerate(maps):
         alm = harmonics.analysis(m, nside, lmax, 0, n_iter)[0]
@@ -296,19 +325,20 @@ def smooth(maps: np.ndarray, nside: int, sigma_rad: float, lmax: int, n_iter: in
 def local_covariance(
     maps: np.ndarray, nside: int, sigma_rad: float, lmax: int, settings: Settings
 ) -> np.ndarray:
-    """``C[a, b, p] = S[(d_a - S d_a)(d_b - S d_b)]`` of needlet maps ``[f, npix]``."""
+    """``C_ab(p) = S[(d_a - S d_a)(d_b - S d_b)]`` of needlet maps ``[f, npix]``, packed
+    pixel-major: ``[pixel, pair]`` with pairs in ``np.triu_indices`` order."""
     if settings.exact:
         lmax_s, n_iter = lmax, settings.n_iter
     else:
         lmax_s, n_iter = smoothing_lmax(sigma_rad, lmax), 0
     dev = maps - smooth(maps, nside, sigma_rad, lmax_s, n_iter)
-    n = maps.shape[0]
-    rows, cols = np.triu_indices(n)
-    prods = smooth(dev[rows] * dev[cols], nside, sigma_rad, lmax_s, n_iter)
-    cov = np.empty((n, n, maps.shape[1]))
-    cov[rows, cols] = prods
-    cov[cols, rows] = prods
-    return cov
+    rows, cols = np.triu_indices(maps.shape[0])
+    packed = np.empty((maps.shape[1], rows.size))
+    beam = _smoothing_beam(sigma_rad, lmax_s)
+    for k, (a, b) in enumerate(zip(rows, cols, strict=True)):
+        alm = harmonics.analysis(dev[a] * dev[b], nside, lmax_s, 0, n_iter)[0]
+        packed[:, k] = harmonics.synthesis(harmonics.almxfl(alm, beam), nside, lmax_s, 0)[0]
+    return packed
 
 
 class ILCResult(NamedTuple):
@@ -325,14 +355,18 @@ def needlet_ilc(
     keep: Sequence[int] | None = None,
     settings: Settings = DEFAULT_SETTINGS,
     lmax_out: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> ILCResult:
     """Needlet ILC of B-mode alm ``[f, nalm]`` with beams ``[f, lmax+1]``.
 
     ``keep``: indices of the components returned (None: all, the joint ILC); the smoothing
     width counts the other components of ``mixing`` as deprojected.  ``lmax_out``: band
-    limit of the output alm (default ``lmax``); the fast path analyses each scale's ILC map
-    at it, the exact path at ``lmax`` and truncates.
+    limit of the output alm (default ``lmax``): each scale's ILC map is analysed at its
+    needlet's band limit (iterated) and truncated, since an iterated analysis at a lower
+    band limit than the map's content is off by percents.  ``timings`` (optional) collects
+    wall seconds per phase: needlet maps, covariance, weights, output.
     """
+    clock = _Clock(timings)
     lmax_out = lmax if lmax_out is None else int(lmax_out)
     if not 0 < lmax_out <= lmax:
         raise ConfigError(f"lmax_out {lmax_out} must lie in [1, lmax = {lmax}]")
@@ -344,20 +378,38 @@ def needlet_ilc(
     for j, h in enumerate(plan.windows):
         used = plan.used[j]
         check_mixing(mixing, used, f"needlet scale {j + 1}")
-        top = lmax if settings.exact else min(int(plan.lmax_out[j]), lmax_out)
+        top = lmax if settings.exact else int(plan.band_limit[j])
         n_iter_out = settings.n_iter if settings.exact else settings.n_iter_out
-        d = np.stack(
-            [
-                harmonics.synthesis(harmonics.almxfl(a[f], h), nside, lmax, 0)[0]
-                for f in np.flatnonzero(used)
-            ]
-        )
-        cov = local_covariance(d, nside, plan.sigma_rad[j], lmax, settings)
-        ilc_maps = ilc_apply(cov, mixing[used], d)[keep]  # [c, p]
-        for c in range(len(keep)):
-            coeffs = harmonics.analysis(ilc_maps[c], nside, top, 0, n_iter_out)[0]
-            out[c] += harmonics.almxfl(resize_alm(coeffs, top, lmax_out), h[: lmax_out + 1])
+        with clock("needlet maps"):
+            d = np.stack(
+                [
+                    harmonics.synthesis(harmonics.almxfl(a[f], h), nside, lmax, 0)[0]
+                    for f in np.flatnonzero(used)
+                ]
+            )
+        with clock("covariance"):
+            packed = local_covariance(d, nside, plan.sigma_rad[j], lmax, settings)
+        with clock("weights"):
+            ilc_maps = apply_packed(packed, mixing[used], d)[keep]  # [c, p]
+        with clock("output"):
+            for c in range(len(keep)):
+                coeffs = harmonics.analysis(ilc_maps[c], nside, top, 0, n_iter_out)[0]
+                out[c] += harmonics.almxfl(resize_alm(coeffs, top, lmax_out), h[: lmax_out + 1])
     return ILCResult(out, plan)
+
+
+class _Clock:
+    """Accumulates wall seconds per phase into a dict (or does nothing without one)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        yield
+        if self.timings is not None:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
 
 
 def resize_alm(alm: np.ndarray, lmax_from: int, lmax_to: int) -> np.ndarray:
@@ -481,6 +533,7 @@ def compress(
     lmax_out: int | None = None,
     settings: Settings = DEFAULT_SETTINGS,
     bin_width: int = 15,
+    timings: dict[str, float] | None = None,
 ) -> ILCResult:
     """One data set's B-mode alm ``[f, nalm]`` -> component alm ``[c, nalm(lmax_out)]``."""
     lmax_out = lmax if lmax_out is None else int(lmax_out)
@@ -495,6 +548,6 @@ def compress(
     mixing = component_seds(freqs_ghz, compression.components, compression.fiducial)
     keep = compression.keep_indices
     if compression.basis == "needlet":
-        return needlet_ilc(alm, beams, mixing, nside, lmax, keep, settings, lmax_out)
+        return needlet_ilc(alm, beams, mixing, nside, lmax, keep, settings, lmax_out, timings)
     out = harmonic_ilc(alm, beams, mixing, lmax, bin_width, keep, settings.beam_threshold)
     return ILCResult(resize_alm(out, lmax, lmax_out), None)
