@@ -63,6 +63,12 @@ def test_tiny_end_to_end_run(tmp_path):
         zones=["GAL060_L"],
         grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
         multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
+        # Table 5 at nside 8 would fit three parameters per pixel with 2 realisations
+        multires_variants={
+            "table5": {
+                f"GAL0{k}0": {"beta_d": 2, "temperature_d": 0, "beta_s": 1} for k in (2, 4, 6)
+            }
+        },
     )
     cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
