@@ -64,6 +64,11 @@ def time_operation(op: Callable[[], Any], repeats: int, warmup: int = 1) -> Timi
     return t
 
 
+def timing_fields(timing: Timing) -> dict[str, Any]:
+    """The timing entries every benchmark reports."""
+    return {"median_s": timing.median_s, "cpu_s": timing.median_cpu_s, "runs_s": timing.wall_s}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -152,9 +157,7 @@ def _simulation_benchmark(name, instrument_name, nside, sky_overrides, args):
     timing = time_operation(op, args.repeats)
     out = {
         "name": name,
-        "median_s": timing.median_s,
-        "cpu_s": timing.median_cpu_s,
-        "runs_s": timing.wall_s,
+        **timing_fields(timing),
         "nside": nside,
         "bands": inst.n_freq,
         "splits": inst.splits,
@@ -428,9 +431,7 @@ def _nilc_benchmark(name: str, nside: int, args) -> dict[str, Any]:
     result = _nilc_run(inst, maps, beams, nside, lmax, fast, phases)
     out = {
         "name": name,
-        "median_s": timing.median_s,
-        "cpu_s": timing.median_cpu_s,
-        "runs_s": timing.wall_s,
+        **timing_fields(timing),
         "nside": nside,
         "lmax": lmax,
         "bands": inst.n_freq,

@@ -28,6 +28,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def stage_parser(prog: str, doc: str | None, required: Sequence[str]) -> argparse.ArgumentParser:
+    """A stage command's parser: the config arguments and the required ``--NAME`` options."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_arguments(parser)
+    for arg in required:
+        parser.add_argument(f"--{arg}", required=True)
+    return parser
+
+
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config) if args.config else load_config_json(args.config_json)
 

@@ -18,14 +18,13 @@ per-realisation r-hat uses
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from bmodesep import harmonics, io, rlike, sim_io, spectra
-from bmodesep.cli import add_config_arguments, config_from_args, run_cli
+from bmodesep.cli import config_from_args, run_cli, stage_parser
 from bmodesep.config import simulation_config
 from bmodesep.errors import DataError
 
@@ -204,14 +203,11 @@ def run(config, name: str, method: str, sky_path, spectra_path, fit_paths, outpu
 
 
 def _main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bmodesep.estimate_r",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = stage_parser(
+        "python -m bmodesep.estimate_r",
+        __doc__,
+        ("simulation", "method", "sky", "spectra", "output"),
     )
-    add_config_arguments(parser)
-    for arg in ("simulation", "method", "sky", "spectra", "output"):
-        parser.add_argument(f"--{arg}", required=True)
     parser.add_argument("--fits", nargs="+", required=True)
     args = parser.parse_args(argv)
     config = config_from_args(args)

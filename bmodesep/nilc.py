@@ -13,7 +13,6 @@ used per scale and the covariance smoothing widths.  The per-split cost goes to 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bmodesep import harmonics, ilc, io, sim_io
-from bmodesep.cli import add_config_arguments, config_from_args, run_cli
+from bmodesep.cli import config_from_args, run_cli, stage_parser
 from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.instrument import Instrument, resolve_instrument
@@ -180,14 +179,11 @@ def read_nilc(path) -> io.Product:
 
 
 def _main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bmodesep.nilc",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = stage_parser(
+        "python -m bmodesep.nilc",
+        __doc__,
+        ("simulation", "compression", "signal", "noise", "output"),
     )
-    add_config_arguments(parser)
-    for arg in ("simulation", "compression", "signal", "noise", "output"):
-        parser.add_argument(f"--{arg}", required=True)
     parser.add_argument("--masks", help="masks product (needed when nilc.mask is set)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
