@@ -452,9 +452,10 @@ def _nilc_benchmark(name: str, nside: int, args) -> dict[str, Any]:
     ]
     top = min(lmax, 200)
     trunc = [ilc.resize_alm(a, lmax, top) for a in (*result, *exact)]
-    x_fast = datavector.data_vector(trunc[0], trunc[1], top)
-    x_exact = datavector.data_vector(trunc[2], trunc[3], top)
-    sigma = datavector.gaussian_sigma(trunc[2], trunc[3], top)
+    edges = datavector.bin_edges(30, top, 15)  # 11 bins at nside 128, 10 at nside 64
+    x_fast = datavector.data_vector(trunc[0], trunc[1], top, edges)
+    x_exact = datavector.data_vector(trunc[2], trunc[3], top, edges)
+    sigma = datavector.gaussian_sigma(trunc[2], trunc[3], top, edges)
     out |= {
         "baseline": "the exact path of the same method (all analyses iterated, smoothing at "
         "full lmax), one run",
