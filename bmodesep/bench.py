@@ -482,6 +482,38 @@ def bench_nilc_64(args):
     return _nilc_benchmark("nilc-64", 64, args)
 
 
+# ---------------------------------------------------------------- SBI simulator
+@register("npe-sim")
+def bench_npe_sim(args):
+    """One (theta, x) pair at nside 128: GRF sky, SO-SAT-like data, joint NILC, data vector."""
+    from bmodesep import ilc, prior, simulator
+    from bmodesep.cmb import compute_camb_spectra
+    from bmodesep.config import validate_config
+    from bmodesep.instrument import resolve_instrument
+
+    config = validate_config({"instruments": {"sosat": "sosat"}})
+    spectra = compute_camb_spectra(config["cmb"]["cosmology"], 383)
+    joint = ilc.Compression("needlet", ilc.COMPONENTS, "all", ilc.Fiducial())
+    setup = simulator.make_setup(resolve_instrument(config, "sosat"), spectra, 128, joint)
+    thetas = prior.prior().sample(args.repeats + 1, np.random.default_rng(0))
+    state = {"i": 0}
+
+    def op():
+        simulator.simulate(thetas[state["i"]], state["i"], setup)
+        state["i"] += 1
+
+    timing = time_operation(op, args.repeats)
+    return {
+        "name": "npe-sim",
+        **timing_fields(timing),
+        "nside": 128,
+        "lmax": setup.lmax,
+        "data_vector_length": setup.data_vector_length,
+        "paper_cpu_s_per_pair": 600,
+        "speedup_vs_paper": 600 / timing.median_cpu_s,
+    }
+
+
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
