@@ -22,6 +22,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/compsep.smk"
 include: "workflow/rules/rlike.smk"
 include: "workflow/rules/nilc.smk"
+include: "workflow/rules/npe.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -32,4 +33,5 @@ rule all:
         rules.compsep_all.input,
         rules.rlike_all.input,
         rules.nilc_all.input,
+        rules.npe_simulations.input,
         rules.figures.input,

@@ -184,6 +184,17 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
     fwhm = nl["needlet_fwhm_arcmin"]
     if any(b >= a for a, b in itertools.pairwise(fwhm)):
         problems.append(f"nilc.needlet_fwhm_arcmin: {fwhm} must decrease strictly")
+    npe = config["npe"]
+    if npe["chunks"]:
+        if npe["compression"] not in nl["compressions"]:
+            problems.append(f"npe.compression: unknown compression '{npe['compression']}'")
+        if npe["instrument"] not in config["instruments"]:
+            problems.append(f"npe.instrument: unknown instrument '{npe['instrument']}'")
+        if not is_power_of_two(npe["nside"]):
+            problems.append(f"npe.nside: {npe['nside']} is not a power of two")
+        lmax = npe["lmax"] or 3 * npe["nside"] - 1
+        if npe["ell_min"] + npe["bin_width"] - 1 > min(npe["ell_max"], lmax):
+            problems.append("npe: no complete data-vector bin between ell_min and ell_max / lmax")
     rl = config["rlike"]
     if not rl["r_min"] < rl["r_max"]:
         problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")

@@ -1,6 +1,7 @@
 """Snakemake: dry runs and lint on every shipped config, and a tiny end-to-end run."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def test_tiny_end_to_end_run(tmp_path):
         },
     )
     cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
+    cfg["npe"] = dict(cfg["npe"], nside=16, chunks=2, simulations_per_chunk=2)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
     r = run(args, cwd=tmp_path)
@@ -104,6 +106,16 @@ def test_tiny_end_to_end_run(tmp_path):
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # an interrupted campaign redoes only its missing chunks
+    chunks = results / "npe" / "simulations"
+    assert sorted(p.name for p in chunks.glob("chunk*.h5")) == ["chunk0.h5", "chunk1.h5"]
+    (chunks / "chunk1.h5").unlink()
+    resumed = run([*args, "-n", "npe_simulations"], cwd=tmp_path)
+    plan = resumed.stdout + resumed.stderr
+    assert (
+        re.search(r"npe_chunk\s+1\n", plan) and "output: results/npe/simulations/chunk1.h5" in plan
+    )
+    assert run([*args, "npe_simulations"], cwd=tmp_path).returncode == 0
     # re-running one stage: --forcerun a rule redoes it and what depends on it, nothing else
     forced = run([*args, "-n", "--forcerun", "grid_select"], cwd=tmp_path)
     assert forced.returncode == 0

@@ -2,6 +2,7 @@
 import json
 
 from bmodesep.config import check_consistency, compsep_methods, simulation_config, simulation_lmax
+from bmodesep.campaign import npe_config
 from bmodesep.errors import ConfigError
 
 try:
@@ -188,3 +189,13 @@ def nilc_inputs(wildcards):
 
 def nilc_mask_arg(wildcards, input):
     return f"--masks {input.masks}" if NILC["mask"] is not None else ""
+
+
+# ---------------------------------------------------------------- SBI campaign
+NPE = config["npe"]
+NPE_DIR = f"{RESULTS}/npe"
+
+
+def npe_config_json(wildcards):
+    """The campaign depends on the cmb, npe, its instrument and its compression alone."""
+    return json.dumps(npe_config(config), sort_keys=True)
