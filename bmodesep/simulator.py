@@ -164,4 +164,10 @@ def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
     theta = np.asarray(theta, float)
     if theta.shape != (len(PARAMETERS),) or not np.all(np.isfinite(theta)):
         raise ConfigError(f"theta must be {len(PARAMETERS)} finite numbers, got {theta}")
+    p = dict(zip(PARAMETERS, theta, strict=True))
+    negative = [k for k in ("r", "A_lens", "A_d", "A_s", "B_d", "B_s") if p[k] < 0]
+    if negative or abs(p["rho_ds"]) > 1:
+        raise ConfigError(
+            f"theta outside the model: negative {negative} or |rho_ds| = {abs(p['rho_ds']):.3g} > 1"
+        )
     return compress(observe(simulate_sky(theta, seed, setup), seed, setup), setup)

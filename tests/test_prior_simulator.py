@@ -53,6 +53,8 @@ def test_simulator_is_deterministic_and_has_the_data_vector_layout(setup32):
     assert not np.allclose(x, simulator.simulate(theta, 8, setup32))
     with pytest.raises(ConfigError, match="13 finite numbers"):
         simulator.simulate(theta[:5], 7, setup32)
+    with pytest.raises(ConfigError, match=r"negative \['A_d'\]"):
+        simulator.simulate(np.r_[theta[:2], -1.0, theta[3:]], 7, setup32)
 
 
 def test_cmb_auto_spectrum_tracks_r(setup32):
