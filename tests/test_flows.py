@@ -1,0 +1,165 @@
+"""Neural posterior estimation: the flow recovers a known posterior; parameter space; I/O."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from bmodesep import flows, prior
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.prior import Normal, Prior
+
+# a linear-Gaussian problem: x = A theta + noise, theta ~ N(mu0, S0): the posterior is
+# N(mu_p, S_p) with S_p = (S0^-1 + A^T A / s^2)^-1, mu_p = S_p (S0^-1 mu0 + A^T x / s^2)
+GAUSS_PRIOR = Prior((Normal(0.0, 1.0), Normal(0.5, 2.0), Normal(1.0, 0.5)))
+MU0 = np.array([0.0, 0.5, 1.0])
+S0 = np.diag([1.0, 4.0, 0.25])
+NOISE = 0.5
+
+
+@pytest.fixture(scope="module")
+def gaussian_problem():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 3))
+    theta = GAUSS_PRIOR.sample(10_000, rng)
+    x = theta @ a.T + NOISE * rng.normal(size=(theta.shape[0], 6))
+    hp = flows.hyperparameters(
+        {
+            "learning_rate": 1e-3,
+            "num_transforms": 3,
+            "hidden_features": 32,
+            "stop_after_epochs": 20,
+            "max_epochs": 300,
+        }
+    )
+    trained = flows.train(theta, x, GAUSS_PRIOR, hp, seed=0)
+    return a, trained
+
+
+def _analytic(a, x):
+    cov = np.linalg.inv(np.linalg.inv(S0) + a.T @ a / NOISE**2)
+    mean = cov @ (np.linalg.inv(S0) @ MU0 + a.T @ x / NOISE**2)
+    return mean, cov
+
+
+def test_npe_recovers_the_analytic_gaussian_posterior(gaussian_problem):
+    a, trained = gaussian_problem
+    post = flows.Posterior(trained.estimator, GAUSS_PRIOR)
+    rng = np.random.default_rng(7)
+    theta_true = GAUSS_PRIOR.sample(30, rng)
+    x_obs = theta_true @ a.T + NOISE * rng.normal(size=(30, 6))
+    samples = post.sample(x_obs, 3000, seed=3)
+    assert samples.shape == (30, 3000, 3)
+    mean_err, std_err, corr_err = [], [], []
+    for x, s in zip(x_obs, samples, strict=True):
+        mean, cov = _analytic(a, x)
+        sigma = np.sqrt(np.diag(cov))
+        mean_err.append(np.abs(s.mean(0) - mean) / sigma)
+        std_err.append(np.abs(s.std(0) / sigma - 1))
+        corr_err.append(np.abs(np.corrcoef(s.T) - cov / np.outer(sigma, sigma)))
+    # typical posteriors match to a few percent; tail data vectors (rarer in training) less
+    assert np.median(mean_err) < 0.1 and np.max(mean_err) < 0.6
+    assert np.median(std_err) < 0.08 and np.max(std_err) < 0.4
+    assert np.median(corr_err) < 0.05 and np.max(corr_err) < 0.25
+
+
+def test_npe_expected_kl_to_the_analytic_posterior_is_small(gaussian_problem):
+    # E[log p(theta|x) - log q(theta|x)] over joint draws is the expected KL divergence
+    a, trained = gaussian_problem
+    post = flows.Posterior(trained.estimator, GAUSS_PRIOR)
+    rng = np.random.default_rng(11)
+    theta = GAUSS_PRIOR.sample(500, rng)
+    x = theta @ a.T + NOISE * rng.normal(size=(500, 6))
+    log_q = post.log_prob(theta, x)
+    log_p = np.empty(500)
+    for i in range(500):
+        mean, cov = _analytic(a, x[i])
+        r = theta[i] - mean
+        log_p[i] = -0.5 * (r @ np.linalg.solve(cov, r) + np.linalg.slogdet(2 * np.pi * cov)[1])
+    kl = np.mean(log_p - log_q)
+    assert -0.05 < kl < 0.05
+    assert trained.epochs == trained.validation_loss.size
+    assert trained.best_validation_loss == pytest.approx(trained.validation_loss.min(), rel=1e-6)
+
+
+def test_transform_round_trip_and_jacobian():
+    table1 = prior.prior("table1")
+    t = flows.ParameterTransform.from_prior(table1)
+    theta = table1.sample(200, np.random.default_rng(0))
+    u = t.forward(theta)
+    assert np.allclose(t.inverse(u), theta, rtol=1e-12, atol=1e-14)
+    # numerical d theta / d u, one parameter at a time
+    h = 1e-6
+    for i in range(theta.shape[1]):
+        du = np.zeros(theta.shape[1])
+        du[i] = h
+        deriv = (t.inverse(u[:5] + du) - t.inverse(u[:5] - du))[:, i] / (2 * h)
+        single = np.zeros_like(u[:5])
+        single[:, i] = u[:5, i]
+        mask = np.zeros(theta.shape[1], bool)
+        mask[i] = True
+        ti = flows.ParameterTransform(t.low[mask], t.high[mask])
+        assert np.allclose(np.log(np.abs(deriv)), ti.log_jacobian(u[:5, i : i + 1]), atol=1e-6)
+    with pytest.raises(DataError, match="outside the prior"):
+        t.forward(np.where(np.arange(13) == 0, -0.1, theta[0]))
+
+
+def test_unconstrained_prior_is_a_normalised_density():
+    # one bounded parameter of each kind; the pushed-forward density integrates to 1
+    for marginal in (Normal(0.0, 0.02, 0.0), Normal(28.0, 4.0, 12.0, 44.0), Normal(-0.2, 0.2)):
+        p = flows.UnconstrainedPrior(Prior((marginal,)))
+        dens = lambda u, p=p: float(torch.exp(p.log_prob(torch.tensor([[u]]))).item())  # noqa: E731
+        total, _ = integrate.quad(dens, -60, 60, points=[0.0, -4.0], limit=400)
+        assert total == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(0)
+    p = flows.UnconstrainedPrior(prior.prior("table1"))
+    s1 = p.sample((4, 5))
+    torch.manual_seed(0)
+    assert s1.shape == (4, 5, 13) and torch.equal(s1, p.sample((4, 5)))
+
+
+def test_saved_weights_rebuild_the_same_estimator(gaussian_problem):
+    _, trained = gaussian_problem
+    state = flows.state_arrays(trained.estimator)
+    again = flows.rebuild(state, trained.hyperparameters, 3, 6)
+    rng = np.random.default_rng(2)
+    theta, x = GAUSS_PRIOR.sample(20, rng), rng.normal(size=(20, 6))
+    one = flows.Posterior(trained.estimator, GAUSS_PRIOR).log_prob(theta, x)
+    two = flows.Posterior(again, GAUSS_PRIOR).log_prob(theta, x)
+    assert np.array_equal(one, two)
+    other = trained.hyperparameters._replace(hidden_features=33)
+    with pytest.raises(DataError, match="do not fit the architecture"):
+        flows.rebuild(state, other, 3, 6)
+
+
+def test_samples_of_a_bounded_prior_stay_inside_it():
+    table1 = prior.prior("table1")
+    rng = np.random.default_rng(0)
+    theta = table1.sample(600, rng)
+    x = np.column_stack([theta, theta[:, :3] ** 2]) + 0.1 * rng.normal(size=(600, 16))
+    hp = flows.hyperparameters({"max_epochs": 2, "num_transforms": 2, "hidden_features": 16})
+    trained = flows.train(theta, x, table1, hp, seed=0)
+    post = flows.Posterior(trained.estimator, table1)
+    s = post.sample(x[:3], 500, seed=0)
+    assert np.all(s >= table1.low) and np.all(s <= table1.high)
+    assert np.all(np.isfinite(post.log_prob(s[0], x[0])))
+    assert np.all(post.log_prob(np.where(np.arange(13) == 0, -1.0, s[0, 0])[None], x[0]) == -np.inf)
+    with pytest.raises(DataError, match="length 15"):
+        post.sample(x[:1, :15], 10, seed=0)
+
+
+def test_bad_training_input_is_refused():
+    table1 = prior.prior("table1")
+    theta = table1.sample(100, np.random.default_rng(0))
+    x = np.ones((100, 4))
+    hp = flows.hyperparameters()
+    with pytest.raises(DataError, match="NaN"):
+        flows.train(theta, np.where(np.eye(100, 4) > 0, np.nan, x), table1, hp, seed=0)
+    with pytest.raises(DataError, match="expected"):
+        flows.train(theta[:, :12], x, table1, hp, seed=0)
+    with pytest.raises(DataError, match="too few"):
+        flows.train(theta[:20], x[:20], table1, hp, seed=0)
+    with pytest.raises(ConfigError, match="unknown NPE hyperparameters"):
+        flows.hyperparameters({"hidden": 3})
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        flows.hyperparameters({"validation_fraction": 1.0})
