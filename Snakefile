@@ -33,5 +33,5 @@ rule all:
         rules.compsep_all.input,
         rules.rlike_all.input,
         rules.nilc_all.input,
-        rules.npe_simulations.input,
+        rules.npe_all.input,
         rules.figures.input,

@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from bmodesep.errors import ConfigError
+from bmodesep.prior import PARAMETERS
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
 
@@ -186,8 +187,29 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
         problems.append(f"nilc.needlet_fwhm_arcmin: {fwhm} must decrease strictly")
     npe = config["npe"]
     if npe["chunks"]:
-        if npe["compression"] not in nl["compressions"]:
-            problems.append(f"npe.compression: unknown compression '{npe['compression']}'")
+        for c in npe["compressions"]:
+            if c not in nl["compressions"]:
+                problems.append(f"npe.compressions: unknown compression '{c}'")
+        if len(set(npe["compressions"])) != len(npe["compressions"]):
+            problems.append("npe.compressions: a compression is listed twice")
+        for name, spec in npe["test_sets"].items():
+            if name in ("train", "coverage"):
+                problems.append(f"npe.test_sets: '{name}' is reserved")
+            unknown = sorted(set(spec["fixed"]) - set(PARAMETERS))
+            if unknown:
+                problems.append(f"npe.test_sets.{name}.fixed: unknown parameters {unknown}")
+        if npe["observed"] and nl["mask"] is not None:
+            problems.append("npe.observed: the simulator is full-sky; nilc.mask must be null")
+        for sim in npe["observed"]:
+            if sim not in config["simulations"]:
+                problems.append(f"npe.observed: unknown simulation '{sim}'")
+            elif sim not in nl["simulations"]:
+                problems.append(f"npe.observed: '{sim}' is not in nilc.simulations")
+            elif config["simulations"][sim]["nside"] != npe["nside"]:
+                problems.append(
+                    f"npe.observed: '{sim}' has nside {config['simulations'][sim]['nside']}, "
+                    f"the estimator nside {npe['nside']}"
+                )
         if npe["instrument"] not in config["instruments"]:
             problems.append(f"npe.instrument: unknown instrument '{npe['instrument']}'")
         if not is_power_of_two(npe["nside"]):

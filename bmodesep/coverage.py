@@ -6,8 +6,9 @@ posterior samples theta_ij of q(theta | x_i), with a reference point theta_r,i,
 ``ECP(1 - alpha) = mean_i [f_i < 1 - alpha]``.  An exact posterior has ECP equal to the
 credibility for every reference distribution.  Distances are Euclidean after scaling each
 parameter to the range of the test parameters (the parameters' units differ by 10^4);
-references are uniform over that hyperrectangle (the paper's default).  Bands are the
-+-``n_sigma`` bootstrap spread of the ECP curve over resampled test pairs.
+references are uniform over that hyperrectangle (the paper's default).  The figure's bands
+are the bootstrap spread of the ECP curve over resampled test pairs (as in the paper); the
+flag compares the curve with the binomial spread of an exact posterior's ECP.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ class Tarp(NamedTuple):
 
     @property
     def deviation_sigma(self) -> float:
-        """Largest |ECP - credibility| in bootstrap standard deviations (inner levels)."""
-        inner = (self.credibility > 0) & (self.credibility < 1)
-        dev = np.abs(self.ecp - self.credibility)[inner]
-        return float(np.max(dev / np.maximum(self.ecp_std[inner], 1e-12)))
+        """Largest |ECP - credibility| in units of its spread for an exact posterior.
+
+        For an exact posterior ``N ECP(c)`` is binomial(N, c), so the unit is
+        ``sqrt(c (1 - c) / N)``; levels 0 and 1 (no spread) are left out.
+        """
+        c = self.credibility
+        inner = (c > 0) & (c < 1)
+        null_std = np.sqrt(c[inner] * (1 - c[inner]) / self.fractions.size)
+        return float(np.max(np.abs(self.ecp[inner] - c[inner]) / null_std))
 
     def flagged(self, n_sigma: float = 4.0) -> bool:
-        """Whether the ideal diagonal leaves the +-n_sigma band anywhere.
+        """Whether the ECP curve leaves the +-n_sigma band of an exact posterior anywhere.
 
         The maximum runs over ~50 correlated levels: an exact posterior reaches about
         3.5 sigma now and then (measured over seeds), hence the default of 4.

@@ -144,7 +144,7 @@ class UnconstrainedPrior(Distribution):
             validate_args=False,
         )
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         shape = torch.Size(sample_shape)
         n = math.prod(shape)
         seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -222,7 +222,7 @@ def train(
         learning_rate=hp.learning_rate,
         validation_fraction=hp.validation_fraction,
         stop_after_epochs=hp.stop_after_epochs,
-        max_num_epochs=hp.max_epochs,
+        max_num_epochs=hp.max_epochs - 1,  # sbi counts from 0 and trains max + 1 epochs
         clip_max_norm=hp.clip_max_norm,
     )
     estimator.eval()

@@ -21,6 +21,7 @@ gives the same data vector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -159,8 +160,8 @@ def compress(data_alm: np.ndarray, setup: Setup) -> np.ndarray:
     return datavector.data_vector(comps[0], comps[1], top, setup.edges)
 
 
-def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
-    """theta ``[13]`` -> data vector (165 numbers for the default compression)."""
+def check_theta(theta) -> np.ndarray:
+    """theta as 13 finite numbers inside the model (amplitudes >= 0, |rho_ds| <= 1)."""
     theta = np.asarray(theta, float)
     if theta.shape != (len(PARAMETERS),) or not np.all(np.isfinite(theta)):
         raise ConfigError(f"theta must be {len(PARAMETERS)} finite numbers, got {theta}")
@@ -170,4 +171,21 @@ def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
         raise ConfigError(
             f"theta outside the model: negative {negative} or |rho_ds| = {abs(p['rho_ds']):.3g} > 1"
         )
+    return theta
+
+
+def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
+    """theta ``[13]`` -> data vector (165 numbers for the default compression)."""
+    theta = check_theta(theta)
     return compress(observe(simulate_sky(theta, seed, setup), seed, setup), setup)
+
+
+def simulate_compressions(theta, seed: int, setups: Mapping[str, Setup]) -> dict[str, np.ndarray]:
+    """The data vectors of one sky and noise realisation under several compressions.
+
+    The setups must differ in their compression only (same instrument, nside, lmax).
+    """
+    theta = check_theta(theta)
+    first = next(iter(setups.values()))
+    data = observe(simulate_sky(theta, seed, first), seed, first)
+    return {name: compress(data, s) for name, s in setups.items()}

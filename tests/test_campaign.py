@@ -7,7 +7,7 @@ from conftest import tiny_config
 from bmodesep import campaign, io, prior, sim_io
 from bmodesep.cmb import compute_camb_spectra
 from bmodesep.config import validate_config
-from bmodesep.errors import DataError
+from bmodesep.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,18 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("campaign")
     cfg = tiny_config()
     cfg = validate_config(
-        dict(cfg, npe={"nside": 16, "chunks": 2, "simulations_per_chunk": 3, "seed": 4})
+        dict(
+            cfg,
+            npe={
+                "nside": 16,
+                "chunks": 2,
+                "simulations_per_chunk": 3,
+                "seed": 4,
+                "compressions": ["joint", "hilc_joint"],
+                "coverage_simulations": 4,
+                "test_sets": {"fixed_r": {"simulations": 2, "fixed": {"r": 0.01, "B_d": 0.0}}},
+            },
+        )
     )
     sim_io.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
     return root, cfg
@@ -24,23 +35,47 @@ def setup(tmp_path_factory):
 def test_chunks_are_complete_reproducible_and_distinct(setup):
     root, cfg = setup
     for i in range(2):
-        campaign.run_chunk(cfg, root / "camb.h5", i, root / f"c{i}.h5")
-    theta, x, seeds = campaign.read_chunks([root / "c0.h5", root / "c1.h5"])
+        campaign.run_chunk(cfg, root / "camb.h5", "train", i, root / f"c{i}.h5")
+    theta, x, seeds = campaign.read_chunks([root / "c0.h5", root / "c1.h5"], "joint")
     assert (
         theta.shape == (6, 13) and x.shape == (6, 15) and seeds.shape == (6,)
     )  # 1 bin at nside 16
     assert np.all(np.isfinite(prior.prior().log_prob(theta)))
     assert len(set(seeds.tolist())) == 6
-    campaign.run_chunk(cfg, root / "camb.h5", 1, root / "again.h5")
+    campaign.run_chunk(cfg, root / "camb.h5", "train", 1, root / "again.h5")
     again = io.read_product(root / "again.h5", "npe_simulations")
-    np.testing.assert_array_equal(again["x"], x[3:])
+    np.testing.assert_array_equal(again["x/joint"], x[3:])
     np.testing.assert_array_equal(again["theta"], theta[3:])
     p = io.read_product(root / "c0.h5", "npe_simulations")
     assert p.config["npe"]["seed"] == 4 and p["cpu_s"].shape == (3,)
+    # the same sky and noise under the harmonic ILC: a different, equally long data vector
+    _, x_hilc, _ = campaign.read_chunks([root / "c0.h5"], "hilc_joint")
+    assert x_hilc.shape == (3, 15) and not np.allclose(x_hilc, x[:3])
+    # the CMB auto spectrum is the first pair: both compressions see the same CMB
+    assert np.allclose(x_hilc[:, 0], x[:3, 0], rtol=0.5)
 
 
-def test_bad_chunk_index_writes_nothing(setup):
+def test_sets_have_their_own_draws_and_fixed_parameters(setup):
+    root, cfg = setup
+    sets = campaign.simulation_sets(cfg)
+    assert {k: v.chunks for k, v in sets.items()} == {"train": 2, "coverage": 2, "fixed_r": 1}
+    assert sets["coverage"].chunk_size(1) == 1
+    campaign.run_chunk(cfg, root / "camb.h5", "fixed_r", 0, root / "t.h5")
+    t = io.read_product(root / "t.h5", "npe_simulations")
+    assert t.attrs["set"] == "fixed_r" and list(t.attrs["fixed"]) == ["r", "B_d"]
+    assert np.all(t["theta"][:, 0] == 0.01) and np.all(t["theta"][:, 5] == 0.0)
+    assert np.unique(t["theta"][:, 2]).size == 2  # A_d still drawn
+    train = campaign.set_parameters(sets["train"], 0, 4)
+    cov = campaign.set_parameters(sets["coverage"], 0, 4)
+    assert not np.any(np.isin(cov[:, 2], train[:, 2]))
+
+
+def test_bad_chunk_index_or_set_writes_nothing(setup):
     root, cfg = setup
     with pytest.raises(DataError, match=r"outside 0\.\.1"):
-        campaign.run_chunk(cfg, root / "camb.h5", 2, root / "bad.h5")
+        campaign.run_chunk(cfg, root / "camb.h5", "train", 2, root / "bad.h5")
+    with pytest.raises(ConfigError, match="unknown or empty simulation set 'nope'"):
+        campaign.run_chunk(cfg, root / "camb.h5", "nope", 0, root / "bad.h5")
     assert not (root / "bad.h5").exists()
+    with pytest.raises(DataError, match="x/constrained"):
+        campaign.read_chunks([root / "c0.h5"], "constrained")

@@ -91,6 +91,28 @@ def test_defaults_are_filled():
             ),
             r"nilc\.compressions\.x\.basis: 'pixel' is not one of",
         ),
+        (
+            lambda c: c.update(npe={"chunks": 1, "compressions": ["joint", "jnt"]}),
+            r"npe\.compressions: unknown compression 'jnt'",
+        ),
+        (
+            lambda c: c.update(
+                npe={"chunks": 1, "test_sets": {"a": {"simulations": 2, "fixed": {"tau": 1.0}}}}
+            ),
+            r"npe\.test_sets\.a\.fixed: unknown parameters \['tau'\]",
+        ),
+        (
+            lambda c: c.update(npe={"chunks": 1, "test_sets": {"train": {"simulations": 2}}}),
+            r"npe\.test_sets: 'train' is reserved",
+        ),
+        (
+            lambda c: c.update(npe={"chunks": 1, "observed": ["x"]}),
+            r"npe\.observed: 'x' is not in nilc\.simulations",
+        ),
+        (
+            lambda c: c.update(npe={"chunks": 1, "hyperparameters": {"epochs": 3}}),
+            r"npe\.hyperparameters: unknown key\(s\) 'epochs'",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(mutate, message):

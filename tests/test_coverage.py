@@ -52,8 +52,11 @@ def test_tarp_matches_the_reference_implementation():
     ours = coverage.tarp(samples, theta, rng, levels=21, references=refs)
     scale = theta.max(0) - theta.min(0)
     ecp, alpha = tarp_package.get_tarp_coverage(
-        np.moveaxis(samples / scale, 1, 0), theta / scale, references=refs / scale,
-        num_alpha_bins=20, norm=False,
+        np.moveaxis(samples / scale, 1, 0),
+        theta / scale,
+        references=refs / scale,
+        num_alpha_bins=20,
+        norm=False,
     )
     assert np.allclose(alpha, ours.credibility)
     assert np.max(np.abs(ecp - ours.ecp)) <= 1.0 / theta.shape[0] + 1e-12

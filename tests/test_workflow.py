@@ -72,7 +72,19 @@ def test_tiny_end_to_end_run(tmp_path):
         },
     )
     cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
-    cfg["npe"] = dict(cfg["npe"], nside=16, chunks=2, simulations_per_chunk=2)
+    cfg["npe"] = dict(
+        cfg["npe"],
+        nside=8,
+        ell_min=8,
+        chunks=2,
+        simulations_per_chunk=40,
+        coverage_simulations=10,
+        test_sets={"fixed": {"simulations": 4, "fixed": {"r": 0.01}}},
+        observed=["so"],
+        posterior_samples=50,
+        hyperparameters={"max_epochs": 2, "batch_size": 32, "hidden_features": 8},
+        predictive={"simulations": 10},
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
     r = run(args, cwd=tmp_path)
@@ -102,18 +114,30 @@ def test_tiny_end_to_end_run(tmp_path):
         "r_hat_vs_k",
     ):
         assert (results / "figures" / "lb" / f"{name}.png").stat().st_size > 10_000
+    npe_dir = results / "npe" / "joint"
+    observed = io.read_product(npe_dir / "observed" / "so.h5", "npe_observed")
+    assert observed["samples"].shape == (1, 50, 13) and 0 <= observed.attrs["ppc_p_value"] <= 1
+    assert io.read_product(npe_dir / "coverage.h5", "npe_coverage")["ecp"].shape == (14, 51)
+    for name in ("tarp", "corner_fixed", "corner_observed", "predictive"):
+        assert (results / "figures" / "npe" / "joint" / f"{name}.png").stat().st_size > 10_000
+    for name in ("r_vs_sigma_beta_fixed", "sigma_r_fixed"):
+        assert (results / "figures" / "npe" / f"{name}.png").stat().st_size > 10_000
+    summary = (results / "figures" / "npe" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("set,compression")
+    assert [row.split(",")[0] for row in summary[1:]] == ["coverage", "fixed", "observed:so"]
     report = run([*args, "--report", "report.html"], cwd=tmp_path)
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     # an interrupted campaign redoes only its missing chunks
-    chunks = results / "npe" / "simulations"
+    chunks = results / "npe" / "simulations" / "train"
     assert sorted(p.name for p in chunks.glob("chunk*.h5")) == ["chunk0.h5", "chunk1.h5"]
     (chunks / "chunk1.h5").unlink()
     resumed = run([*args, "-n", "npe_simulations"], cwd=tmp_path)
     plan = resumed.stdout + resumed.stderr
     assert (
-        re.search(r"npe_chunk\s+1\n", plan) and "output: results/npe/simulations/chunk1.h5" in plan
+        re.search(r"npe_chunk\s+1\n", plan)
+        and "output: results/npe/simulations/train/chunk1.h5" in plan
     )
     assert run([*args, "npe_simulations"], cwd=tmp_path).returncode == 0
     # re-running one stage: --forcerun a rule redoes it and what depends on it, nothing else

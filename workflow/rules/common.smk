@@ -2,7 +2,7 @@
 import json
 
 from bmodesep.config import check_consistency, compsep_methods, simulation_config, simulation_lmax
-from bmodesep.campaign import npe_config
+from bmodesep.campaign import npe_config, simulation_sets
 from bmodesep.errors import ConfigError
 
 try:
@@ -196,6 +196,50 @@ NPE = config["npe"]
 NPE_DIR = f"{RESULTS}/npe"
 
 
+NPE_SETS = simulation_sets(config) if NPE["chunks"] else {}
+NPE_COMPRESSIONS = NPE["compressions"] if NPE["chunks"] else []
+NPE_TEST_SETS = [s for s in NPE_SETS if s != "train"]
+
+
+wildcard_constraints:
+    set="[A-Za-z0-9_]+",
+    chunk="[0-9]+",
+
+
 def npe_config_json(wildcards):
-    """The campaign depends on the cmb, npe, its instrument and its compression alone."""
-    return json.dumps(npe_config(config), sort_keys=True)
+    """The SBI stages depend on the cmb, npe, its instrument and its compressions alone
+    (``observed`` names simulations, which are not passed on)."""
+    npe = {k: v for k, v in NPE.items() if k != "observed"}
+    return json.dumps(npe_config(config) | {"npe": npe}, sort_keys=True)
+
+
+def npe_set_chunks(name):
+    return [f"{NPE_DIR}/simulations/{name}/chunk{i}.h5" for i in range(NPE_SETS[name].chunks)]
+
+
+def npe_training_inputs(wildcards):
+    inputs = {"chunks": npe_set_chunks("train")}
+    if NPE["tune"]["trials"]:
+        inputs["tuning"] = f"{NPE_DIR}/{wildcards.compression}/tuning.h5"
+    return inputs
+
+
+def npe_tuning_arg(wildcards, input):
+    return f"--tuning {input.tuning}" if NPE["tune"]["trials"] else ""
+
+
+def npe_figure_targets():
+    """The duivenvoorden2025 figures and the summary table of the configured SBI run."""
+    if not NPE_COMPRESSIONS or not NPE_TEST_SETS:
+        return []
+    out = [f"{FIGURES}/npe/summary.csv"]
+    for c in NPE_COMPRESSIONS:
+        if "coverage" in NPE_SETS:
+            out.append(f"{FIGURES}/npe/{c}/tarp.png")
+        out += [f"{FIGURES}/npe/{c}/corner_{s}.png" for s in NPE_TEST_SETS if s != "coverage"]
+        if NPE["observed"]:
+            out += [f"{FIGURES}/npe/{c}/corner_observed.png", f"{FIGURES}/npe/{c}/predictive.png"]
+    for s in NPE_TEST_SETS:
+        if s != "coverage":
+            out += [f"{FIGURES}/npe/r_vs_sigma_beta_{s}.png", f"{FIGURES}/npe/sigma_r_{s}.png"]
+    return out

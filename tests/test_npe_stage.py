@@ -1,0 +1,98 @@
+"""SBI stages on a tiny campaign: train, reload, posteriors, coverage, tuning; bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from bmodesep import campaign, io, npe, prior, sim_io
+from bmodesep.cmb import compute_camb_spectra
+from bmodesep.config import validate_config
+from bmodesep.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("npe")
+    cfg = validate_config(
+        dict(
+            tiny_config(),
+            npe={
+                "nside": 16,
+                "chunks": 2,
+                "simulations_per_chunk": 40,
+                "coverage_simulations": 12,
+                "posterior_samples": 50,
+                "hyperparameters": {"max_epochs": 3, "batch_size": 32, "hidden_features": 16},
+                "tune": {"trials": 2, "max_epochs": 2},
+            },
+        )
+    )
+    sim_io.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
+    chunks = []
+    for name, n in (("train", 2), ("coverage", 1)):
+        for i in range(n):
+            chunks.append(root / f"{name}{i}.h5")
+            campaign.run_chunk(cfg, root / "camb.h5", name, i, chunks[-1])
+    npe.train_stage(cfg, chunks[:2], "joint", root / "estimator.h5")
+    return root, cfg
+
+
+def test_estimator_is_saved_with_its_config_and_reloads(stage):
+    root, _ = stage
+    est = io.read_product(root / "estimator.h5", "npe_estimator")
+    assert est.attrs["compression"] == "joint" and est.attrs["training_simulations"] == 80
+    assert json.loads(est.attrs["hyperparameters"])["hidden_features"] == 16
+    assert est.config["training"]["hyperparameters"]["max_epochs"] == 3
+    assert est["validation_loss"].size == est.attrs["epochs"] <= 3
+    one, _ = npe.load_posterior(root / "estimator.h5")
+    two, _ = npe.load_posterior(root / "estimator.h5")
+    x = campaign.read_chunks([root / "coverage0.h5"], "joint")[1]
+    np.testing.assert_array_equal(one.sample(x[:2], 20, seed=1), two.sample(x[:2], 20, seed=1))
+
+
+def test_posteriors_and_coverage_products(stage):
+    root, cfg = stage
+    npe.posterior_stage(cfg, root / "estimator.h5", [root / "coverage0.h5"], root / "post.h5")
+    post = npe.read_posteriors(root / "post.h5")
+    assert post["samples"].shape == (12, 50, 13) and post.attrs["set"] == "coverage"
+    table1 = prior.prior("table1")
+    assert np.all(post["samples"] >= table1.low) and np.all(post["samples"] <= table1.high)
+    r = post["samples"][..., 0]
+    assert np.allclose(post["summary/r_mean"], r.mean(axis=1), rtol=1e-5)
+    lo, hi = post["summary/r_hdi"].T
+    inside = np.mean((r >= lo[:, None] - 1e-7) & (r <= hi[:, None] + 1e-7), axis=1)
+    assert np.all(inside >= 0.68) and np.all(inside <= 0.72)
+    npe.coverage_stage(cfg, root / "post.h5", root / "coverage.h5")
+    cov = io.read_product(root / "coverage.h5", "npe_coverage")
+    assert cov["ecp"].shape == (14, 51) and list(cov.attrs["names"])[:2] == ["joint", "r"]
+    assert np.all(np.diff(cov["ecp"], axis=1) >= 0)  # a CDF in the credibility level
+    assert np.all(cov["ecp"][:, 0] == 0) and np.all(cov["ecp"] <= 1)
+
+
+def test_tuning_searches_the_appendix_c_space(stage):
+    root, cfg = stage
+    npe.tune_stage(cfg, [root / "train0.h5", root / "train1.h5"], "joint", root / "tune.h5")
+    t = io.read_product(root / "tune.h5", "npe_tuning")
+    assert t["validation_loss"].shape == (2,) and t.attrs["searched"][0] == "learning_rate"
+    best = json.loads(t.attrs["best_hyperparameters"])
+    assert 1e-6 <= best["learning_rate"] <= 1e-2 and 3 <= best["num_transforms"] <= 13
+    npe.train_stage(
+        cfg, [root / "train0.h5"], "joint", root / "tuned.h5", tuning_path=root / "tune.h5"
+    )
+    tuned = io.read_product(root / "tuned.h5", "npe_estimator")
+    assert json.loads(tuned.attrs["hyperparameters"])["num_layers"] == best["num_layers"]
+
+
+def test_mismatched_inputs_are_refused_and_nothing_is_written(stage, tmp_path):
+    root, cfg = stage
+    other = validate_config(dict(cfg, npe=dict(cfg["npe"], ell_min=20, bin_width=10)))
+    campaign.run_chunk(other, root / "camb.h5", "coverage", 0, tmp_path / "c.h5")
+    with pytest.raises(DataError, match="data vectors of length 30"):
+        npe.posterior_stage(cfg, root / "estimator.h5", [tmp_path / "c.h5"], tmp_path / "p.h5")
+    assert not (tmp_path / "p.h5").exists()
+    with pytest.raises(DataError, match="missing input file"):
+        npe.train_stage(cfg, [tmp_path / "none.h5"], "joint", tmp_path / "e.h5")
+    assert npe.main(["coverage", "--config-json", "{}", "--posteriors", "x", "--output", "y"]) == 2
+    assert npe.main(["fly"]) == 2
