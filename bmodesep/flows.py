@@ -299,4 +299,6 @@ class Posterior(NamedTuple):
                 condition=torch.as_tensor(x, dtype=torch.float32),
             )[0]
         logq = logq.double().numpy() - self.transform.log_jacobian(u)
+        # a value on a finite bound maps to u = -+inf: zero density there, not NaN
+        inside &= np.all(np.isfinite(u), axis=-1)
         return np.where(inside, logq, -np.inf)

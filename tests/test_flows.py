@@ -144,6 +144,8 @@ def test_samples_of_a_bounded_prior_stay_inside_it():
     assert np.all(s >= table1.low) and np.all(s <= table1.high)
     assert np.all(np.isfinite(post.log_prob(s[0], x[0])))
     assert np.all(post.log_prob(np.where(np.arange(13) == 0, -1.0, s[0, 0])[None], x[0]) == -np.inf)
+    on_bound = np.where(np.arange(13) == 5, 0.0, s[0, 0])[None]  # B_d = 0, its lower bound
+    assert np.all(post.log_prob(on_bound, x[0]) == -np.inf)
     with pytest.raises(DataError, match="length 15"):
         post.sample(x[:1, :15], 10, seed=0)
 
