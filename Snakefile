@@ -2,6 +2,9 @@
 #   snakemake --profile profiles/local                      (default config, all stages)
 #   snakemake --profile profiles/local --configfile config/paper1.yaml
 #   snakemake --profile profiles/local simulate_all         (one stage)
+#   snakemake --profile profiles/slurm --configfile config/paper1.yaml   (SLURM; README)
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -15,6 +18,8 @@ if not workflow.overwrite_configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# envs/install-bmodesep.sh installs this checkout into each conda environment (--sdm conda)
+os.environ.update(BMODESEP_SOURCE=workflow.basedir)  # set, not read: no envvars directive
 
 
 include: "workflow/rules/common.smk"

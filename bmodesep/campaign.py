@@ -8,7 +8,9 @@ for TARP, ``npe.coverage_simulations``) and each of ``npe.test_sets`` (a prior w
 parameters fixed, e.g. the paper's Fig. 3 set).  Chunk I of set S draws its parameter
 vectors with the stream ``("npe-theta:S", I)`` of ``npe.seed`` and simulates each with its
 own seed, so any chunk (and any simulation) can be regenerated alone; a finished chunk is a
-complete file, so a restarted campaign redoes only the chunks whose files are missing.
+complete file, so a restarted campaign redoes only the chunks whose files are missing;
+within a chunk, every ``CHECKPOINT_EVERY`` simulations are checkpointed
+(:mod:`bmodesep.checkpoint`), so a killed chunk job resumes at its last full block.
 Each simulated sky and its noise are compressed with every one of ``npe.compressions``
 (``x/<compression>``).  The cost of every simulation goes to the log.
 """
@@ -23,11 +25,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bmodesep import ilc, io, prior, sim_io, simulator
+from bmodesep import checkpoint, ilc, io, prior, sim_io, simulator
 from bmodesep.cli import config_from_args, run_cli, stage_parser
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.instrument import resolve_instrument
 from bmodesep.randomness import rng_for
+
+CHECKPOINT_EVERY = 10  # simulations per checkpoint block of a chunk
 
 D = io.Dataset
 
@@ -157,19 +161,33 @@ def run_chunk(config: Mapping[str, Any], spectra_path, set_name: str, chunk: int
     )
     xs = {c: np.empty((n, s.data_vector_length)) for c, s in setups.items()}
     cost = np.empty(n)
-    t_start = time.perf_counter()
-    for i in range(n):
-        c0 = time.process_time()
-        for c, x in simulator.simulate_compressions(thetas[i], int(seeds[i]), setups).items():
-            xs[c][i] = x
-        cost[i] = time.process_time() - c0
-        done = i + 1
-        rate = done / (time.perf_counter() - t_start)
-        print(
-            f"[bmodesep] {set_name} chunk {chunk}: simulation {done}/{n}, {cost[i]:.2f} CPU-s, "
-            f"{rate:.2f}/s, ETA {(n - done) / rate:.0f} s",
-            flush=True,
-        )
+    blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
+    job = checkpoint.fingerprint(npe_config(config), set=set_name, chunk=chunk)
+    parts = checkpoint.Parts(output, "npe_simulation_block", job)
+    done = parts.done(range(len(blocks)))
+    for b in done:
+        piece = parts.read(b)
+        for c in xs:
+            xs[c][blocks[b]] = piece[f"x/{c}"]
+        cost[blocks[b]] = piece["cpu_s"]
+    progress = checkpoint.Progress(
+        f"{set_name} chunk {chunk}",
+        n,
+        "simulations",
+        already=sum(len(blocks[b]) for b in done),
+    )
+    for b, block in enumerate(blocks):
+        if b in done:
+            continue
+        for i in block:
+            c0 = time.process_time()
+            for c, x in simulator.simulate_compressions(thetas[i], int(seeds[i]), setups).items():
+                xs[c][i] = x
+            cost[i] = time.process_time() - c0
+            progress.step(f"{cost[i]:.2f} CPU-s")
+        piece = {f"x/{c}": D(x[block], "uK_CMB^2") for c, x in xs.items()}
+        piece["cpu_s"] = D(cost[block], "s")
+        parts.write(b, piece, io.provenance(npe_config(config), npe["seed"], "npe_simulations"))
     first = next(iter(setups.values()))
     datasets = {
         "theta": D(thetas, "1", "parameters in the order of prior.PARAMETERS"),
@@ -194,6 +212,7 @@ def run_chunk(config: Mapping[str, Any], spectra_path, set_name: str, chunk: int
             "lmax": first.lmax,
         },
     )
+    parts.remove()
 
 
 def read_chunks(paths, compression: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,6 +20,8 @@ sbi's flows do; its inputs are z-scored, so the data vector's uK^2 scale costs n
 from __future__ import annotations
 
 import math
+import sys
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, constraints
 
+from bmodesep.checkpoint import format_seconds
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.prior import Prior
 
@@ -135,8 +138,9 @@ class UnconstrainedPrior(Distribution):
     support = constraints.independent(constraints.real, 1)
     has_rsample = False
 
-    def __init__(self, prior: Prior):
+    def __init__(self, prior: Prior, device: str = "cpu"):
         self.prior = prior
+        self.device = device
         self.transform = ParameterTransform.from_prior(prior)
         super().__init__(
             batch_shape=torch.Size(),
@@ -150,7 +154,7 @@ class UnconstrainedPrior(Distribution):
         seed = int(torch.randint(0, 2**62, (1,)).item())
         theta = self.prior.sample(n, np.random.default_rng(seed))
         u = self.transform.forward(theta)
-        return torch.as_tensor(u, dtype=torch.float32).reshape(*shape, -1)
+        return torch.as_tensor(u, dtype=torch.float32, device=self.device).reshape(*shape, -1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         u = value.detach().cpu().numpy().astype(float)
@@ -197,10 +201,88 @@ def _check_pairs(theta: np.ndarray, x: np.ndarray, n_parameters: int) -> None:
             raise DataError(f"{name} contains NaN or inf")
 
 
+def training_device(gpus: int) -> str:
+    """``cuda`` when the job was given GPUs and torch sees one, else ``cpu``."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class _NoTracker:
+    """sbi's experiment-tracker protocol, doing nothing (no TensorBoard folder per job)."""
+
+    log_dir = None
+
+    def log_metric(self, name, value, step=None) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_params(self, params) -> None:
+        pass
+
+    def add_figure(self, name, figure, step=None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class TrainingReport:
+    """Per-epoch progress of a training run, printed at most every ``every_s`` seconds."""
+
+    every_s = 10.0
+
+    def __init__(self, hp: Hyperparameters, label: str, stream=None):
+        self.hp, self.label = hp, label
+        self.stream = stream or sys.stdout
+        self.epochs = 0
+        self.best = math.inf
+        self.since_best = 0
+        self.t_start = self.t_last = time.perf_counter()
+
+    def epoch(self, train_loss: float, val_loss: float) -> None:
+        self.epochs += 1
+        if val_loss < self.best:
+            self.best, self.since_best = val_loss, 0
+        else:
+            self.since_best += 1
+        now = time.perf_counter()
+        final = self.epochs >= self.hp.max_epochs or self.since_best >= self.hp.stop_after_epochs
+        if self.epochs > 1 and not final and now - self.t_last < self.every_s:
+            return
+        self.t_last = now
+        per_epoch = (now - self.t_start) / self.epochs
+        # early stopping ends the run within stop_after_epochs unless the loss improves
+        left_max = self.hp.max_epochs - self.epochs
+        left_patience = min(left_max, self.hp.stop_after_epochs - self.since_best)
+        print(
+            f"[bmodesep] {self.label}: epoch {self.epochs}/{self.hp.max_epochs}, "
+            f"loss {train_loss:.4f}, validation {val_loss:.4f} (best {self.best:.4f}, "
+            f"{self.since_best}/{self.hp.stop_after_epochs} epochs without improvement), "
+            f"{per_epoch:.2f} s/epoch, elapsed {format_seconds(now - self.t_start)}, "
+            f"ETA {format_seconds(left_patience * per_epoch)} if no further improvement, "
+            f"at most {format_seconds(left_max * per_epoch)}",
+            file=self.stream,
+            flush=True,
+        )
+
+
 def train(
-    theta: np.ndarray, x: np.ndarray, prior: Prior, hp: Hyperparameters, seed: int
+    theta: np.ndarray,
+    x: np.ndarray,
+    prior: Prior,
+    hp: Hyperparameters,
+    seed: int,
+    label: str = "training",
+    device: str = "cpu",
 ) -> Trained:
-    """Fit q(theta | x) to simulated pairs (theta drawn from ``prior``)."""
+    """Fit q(theta | x) to simulated pairs (theta drawn from ``prior``).
+
+    Progress lines (epoch, losses, epochs without improvement, s/epoch, ETA to the epoch
+    cap) go to stdout, at most one per ``TrainingReport.every_s`` seconds.  ``device``
+    ("cpu" or "cuda") is where the network and the training data live; the returned
+    estimator is on the CPU either way.
+    """
     from sbi.inference import NPE
 
     theta, x = np.asarray(theta, float), np.asarray(x, float)
@@ -213,7 +295,22 @@ def train(
         )
     torch.manual_seed(seed)
     u = ParameterTransform.from_prior(prior).forward(theta)
-    inference = NPE(prior=UnconstrainedPrior(prior), density_estimator=_builder(hp))
+
+    class ReportingNPE(NPE):
+        """sbi's NPE with a progress line per epoch (rate, ETA) instead of a progress bar."""
+
+        def _summarize_epoch(self, train_loss, val_loss, *args, **kwargs):
+            super()._summarize_epoch(train_loss, val_loss, *args, **kwargs)
+            report.epoch(train_loss, val_loss)
+
+    report = TrainingReport(hp, label)
+    inference = ReportingNPE(
+        prior=UnconstrainedPrior(prior, device),
+        density_estimator=_builder(hp),
+        device=device,
+        tracker=_NoTracker(),
+        show_progress_bars=False,
+    )
     inference.append_simulations(
         torch.as_tensor(u, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
     )
@@ -225,7 +322,7 @@ def train(
         max_num_epochs=hp.max_epochs - 1,  # sbi counts from 0 and trains max + 1 epochs
         clip_max_norm=hp.clip_max_norm,
     )
-    estimator.eval()
+    estimator = estimator.to("cpu").eval()  # saved and sampled on the CPU
     summary = inference._summary
     return Trained(
         estimator,

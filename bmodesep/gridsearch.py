@@ -64,6 +64,8 @@ class Problem(NamedTuple):
     # map [2, n_zone] to its BB spectrum C_l
     cmb_true: np.ndarray | None = None
     bb_spectrum: Callable[[np.ndarray], np.ndarray] | None = None
+    # JAX devices to spread the realisations over (> 1: batched fits, sharded)
+    devices: int = 1
 
 
 class ConfigResult(NamedTuple):
@@ -193,12 +195,13 @@ def evaluate_configuration(
         return res, recon(res.params, d, ninv_pix, pixel_params)
 
     fg_fit, fg_components = fit_and_reconstruct(problem.foreground)
-    if problem.options.batched:
+    batched = problem.options.batched or problem.devices > 1
+    if batched:
         batch = _batched_fits(layout, problem, x0, lower, upper)
     fits, cmb_maps, spatial = [], [], []
     mean = m2 = total_cl = None
     for i in range(problem.n_realisations):  # default a loop: batched was ~10x slower on CPU
-        if problem.options.batched:
+        if batched:
             d = jnp.asarray(problem.signal + problem.noise(i))
             res = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], batch)
             comps = recon(res.params, d, ninv_pix, pixel_params)
@@ -255,7 +258,9 @@ def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
         batched=True,
     )
     opts = problem.options
-    return fitter(
+    n = problem.n_realisations
+    roots = shard_over_devices(roots, problem.devices)
+    result = fitter(
         roots,
         jnp.asarray(layout.cell_params),
         jnp.asarray(problem.ninv),
@@ -265,6 +270,36 @@ def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
         jnp.asarray(opts.max_iterations),
         jnp.asarray(float(opts.rtol)),
     )
+    return jax.tree_util.tree_map(lambda leaf: leaf[:n], result)
+
+
+def shard_over_devices(batch, devices: int):
+    """Spread the leading (realisation) axis of ``batch`` over the first ``devices`` devices.
+
+    The batch is padded to a multiple of ``devices`` by repeating its last entry (the
+    caller drops the padding); ``jit`` then runs each device's share where it lies.
+    """
+    if devices <= 1:
+        return batch
+    available = jax.devices()
+    if devices > len(available):
+        raise ConfigError(
+            f"{devices} JAX devices requested, but JAX sees {len(available)} "
+            f"({', '.join(sorted({d.platform for d in available}))}): check the job's GPU "
+            "request (resources gpu) and that the CUDA build of jax is installed"
+        )
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(available[:devices]), ("realisation",))
+    sharding = NamedSharding(mesh, PartitionSpec("realisation"))
+
+    def place(leaf):
+        pad = -leaf.shape[0] % devices
+        if pad:
+            leaf = jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)])
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map(place, batch)
 
 
 def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:

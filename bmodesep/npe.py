@@ -20,14 +20,26 @@ posterior predictive chi^2 check of sec. III.3.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bmodesep import campaign, coverage, datavector, flows, harmonics, io, prior, simulator
+from bmodesep import (
+    campaign,
+    checkpoint,
+    coverage,
+    datavector,
+    flows,
+    harmonics,
+    io,
+    prior,
+    simulator,
+)
 from bmodesep.cli import config_from_args, run_cli, stage_parser, timed
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.nilc import read_nilc
@@ -58,13 +70,24 @@ def _hyperparameters(config, tuning_path) -> tuple[flows.Hyperparameters, str]:
     return flows.hyperparameters(config["npe"]["hyperparameters"] | best), str(tuning_path)
 
 
-def train_stage(config, chunk_paths, compression: str, output, tuning_path=None) -> None:
+def train_stage(
+    config, chunk_paths, compression: str, output, tuning_path=None, gpus: int = 0
+) -> None:
     npe = config["npe"]
     theta, x, _ = campaign.read_chunks(chunk_paths, compression)
     hp, source = _hyperparameters(config, tuning_path)
-    print(f"[bmodesep] training on {theta.shape[0]} simulations of {compression}: {hp}")
+    device = flows.training_device(gpus)
+    print(f"[bmodesep] training on {theta.shape[0]} simulations of {compression} ({device}): {hp}")
     t0, c0 = time.perf_counter(), time.process_time()
-    trained = flows.train(theta, x, prior.prior(npe["prior"]), hp, seed=npe["seed"])
+    trained = flows.train(
+        theta,
+        x,
+        prior.prior(npe["prior"]),
+        hp,
+        seed=npe["seed"],
+        label=f"training {compression}",
+        device=device,
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
         f"[bmodesep] trained {trained.epochs} epochs in {wall:.1f} s wall, {cpu:.1f} s CPU; "
@@ -313,7 +336,7 @@ def simulation_seed(base_seed: int, stream: str, index: int) -> int:
     return int(rng_for(base_seed, f"npe-observed:{stream}", index).integers(0, 2**62))
 
 
-def tune_stage(config, chunk_paths, compression: str, output) -> None:
+def tune_stage(config, chunk_paths, compression: str, output, gpus: int = 0) -> None:
     """Optuna multivariate TPE over the Appendix C ranges; the best validation loss wins."""
     import optuna
 
@@ -324,6 +347,10 @@ def tune_stage(config, chunk_paths, compression: str, output) -> None:
     theta, x, _ = campaign.read_chunks(chunk_paths, compression)
     base = flows.hyperparameters(npe["hyperparameters"])
     pr = prior.prior(npe["prior"])
+    device = flows.training_device(gpus)
+    print(
+        f"[bmodesep] tuning {compression}: {trials} trials, {theta.shape[0]} simulations ({device})"
+    )
 
     def objective(trial) -> float:
         values = {}
@@ -333,18 +360,46 @@ def tune_stage(config, chunk_paths, compression: str, output) -> None:
             else:
                 values[name] = trial.suggest_float(name, lo, hi, log=log)
         hp = base._replace(max_epochs=npe["tune"]["max_epochs"], **values)
-        trained = flows.train(theta, x, pr, hp, seed=npe["seed"])
+        trained = flows.train(
+            theta, x, pr, hp, seed=npe["seed"], label=f"trial {trial.number}", device=device
+        )
         trial.set_user_attr("epochs", trained.epochs)
-        print(f"[bmodesep] trial {trial.number}: {values} -> {trained.best_validation_loss:.4f}")
         return trained.best_validation_loss
 
+    # the study lives in a journal file next to the output: a killed tuning job keeps its
+    # finished trials and runs only the missing ones (a trial cut off mid-way is redone)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    parts = Path(f"{output}.parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    journal = parts / "study.journal"
+    job = checkpoint.fingerprint(estimator_config(config, compression), tune=npe["tune"])
+    stamp = parts / "fingerprint"
+    if journal.exists() and (not stamp.exists() or stamp.read_text() != job):
+        print(f"[bmodesep] discarding the tuning journal of another config: {journal}")
+        journal.unlink()
+    stamp.write_text(job)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
     study = optuna.create_study(
+        study_name=f"npe-{compression}",
+        storage=storage,
+        load_if_exists=True,
         direction="minimize",
         sampler=optuna.samplers.TPESampler(multivariate=True, seed=npe["seed"]),
     )
-    study.optimize(objective, n_trials=trials)
-    done = [t for t in study.trials if t.value is not None]
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    progress = checkpoint.Progress(f"tuning {compression}", trials, "trials", already=len(finished))
+
+    def report(study, trial) -> None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            progress.step(
+                f"trial {trial.number}: {trial.params} -> {trial.value:.4f} "
+                f"(best {study.best_value:.4f})"
+            )
+
+    study.optimize(objective, n_trials=max(trials - len(finished), 0), callbacks=[report])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     names = list(flows.SEARCH_SPACE)
     io.write_product(
         output,
@@ -365,6 +420,7 @@ def tune_stage(config, chunk_paths, compression: str, output) -> None:
             "compression": compression,
         },
     )
+    shutil.rmtree(parts)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
@@ -384,12 +440,16 @@ def _main(argv: Sequence[str] | None = None) -> None:
         parser.add_argument("--chunks", nargs="+", required=True)
     if command == "train":
         parser.add_argument("--tuning", help="npe_tuning product whose best trial to use")
+    if command in ("train", "tune"):
+        parser.add_argument(
+            "--gpus", type=int, default=0, help="GPUs of the job: > 0 trains on CUDA if visible"
+        )
     args = parser.parse_args(argv)
     config = config_from_args(args)
     if command == "train":
-        train_stage(config, args.chunks, args.compression, args.output, args.tuning)
+        train_stage(config, args.chunks, args.compression, args.output, args.tuning, args.gpus)
     elif command == "tune":
-        tune_stage(config, args.chunks, args.compression, args.output)
+        tune_stage(config, args.chunks, args.compression, args.output, args.gpus)
     elif command == "posterior":
         posterior_stage(config, args.estimator, args.chunks, args.output)
     elif command == "coverage":

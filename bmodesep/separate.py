@@ -15,7 +15,6 @@ killed job resumes where it stopped; the chunk file is written (atomically) at t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bmodesep import clustering, compsep, fitting, gridsearch, io, sim_io
+from bmodesep import checkpoint, clustering, compsep, fitting, gridsearch, io, sim_io
 from bmodesep.cli import add_config_arguments, config_from_args, run_cli
 from bmodesep.config import multires_table, simulation_config, simulation_lmax
 from bmodesep.errors import ConfigError, DataError
@@ -170,17 +169,29 @@ def _units(field: str) -> str:
 
 
 def run_chunk(
-    config, name, zone_name, chunk, masks_path, signal_path, patches_dir, output, sky_path=None
+    config,
+    name,
+    zone_name,
+    chunk,
+    masks_path,
+    signal_path,
+    patches_dir,
+    output,
+    sky_path=None,
+    devices: int = 1,
 ) -> None:
     stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path, sky_path)
+    problem = problem._replace(devices=devices)
     cs = stage["compsep"]
     points = gridsearch.grid_points(cs["grid"])
     lo, hi = gridsearch.chunk_bounds(len(points), cs["chunks"], chunk)
-    parts = Path(f"{output}.parts")
-    todo = [j for j in range(lo, hi) if not (parts / f"config{j:06d}.h5").exists()]
+    job = checkpoint.fingerprint(stage, zone=zone_name, chunk=chunk, sky=sky_path is not None)
+    parts = checkpoint.Parts(output, "grid_point", job)
+    done = parts.done(range(lo, hi))
+    todo = [j for j in range(lo, hi) if j not in done]
     print(
-        f"[bmodesep] chunk {chunk}/{cs['chunks']}: configurations {lo}..{hi - 1}, "
-        f"{hi - lo - len(todo)} already done",
+        f"[bmodesep] chunk {chunk}/{cs['chunks']}: configurations {lo}..{hi - 1} "
+        f"on {max(devices, 1)} JAX device(s) ({jax_platform()})",
         flush=True,
     )
     layouts = gridsearch.pad_layouts(
@@ -191,25 +202,23 @@ def run_chunk(
             for j in range(lo, hi)
         ]
     )
-    t_start = time.perf_counter()
-    for n_done, j in enumerate(todo, start=1):
+    progress = checkpoint.Progress(
+        f"grid chunk {chunk} of {zone_name}", hi - lo, "configurations", already=len(done)
+    )
+    for j in todo:
         result = gridsearch.evaluate_configuration(layouts[j - lo], problem)
         row = _row(result)
-        io.write_product(
-            parts / f"config{j:06d}.h5",
-            "grid_point",
+        parts.write(
+            j,
             {k: D(np.asarray(v), _units(k)) for k, v in row.items()},
             io.provenance(stage, cs["kmeans_seed"], "grid_point"),
-            {"index": j, "configuration": list(points[j])},
+            {"configuration": list(points[j])},
         )
-        rate = n_done / (time.perf_counter() - t_start)
-        print(
-            f"[bmodesep] configuration {j} {tuple(points[j])}: sigma2_cmb "
-            f"{row['cmb_variance']:.4e} uK^2, converged {row['converged_fraction']:.0%}; "
-            f"{rate * 60:.1f} configurations/min, ETA {(len(todo) - n_done) / rate:.0f} s",
-            flush=True,
+        progress.step(
+            f"configuration {j} {tuple(points[j])}: sigma2_cmb {row['cmb_variance']:.4e} uK^2, "
+            f"converged {row['converged_fraction']:.0%}"
         )
-    rows = [io.read_product(parts / f"config{j:06d}.h5", "grid_point") for j in range(lo, hi)]
+    rows = [parts.read(j) for j in range(lo, hi)]
     data = {
         "index": D(np.arange(lo, hi), "1"),
         "configuration": D(
@@ -231,7 +240,13 @@ def run_chunk(
         io.provenance(stage, cs["kmeans_seed"], "grid_chunk"),
         {"zone": zone_name, "chunk": chunk, "chunks": cs["chunks"], "fsky": float(zone.mean())},
     )
-    shutil.rmtree(parts, ignore_errors=True)
+    parts.remove()
+
+
+def jax_platform() -> str:
+    import jax
+
+    return ", ".join(sorted({d.platform for d in jax.devices()}))
 
 
 def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
@@ -318,8 +333,10 @@ def run_fit(
     output,
     patches_dir=None,
     selection_path=None,
+    devices: int = 1,
 ) -> None:
     stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path)
+    problem = problem._replace(devices=devices)
     cs = stage["compsep"]
     nside = stage["simulations"][name]["nside"]
     if method == "kmeans":
@@ -412,6 +429,13 @@ def _parser() -> argparse.ArgumentParser:
             if arg == "chunks":
                 kwargs["nargs"] = "+"
             p.add_argument(f"--{arg.replace('_', '-')}", dest=arg, **kwargs)
+        if step in ("chunk", "fit"):
+            p.add_argument(
+                "--devices",
+                type=int,
+                default=1,
+                help="JAX devices (GPUs) to spread the noise realisations over; 0 or 1: one",
+            )
     return parser
 
 
@@ -433,6 +457,7 @@ def _main(argv=None) -> None:
             args.patches_dir,
             args.output,
             args.sky,
+            args.devices,
         )
     elif args.step == "select":
         run_select(config, args.simulation, args.zone, args.chunks, args.output, args.spectra)
@@ -447,6 +472,7 @@ def _main(argv=None) -> None:
             args.output,
             args.patches_dir,
             args.selection,
+            args.devices,
         )
 
 

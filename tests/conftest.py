@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,39 @@ def tiny_config(nside=8, **sky_overrides):
     return validate_config(raw)
 
 
+def tiny_workflow_config():
+    """The tiny config with every stage switched on at its smallest (end-to-end runs)."""
+    cfg = tiny_config()
+    cfg["compsep"] = dict(
+        cfg["compsep"],
+        simulations=["lb"],
+        zones=["GAL060_L"],
+        grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
+        multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
+        # Table 5 at nside 8 would fit three parameters per pixel with 2 realisations
+        multires_variants={
+            "table5": {
+                f"GAL0{k}0": {"beta_d": 2, "temperature_d": 0, "beta_s": 1} for k in (2, 4, 6)
+            }
+        },
+    )
+    cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
+    cfg["npe"] = dict(
+        cfg["npe"],
+        nside=8,
+        ell_min=8,
+        chunks=2,
+        simulations_per_chunk=40,
+        coverage_simulations=10,
+        test_sets={"fixed": {"simulations": 4, "fixed": {"r": 0.01}}},
+        observed=["so"],
+        posterior_samples=50,
+        hyperparameters={"max_epochs": 2, "batch_size": 32, "hidden_features": 8},
+        predictive={"simulations": 10},
+    )
+    return cfg
+
+
 @pytest.fixture
 def config_factory():
     return lambda **kw: copy.deepcopy(tiny_config(**kw))
@@ -69,3 +103,10 @@ def binned_chi2(measured, expected, ell, lmin, lmax, dof_per_ell):
     sel = (ell >= lmin) & (ell <= lmax)
     var = 2.0 * expected[sel] ** 2 / dof_per_ell[sel]
     return float(np.sum((measured[sel] - expected[sel]) ** 2 / var)), int(sel.sum())
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run."""
+    table = output[output.index("Job stats:") :]
+    rows = re.findall(r"^(\w+)\s+(\d+)$", table[: table.index("total")], re.M)
+    return {name: int(count) for name, count in rows}

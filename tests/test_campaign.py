@@ -1,5 +1,11 @@
 """The SBI simulation campaign: chunks of (theta, x, seed), deterministic and atomic."""
 
+import json
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -79,3 +85,44 @@ def test_bad_chunk_index_or_set_writes_nothing(setup):
     assert not (root / "bad.h5").exists()
     with pytest.raises(DataError, match="x/constrained"):
         campaign.read_chunks([root / "c0.h5"], "constrained")
+
+
+def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
+    """SIGKILL mid-chunk: the rerun keeps finished blocks, recomputes none, loses none."""
+    root, cfg = setup
+    cfg = validate_config(dict(cfg, npe=dict(cfg["npe"], simulations_per_chunk=23)))
+    out = tmp_path / "chunk0.h5"
+    parts = tmp_path / "chunk0.h5.parts"
+    command = [
+        *(sys.executable, "-m", "bmodesep.campaign", "--config-json", json.dumps(cfg)),
+        *("--spectra", str(root / "camb.h5"), "--set", "train", "--chunk", "0"),
+        *("--output", str(out)),
+    ]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("*.h5")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not out.exists(), "the job finished before it could be killed"
+    blocks = len(list(parts.glob("npe_simulation_block*.h5")))
+    assert 1 <= blocks <= 2
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    done = campaign.CHECKPOINT_EVERY * blocks
+    assert f"resuming: {done}/23 simulations done by an earlier run" in resumed.stdout
+    computed = [line for line in resumed.stdout.splitlines() if "/23 simulations," in line]
+    assert len(computed) == 23 - done  # nothing recomputed
+    assert not parts.exists()
+    campaign.run_chunk(cfg, root / "camb.h5", "train", 0, tmp_path / "clean.h5")
+    got, clean = (io.read_product(p, "npe_simulations") for p in (out, tmp_path / "clean.h5"))
+    for name in ("theta", "seed", "x/joint", "x/hilc_joint"):
+        np.testing.assert_array_equal(got[name], clean[name], err_msg=name)
+    # a checkpoint written under another config is discarded, not mixed in
+    stale = campaign.checkpoint.Parts(out, "npe_simulation_block", "another config")
+    zeros = {f"x/{c}": io.Dataset(np.zeros((10, 15)), "uK_CMB^2") for c in ("joint", "hilc_joint")}
+    stale.write(0, zeros | {"cpu_s": io.Dataset(np.zeros(10), "s")}, io.provenance(cfg, 4, "t"))
+    campaign.run_chunk(cfg, root / "camb.h5", "train", 0, tmp_path / "chunk0.h5")
+    again = io.read_product(out, "npe_simulations")
+    np.testing.assert_array_equal(again["x/joint"], clean["x/joint"])
+    assert not parts.exists()

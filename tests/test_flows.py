@@ -1,5 +1,7 @@
 """Neural posterior estimation: the flow recovers a known posterior; parameter space; I/O."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,25 @@ def test_bad_training_input_is_refused():
         flows.hyperparameters({"hidden": 3})
     with pytest.raises(ConfigError, match="validation_fraction"):
         flows.hyperparameters({"validation_fraction": 1.0})
+
+
+def test_training_runs_on_cuda_only_when_the_job_has_a_visible_gpu(monkeypatch):
+    assert flows.training_device(0) == "cpu"
+    assert flows.training_device(1) == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert flows.training_device(1) == "cuda" and flows.training_device(0) == "cpu"
+
+
+def test_training_progress_lines_have_rate_and_eta():
+    hp = flows.Hyperparameters(max_epochs=100, stop_after_epochs=5)
+    stream = io.StringIO()
+    report = flows.TrainingReport(hp, "training joint", stream)
+    for loss in (3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9):
+        report.epoch(loss - 0.1, loss)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[bmodesep] training joint: epoch 1/100, loss 2.9000")
+    # the last epoch ends the run (5 epochs without improvement): always reported
+    assert (
+        "epoch 7/100" in lines[-1] and "(best 2.0000, 5/5 epochs without improvement)" in lines[-1]
+    )
+    assert "ETA 0:00:00 if no further improvement" in lines[-1]

@@ -1,5 +1,10 @@
 """Grid search over patch counts (kabalan2025 secs. 2.3-2.5, 5.1) and its stage commands."""
 
+import json
+import os
+import subprocess
+import sys
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -183,7 +188,18 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         separate.run_chunk(cfg, *args, out)
     assert not out.exists()
-    assert len(list(root.glob("chunk0.h5.parts/config*.h5"))) == 1
+    assert len(list(root.glob("chunk0.h5.parts/grid_point*.h5"))) == 1
+    # a checkpoint left by a run with another config is discarded, never mixed in
+    other = dict(cfg, compsep=dict(cfg["compsep"], fit=dict(cfg["compsep"]["fit"], rtol=1e-9)))
+    calls.clear()
+    monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        separate.run_chunk(other, *args, out)
+    assert len(calls) == 2  # configuration 0 was recomputed under the other config
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        separate.run_chunk(cfg, *args, out)
+    assert len(calls) == 2 and not out.exists()  # and again under the original one
     calls.clear()
     monkeypatch.setattr(
         gridsearch, "evaluate_configuration", lambda *a, **k: calls.append(1) or real(*a, **k)
@@ -203,6 +219,57 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     assert best == int(np.argmin(score))
     with pytest.raises(DataError, match="cover configurations"):
         separate.run_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
+
+
+def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path):
+    """Multi-GPU inside one job: the realisations sharded over two (CPU) JAX devices."""
+    root, cfg = stage_inputs
+    run_chunk(root, cfg, 1, tmp_path / "one.h5")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    command = [
+        *("python", "-m", "bmodesep.separate", "chunk", "--config-json", json.dumps(cfg)),
+        *("--simulation", "lb", "--zone", "GAL020_U", "--chunk", "1"),
+        *("--masks", str(root / "masks.h5"), "--signal", str(root / "signal.h5")),
+        *("--patches-dir", str(root / "patches")),
+    ]
+    two = subprocess.run(
+        [sys.executable, *command[1:], "--output", str(tmp_path / "two.h5"), "--devices", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert two.returncode == 0, two.stderr
+    assert "on 2 JAX device(s)" in two.stdout
+    one, two = (io.read_product(tmp_path / f, "grid_chunk") for f in ("one.h5", "two.h5"))
+    # 3 realisations on 2 devices: one padding entry, dropped again
+    assert two["nll"].shape == one["nll"].shape == (2, 3)
+    for field in ("cmb_variance", "systematic_residual", "nll", "spatial_variance"):
+        np.testing.assert_allclose(two[field], one[field], rtol=1e-7, err_msg=field)
+    three = subprocess.run(
+        [sys.executable, *command[1:], "--output", str(tmp_path / "three.h5"), "--devices", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert three.returncode != 0
+    assert "3 JAX devices requested, but JAX sees 2 (cpu)" in three.stderr
+    assert not (tmp_path / "three.h5").exists()
+
+
+def test_shard_over_devices_places_one_share_per_device():
+    code = (
+        "import jax.numpy as jnp\n"
+        "from bmodesep.gridsearch import shard_over_devices\n"
+        "x = shard_over_devices({'a': jnp.arange(5.0)}, 2)['a']\n"
+        "print(x.shape, len(x.sharding.device_set),"
+        " sorted(s.data.shape[0] for s in x.addressable_shards))\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(6,) 2 [3, 3]"
 
 
 def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_inputs, tmp_path):

@@ -71,9 +71,30 @@ def test_posteriors_and_coverage_products(stage):
     assert np.all(cov["ecp"][:, 0] == 0) and np.all(cov["ecp"] <= 1)
 
 
-def test_tuning_searches_the_appendix_c_space(stage):
+def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, capsys):
     root, cfg = stage
-    npe.tune_stage(cfg, [root / "train0.h5", root / "train1.h5"], "joint", root / "tune.h5")
+    chunks = [root / "train0.h5", root / "train1.h5"]
+    real, calls = npe.flows.train, []
+
+    def killed_in_second_trial(*args, **kwargs):
+        calls.append(kwargs["label"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("job killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(npe.flows, "train", killed_in_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        npe.tune_stage(cfg, chunks, "joint", root / "tune.h5")
+    assert not (root / "tune.h5").exists() and (root / "tune.h5.parts").exists()
+    calls.clear()
+    npe.tune_stage(cfg, chunks, "joint", root / "tune.h5")
+    assert calls == ["trial 2"]  # trial 0 kept, trial 1 (cut off) redone as trial 2
+    log = capsys.readouterr().out
+    assert "tuning joint: resuming: 1/2 trials done by an earlier run" in log
+    assert "tuning joint: 2/2 trials" in log and "ETA 0:00:00" in log
+    assert "trial 2: epoch 2/2, loss" in log  # training progress lines
+    assert not (root / "tune.h5.parts").exists()
+    monkeypatch.undo()
     t = io.read_product(root / "tune.h5", "npe_tuning")
     assert t["validation_loss"].shape == (2,) and t.attrs["searched"][0] == "learning_rate"
     best = json.loads(t.attrs["best_hyperparameters"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, job_counts, tiny_config, tiny_workflow_config
 
 from bmodesep import io, sim_io
 from bmodesep.instrument import resolve_instrument
@@ -57,34 +57,7 @@ def test_bad_config_stops_the_workflow(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path):
-    cfg = tiny_config()
-    cfg["compsep"] = dict(
-        cfg["compsep"],
-        simulations=["lb"],
-        zones=["GAL060_L"],
-        grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
-        multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
-        # Table 5 at nside 8 would fit three parameters per pixel with 2 realisations
-        multires_variants={
-            "table5": {
-                f"GAL0{k}0": {"beta_d": 2, "temperature_d": 0, "beta_s": 1} for k in (2, 4, 6)
-            }
-        },
-    )
-    cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint"])
-    cfg["npe"] = dict(
-        cfg["npe"],
-        nside=8,
-        ell_min=8,
-        chunks=2,
-        simulations_per_chunk=40,
-        coverage_simulations=10,
-        test_sets={"fixed": {"simulations": 4, "fixed": {"r": 0.01}}},
-        observed=["so"],
-        posterior_samples=50,
-        hyperparameters={"max_epochs": 2, "batch_size": 32, "hidden_features": 8},
-        predictive={"simulations": 10},
-    )
+    cfg = tiny_workflow_config()
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
     r = run(args, cwd=tmp_path)
@@ -145,3 +118,7 @@ def test_tiny_end_to_end_run(tmp_path):
     assert forced.returncode == 0
     jobs = forced.stdout + forced.stderr
     assert "grid_select" in jobs and "compsep_fit" in jobs and "rule sky:" not in jobs
+    # --until stops after the named rule: skies and masks again, nothing downstream
+    until = run([*args, "-n", "--forcerun", "sky", "--until", "masks"], cwd=tmp_path)
+    assert until.returncode == 0
+    assert job_counts(until.stdout + until.stderr) == {"sky": 2, "masks": 2}

@@ -1,5 +1,6 @@
 # Helpers shared by all rules: paths, stage configs passed to the commands, constraints.
 import json
+from pathlib import Path
 
 from bmodesep.config import check_consistency, compsep_methods, simulation_config, simulation_lmax
 from bmodesep.campaign import npe_config, simulation_sets
@@ -17,6 +18,13 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 SIMULATIONS = list(config["simulations"])
 SPECTRA = f"{RESULTS}/spectra/camb.h5"
+
+# Conda environments per rule family (used with --sdm conda; see envs/ and README).
+ENVS = Path(workflow.basedir) / "envs"
+SIM_ENV = str(ENVS / "simulation.yaml")
+JAX_ENV = str(ENVS / f"jax-{config['accelerator']}.yaml")
+TORCH_ENV = str(ENVS / "torch-sbi.yaml")
+PLOT_ENV = str(ENVS / "plotting.yaml")
 
 
 wildcard_constraints:

@@ -24,7 +24,7 @@ rule kmeans_patches:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/bmodesep.yaml"
+        JAX_ENV
     shell:
         "python -m bmodesep.separate patches --config-json {params.config:q} "
         "--simulation {wildcards.sim} --zone {wildcards.zone} --masks {input.masks} "
@@ -49,14 +49,15 @@ rule grid_chunk:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,  # a retry resumes, with more time
+        gpu=0,  # profiles set it; a chunk spreads its realisations over all its GPUs
     conda:
-        "../../envs/bmodesep.yaml"
+        JAX_ENV
     shell:
         "python -m bmodesep.separate chunk --config-json {params.config:q} "
         "--simulation {wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} "
         "--masks {input.masks} --signal {input.signal} --patches-dir {params.directory} "
-        "--sky {input.sky} --output {output} > {log} 2>&1"
+        "--sky {input.sky} --devices {resources.gpu} --output {output} > {log} 2>&1"
 
 
 rule grid_select:
@@ -74,7 +75,7 @@ rule grid_select:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/bmodesep.yaml"
+        JAX_ENV
     shell:
         "python -m bmodesep.separate select --config-json {params.config:q} "
         "--simulation {wildcards.sim} --zone {wildcards.zone} --chunks {input.chunks} "
@@ -96,14 +97,15 @@ rule compsep_fit:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=0,
     conda:
-        "../../envs/bmodesep.yaml"
+        JAX_ENV
     shell:
         "python -m bmodesep.separate fit --config-json {params.config:q} "
         "--simulation {wildcards.sim} --zone {wildcards.zone} --method {wildcards.method} "
         "--masks {input.masks} --signal {input.signal} {params.extra} "
-        "--output {output} > {log} 2>&1"
+        "--devices {resources.gpu} --output {output} > {log} 2>&1"
 
 
 rule compsep_all:

@@ -19,7 +19,7 @@ rule fig_grid_search:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures grid_search --inputs {input} --output {output} > {log} 2>&1"
 
@@ -41,7 +41,7 @@ rule fig_patches:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures patches --inputs {input} --output {output} > {log} 2>&1"
 
@@ -66,7 +66,7 @@ rule fig_residual_maps:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures residual_maps --inputs {input.fits} --sky {input.sky} "
         "--nside {params.nside} --output {output} > {log} 2>&1"
@@ -90,7 +90,7 @@ rule fig_metrics:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures metrics --inputs {input.fits} --rlike {input.rlike} "
         "--output {output} > {log} 2>&1"
@@ -113,7 +113,7 @@ rule fig_residual_spectra:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures residual_spectra --inputs {input} --output {output} "
         "> {log} 2>&1"
@@ -136,7 +136,7 @@ rule fig_r_likelihood:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures r_likelihood --inputs {input} --output {output} > {log} 2>&1"
 
@@ -162,7 +162,7 @@ rule fig_r_hat_vs_k:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.figures r_hat_vs_k --inputs {input.selections} --rlike {input.rlike} "
         "--output {output} > {log} 2>&1"

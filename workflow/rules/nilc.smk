@@ -18,7 +18,7 @@ rule nilc:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.nilc --config-json {params.config:q} --simulation {wildcards.sim} "
         "--compression {wildcards.compression} --signal {input.signal} --noise {input.noise} "

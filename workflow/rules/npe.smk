@@ -16,9 +16,9 @@ rule npe_chunk:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,  # a retry resumes, with more time
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.campaign --config-json {params.config:q} --spectra {input.spectra} "
         "--set {wildcards.set} --chunk {wildcards.chunk} --output {output} > {log} 2>&1"
@@ -41,13 +41,14 @@ rule npe_tune:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=720,
+        runtime=lambda wildcards, attempt: 720 * attempt,  # a retry resumes, with more time
+        gpu=0,
     conda:
-        "../../envs/bmodesep.yaml"
+        TORCH_ENV
     shell:
         "python -m bmodesep.npe tune --config-json {params.config:q} "
-        "--compression {wildcards.compression} --chunks {input.chunks} --output {output} "
-        "> {log} 2>&1"
+        "--compression {wildcards.compression} --chunks {input.chunks} --gpus {resources.gpu} "
+        "--output {output} > {log} 2>&1"
 
 
 rule npe_train:
@@ -65,13 +66,14 @@ rule npe_train:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=lambda wildcards, attempt: 240 * attempt,
+        gpu=0,
     conda:
-        "../../envs/bmodesep.yaml"
+        TORCH_ENV
     shell:
         "python -m bmodesep.npe train --config-json {params.config:q} "
         "--compression {wildcards.compression} --chunks {input.chunks} {params.tuning} "
-        "--output {output} > {log} 2>&1"
+        "--gpus {resources.gpu} --output {output} > {log} 2>&1"
 
 
 rule npe_posterior:
@@ -89,7 +91,7 @@ rule npe_posterior:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/bmodesep.yaml"
+        TORCH_ENV
     shell:
         "python -m bmodesep.npe posterior --config-json {params.config:q} "
         "--estimator {input.estimator} --chunks {input.chunks} --output {output} > {log} 2>&1"
@@ -109,7 +111,7 @@ rule npe_coverage:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../envs/bmodesep.yaml"
+        TORCH_ENV
     shell:
         "python -m bmodesep.npe coverage --config-json {params.config:q} --posteriors {input} "
         "--output {output} > {log} 2>&1"
@@ -131,7 +133,7 @@ rule npe_observed:
         mem_mb=4000,
         runtime=120,
     conda:
-        "../../envs/bmodesep.yaml"
+        TORCH_ENV
     shell:
         "python -m bmodesep.npe observed --config-json {params.config:q} "
         "--estimator {input.estimator} --nilc {input.nilc} --spectra {input.spectra} "
@@ -155,7 +157,7 @@ rule fig_tarp:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures tarp --inputs {input} --output {output} > {log} 2>&1"
 
@@ -177,7 +179,7 @@ rule fig_corner_set:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures corner --inputs {input} --output {output} > {log} 2>&1"
 
@@ -199,7 +201,7 @@ rule fig_corner_observed:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures corner --inputs {input} --output {output} > {log} 2>&1"
 
@@ -221,7 +223,7 @@ rule fig_predictive:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures predictive --inputs {input} --output {output} > {log} 2>&1"
 
@@ -243,7 +245,7 @@ rule fig_r_vs_sigma_beta:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures r_vs_sigma_beta --inputs {input} --output {output} "
         "> {log} 2>&1"
@@ -266,7 +268,7 @@ rule fig_sigma_r:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures sigma_r --inputs {input} --output {output} > {log} 2>&1"
 
@@ -297,7 +299,7 @@ rule npe_summary:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/bmodesep.yaml"
+        PLOT_ENV
     shell:
         "python -m bmodesep.sbi_figures summary --inputs {input} --output {output} > {log} 2>&1"
 

@@ -19,7 +19,7 @@ rule r_likelihood:
         mem_mb=2000,
         runtime=20,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.estimate_r --config-json {params.config:q} "
         "--simulation {wildcards.sim} --method {wildcards.method} --sky {input.sky} "

@@ -15,7 +15,7 @@ rule camb_spectra:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.simulate spectra --config-json {params.config:q} "
         "--output {output} > {log} 2>&1"
@@ -37,7 +37,7 @@ rule sky:
         mem_mb=signal_mem_mb,
         runtime=10,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.simulate sky --config-json {params.config:q} "
         "--simulation {wildcards.sim} --spectra {input.spectra} --output {output} > {log} 2>&1"
@@ -59,7 +59,7 @@ rule masks:
         mem_mb=signal_mem_mb,
         runtime=10,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.simulate masks --config-json {params.config:q} "
         "--simulation {wildcards.sim} --sky {input.sky} --output {output} > {log} 2>&1"
@@ -81,7 +81,7 @@ rule frequency_maps:
         mem_mb=signal_mem_mb,
         runtime=20,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.simulate signal --config-json {params.config:q} "
         "--simulation {wildcards.sim} --sky {input.sky} --threads {threads} "
@@ -102,7 +102,7 @@ rule noise:
         mem_mb=noise_mem_mb,
         runtime=30,
     conda:
-        "../../envs/bmodesep.yaml"
+        SIM_ENV
     shell:
         "python -m bmodesep.simulate noise --config-json {params.config:q} "
         "--simulation {wildcards.sim} --threads {threads} --output {output} > {log} 2>&1"
