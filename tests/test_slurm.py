@@ -157,19 +157,24 @@ def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 300
-    while not list(parts.glob("*.h5")) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list(parts.glob("*.h5")), "no checkpoint appeared"
-    assert len(sh("squeue", "-h", "-o", "%A", env=env).stdout.split()) == 1
-    # SIGKILL to the job's simulation process, as the out-of-memory killer does; the job
-    # ends FAILED.  (A plain scancel ends it 'CANCELLED by <uid>', a state that plugin
-    # 2.8 does not recognise: Snakemake would wait for that job for ever.)
-    pids = sh("pgrep", "-f", r"^[^ ]*python[^ ]* -m bmodesep\.campaign").stdout.split()
-    assert len(pids) == 1
-    os.kill(int(pids[0]), signal.SIGKILL)
-    out, _ = first.communicate(timeout=300)
-    assert first.returncode != 0 and not (tmp_path / target).exists(), out[-2000:]
+    try:
+        deadline = time.monotonic() + 300
+        while not list(parts.glob("*.h5")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(parts.glob("*.h5")), "no checkpoint appeared"
+        assert len(sh("squeue", "-h", "-o", "%A", env=env).stdout.split()) == 1
+        # SIGKILL to the job's simulation process, as the out-of-memory killer does; the job
+        # ends FAILED.  (A plain scancel ends it 'CANCELLED by <uid>', a state that plugin
+        # 2.8 does not recognise: Snakemake would wait for that job for ever.)
+        pids = sh("pgrep", "-f", r"^[^ ]*python[^ ]* -m bmodesep\.campaign").stdout.split()
+        assert len(pids) == 1
+        os.kill(int(pids[0]), signal.SIGKILL)
+        out, _ = first.communicate(timeout=300)
+        assert first.returncode != 0 and not (tmp_path / target).exists(), out[-2000:]
+    finally:  # never leave a Snakemake behind, whatever failed
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     kept = len(list(parts.glob("*.h5")))
     resumed = snakemake(tmp_path, env, target)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
