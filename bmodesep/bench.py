@@ -534,10 +534,11 @@ def bench_npe_train(args):
     x = np.logaddexp(0, z @ mixing) + 0.1 * rng.normal(size=(n_pairs, n_data))
     hp = flows.hyperparameters()
     threads = torch.get_num_threads()
+    device = flows.training_device(1)  # the GPU where torch sees one, as npe_train does
     runs = []
 
     def op():
-        runs.append(flows.train(theta, x, table1, hp, seed=len(runs)))
+        runs.append(flows.train(theta, x, table1, hp, seed=len(runs), device=device))
 
     timing = time_operation(op, args.repeats, warmup=0)
     epochs = [r.epochs for r in runs]
@@ -547,6 +548,7 @@ def bench_npe_train(args):
         "pairs": n_pairs,
         "data_vector_length": n_data,
         "torch_threads": threads,
+        "device": device,
         "epochs": epochs,
         "s_per_epoch": [w / e for w, e in zip(timing.wall_s, epochs, strict=True)],
         "best_validation_loss": [r.best_validation_loss for r in runs],

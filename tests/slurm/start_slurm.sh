@@ -36,7 +36,8 @@ wait_for() {  # tries command...: poll every 0.2 s
 
 # ------------------------------------------------------------------ packages
 need=(munged slurmctld slurmd slurmdbd sinfo sacct mariadbd mariadb-install-db)
-if ! for b in "${need[@]}"; do command -v "$b" >/dev/null || exit 1; done; then
+installed() { for b in "${need[@]}"; do command -v "$b" >/dev/null || return 1; done; }
+if ! installed; then
   [ "$(id -u)" = 0 ] || { echo "SLURM is not installed and only root can install it" >&2; exit 1; }
   say "installing munge, slurm-wlm daemons and mariadb (apt-get)"
   # policy-rc.d 101: the packages' init scripts must not start system-wide daemons
