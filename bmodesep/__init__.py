@@ -1,7 +1,7 @@
 """bmodesep: CMB B-mode foreground cleaning and tensor-to-scalar ratio inference.
 
-The package is the pure core of a Snakemake workflow: one module per stage,
-arrays in and arrays out, with a thin HDF5 layer (:mod:`bmodesep.io`) per stage.
+The package behind a Snakemake workflow: ``core`` (pure science), ``products`` (HDF5),
+``stages`` (one module per rule file), ``plots``; ``bmodesep <stage> <step>`` runs a step.
 Maps are HEALPix RING in uK_CMB, frequencies in GHz, arrays ``[freq, stokes, pix]``.
 """
 

@@ -1,65 +1,198 @@
-"""Shared command-line plumbing: config arguments, clean error exits, timing lines."""
+"""The ``bmodesep`` command line: ``bmodesep <stage> <step> --config FILE ... --output F``.
+
+One subcommand per stage (named like ``workflow/rules/<stage>.smk`` and
+``bmodesep/stages/<stage>.py``) and one step per rule (named like the stage function the
+rule runs).  The parser is built from the table below without importing the stages, so
+``--help`` at every level answers at once; JAX and torch are imported only by the step
+that runs.  Errors of the inputs or the config end as one ``bmodesep: error:`` line and
+exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
-from typing import Any
-
-from bmodesep.config import load_config, load_config_json
-from bmodesep.errors import BmodesepError
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument(
+class Step(NamedTuple):
+    help: str
+    args: tuple[str, ...]  # NAME required path, ?NAME optional, *NAME one or more, #NAME int
+
+
+def _steps(**steps: tuple[str, str]) -> dict[str, Step]:
+    return {name: Step(text, tuple(args.split())) for name, (text, args) in steps.items()}
+
+
+SIM = "simulation"
+STAGES: dict[str, tuple[str, dict[str, Step]]] = {
+    "simulate": (
+        "CMB spectra, skies, masks, frequency maps and noise realisations",
+        _steps(
+            camb_spectra=("CAMB lensed-scalar and r = 1 tensor spectra", "output"),
+            sky=("the sky of a simulation: CMB, dust, synchrotron", f"{SIM} spectra output"),
+            masks=("Galactic masks and zones", f"{SIM} ?sky ?planck output"),
+            frequency_maps=("signal maps in every band", f"{SIM} sky #threads output"),
+            noise=("noise realisations of every split and band", f"{SIM} #threads output"),
+        ),
+    ),
+    "compsep": (
+        "clustered parametric component separation (kabalan2025)",
+        _steps(
+            kmeans_patches=("spherical K-means patches of a zone", f"{SIM} zone masks *outputs"),
+            grid_chunk=(
+                "one chunk of the patch-count grid search",
+                f"{SIM} zone #chunk masks signal *patches ?sky #devices output",
+            ),
+            grid_select=(
+                "the selected configuration of a zone",
+                f"{SIM} zone *chunks ?spectra output",
+            ),
+            compsep_fit=(
+                "the fits of one method in one zone",
+                f"{SIM} zone method masks signal ?*patches ?selection #devices output",
+            ),
+        ),
+    ),
+    "rlike": (
+        "residual BB spectra and the r likelihood (kabalan2025 sec. 4)",
+        _steps(
+            r_likelihood=("r likelihood of one method", f"{SIM} method sky spectra *fits output"),
+        ),
+    ),
+    "nilc": (
+        "needlet / harmonic ILC compression (duivenvoorden2025 sec. II.3)",
+        _steps(
+            nilc_compress=(
+                "component maps of one compression",
+                f"{SIM} compression signal noise ?masks output",
+            ),
+        ),
+    ),
+    "npe": (
+        "simulation-based inference: simulations, training, posteriors, coverage",
+        _steps(
+            npe_chunk=("one chunk of an SBI simulation set", "set #chunk spectra output"),
+            npe_tune=(
+                "Optuna search of the flow's hyperparameters",
+                "compression *chunks #gpus output",
+            ),
+            npe_train=(
+                "train the posterior estimator of one compression",
+                "compression *chunks ?tuning #gpus output",
+            ),
+            npe_posterior=("posteriors of a simulation set", "estimator *chunks output"),
+            npe_coverage=("TARP coverage of the coverage set", "posteriors output"),
+            npe_observed=(
+                "posterior and predictive check of a pipeline sky",
+                f"estimator nilc spectra {SIM} output",
+            ),
+        ),
+    ),
+    "figures": (
+        "paper figures from the products",
+        _steps(
+            fig_grid_search=(
+                "grid search: variance and NLL against patch counts",
+                "selection output",
+            ),
+            fig_patches=("patch maps (kabalan2025 Figs. 1, 7, 8)", "*fits output"),
+            fig_residual_maps=("residual maps (Fig. 9)", "*fits sky #nside output"),
+            fig_metrics=("metrics (Fig. 11)", "*fits *rlike output"),
+            fig_residual_spectra=("residual spectra (Fig. 10)", "*rlike output"),
+            fig_r_likelihood=("r likelihoods (Fig. 12)", "*rlike output"),
+            fig_r_hat_vs_k=("r-hat against K_beta_d (Fig. 13)", "*selections *rlike output"),
+            fig_tarp=("TARP coverage (duivenvoorden2025 Figs. 1, 11)", "coverage output"),
+            fig_corner=("corner plot of posteriors (Figs. 2, 5)", "*posteriors output"),
+            fig_predictive=("posterior predictive chi^2 (Fig. 9)", "*observed output"),
+            fig_r_vs_sigma_beta=("r against the index power (Fig. 3)", "*posteriors output"),
+            fig_sigma_r=("sigma_r per compression (Fig. 4)", "*posteriors output"),
+            npe_summary=("summary table of the SBI run (Table 3)", "*posteriors output"),
+        ),
+    ),
+}
+
+
+def _add_step_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
+    parser.add_argument(
         "--config",
         nargs="+",
-        metavar="YAML",
-        help="config file(s); later files override earlier ones",
+        required=True,
+        metavar="FILE",
+        help="config file(s), YAML or JSON; later ones override earlier ones "
+        "(the workflow passes each job its resolved stage config)",
     )
-    group.add_argument(
-        "--config-json",
-        metavar="JSON",
-        help="resolved config as JSON (what the Snakemake rules pass)",
+    for spec in step.args:
+        optional = spec.startswith("?")
+        spec = spec.lstrip("?")
+        kwargs: dict[str, Any] = {"required": not optional}
+        if spec.startswith("*"):
+            spec, kwargs["nargs"] = spec[1:], "+"
+        if spec.startswith("#"):
+            spec, kwargs["type"] = spec[1:], int
+            kwargs["required"] = False
+            kwargs["default"] = {"threads": 1, "devices": 1, "gpus": 0}.get(spec)
+        parser.add_argument(
+            f"--{spec.replace('_', '-')}", dest=spec, metavar=spec.upper(), **kwargs
+        )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="bmodesep",
+        description="CMB B-mode foreground cleaning and r inference, one stage step at a time "
+        "(the Snakemake workflow runs these; see README).",
     )
+    top.add_argument("--version", action="store_true", help="print the version and exit")
+    stages = top.add_subparsers(dest="stage", metavar="STAGE")
+    for stage, (text, steps) in STAGES.items():
+        sp = stages.add_parser(stage, help=text, description=text)
+        sub = sp.add_subparsers(dest="step", metavar="STEP", required=True)
+        for name, step in steps.items():
+            _add_step_arguments(sub.add_parser(name, help=step.help, description=step.help), step)
+    return top
 
 
-def stage_parser(prog: str, doc: str | None, required: Sequence[str]) -> argparse.ArgumentParser:
-    """A stage command's parser: the config arguments and the required ``--NAME`` options."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_config_arguments(parser)
-    for arg in required:
-        parser.add_argument(f"--{arg}", required=True)
-    return parser
+def run(stage: str, step: str, args: dict[str, Any]) -> None:
+    """Load the config files and call ``bmodesep.stages.<stage>.<step>(config, **args)``."""
+    from bmodesep.config import load_config
+
+    config = load_config(args.pop("config"))
+    module = importlib.import_module(f"bmodesep.stages.{stage}")
+    getattr(module, step)(config, **args)
 
 
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return load_config(args.config) if args.config else load_config_json(args.config_json)
+def main(argv: Sequence[str] | None = None) -> int:
+    from bmodesep import log
+    from bmodesep.errors import BmodesepError
 
+    ns = parser().parse_args(argv)
+    if ns.version:
+        from bmodesep import __version__
 
-def run_cli(main: Callable[[Sequence[str] | None], None], argv=None) -> int:
-    """Run ``main``; a BmodesepError becomes one 'error:' line and exit status 2."""
+        print(f"bmodesep {__version__}")
+        return 0
+    if ns.stage is None:
+        parser().print_help()
+        return 2
+    log.configure()
+    args = {k: v for k, v in vars(ns).items() if k not in ("stage", "step", "version")}
     try:
-        main(argv)
+        run(ns.stage, ns.step, args)
     except BmodesepError as exc:
         print(f"bmodesep: error: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger("bmodesep").info("%s %s: wrote %s", ns.stage, ns.step, _outputs(args))
     return 0
 
 
-@contextmanager
-def timed(what: str):
-    """Print how long ``what`` took (wall and CPU seconds) to stdout, i.e. the job log."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    yield
-    print(
-        f"[bmodesep] {what}: {time.perf_counter() - t0:.2f} s wall, "
-        f"{time.process_time() - c0:.2f} s CPU",
-        flush=True,
-    )
+def _outputs(args: dict[str, Any]) -> str:
+    out = args.get("output") or args.get("outputs") or ""
+    return out if isinstance(out, str) else f"{len(out)} files"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,8 +21,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from bmodesep.core.npe.prior import PARAMETERS
 from bmodesep.errors import ConfigError
-from bmodesep.prior import PARAMETERS
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
 
@@ -77,9 +77,9 @@ def is_power_of_two(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
-def check_consistency(config: Mapping[str, Any], source: str = "config") -> None:
-    """Cross-section checks that the schema cannot express."""
-    from bmodesep.instrument import resolve_instrument  # local: instrument imports config
+def _check_instruments(config: Mapping[str, Any]) -> list[str]:
+    """Every instrument resolves (preset names, per-band list lengths, 1/f noise)."""
+    from bmodesep.settings import resolve_instrument  # local: settings imports the core
 
     problems: list[str] = []
     for name in config["instruments"]:
@@ -87,6 +87,12 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
             resolve_instrument(config, name)
         except ConfigError as exc:
             problems.append(str(exc))
+    return problems
+
+
+def _check_simulations(config: Mapping[str, Any]) -> list[str]:
+    """Simulations name defined skies and instruments, at a power-of-two nside."""
+    problems: list[str] = []
     for name, sim in config["simulations"].items():
         where = f"simulations.{name}"
         if sim["sky"] not in config["skies"]:
@@ -103,6 +109,12 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
         lmax = simulation_lmax(sim)
         if lmax > config["cmb"]["lmax"]:
             problems.append(f"{where}.lmax: {lmax} exceeds cmb.lmax {config['cmb']['lmax']}")
+    return problems
+
+
+def _check_skies(config: Mapping[str, Any]) -> list[str]:
+    """True-patch skies have their patch maps; PySM presets are known."""
+    problems: list[str] = []
     for name, sky in config["skies"].items():
         if sky["kind"] == "true_patch":
             missing = {"beta_d", "temperature_d", "beta_s"} - set(sky["patches"])
@@ -127,12 +139,20 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
                         f"{spec['superpixel_nside']} is not a power of two"
                     )
         if sky["kind"] == "pysm":
-            from bmodesep.pysm_sky import parse_preset
+            from bmodesep.core.simulate.pysm_sky import parse_preset
 
             try:
                 parse_preset(sky["pysm"]["preset"])
             except ConfigError as exc:
                 problems.append(f"skies.{name}.pysm.preset: {exc}")
+    return problems
+
+
+def _check_compsep(config: Mapping[str, Any]) -> list[str]:
+    """Component separation: simulations it can fit, bounds, multi-resolution tables."""
+    from bmodesep.settings import resolve_instrument  # local: settings imports the core
+
+    problems: list[str] = []
     cs = config["compsep"]
     for name in cs["simulations"]:
         if name not in config["simulations"]:
@@ -164,6 +184,12 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
             for param, n in spec.items():
                 if n and not is_power_of_two(n):
                     problems.append(f"compsep.{table}.{family}.{param}: {n} is not a power of two")
+    return problems
+
+
+def _check_nilc(config: Mapping[str, Any]) -> list[str]:
+    """NILC: simulations, compressions and a decreasing needlet FWHM list."""
+    problems: list[str] = []
     nl = config["nilc"]
     for name in nl["simulations"]:
         if name not in config["simulations"]:
@@ -185,6 +211,13 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
     fwhm = nl["needlet_fwhm_arcmin"]
     if any(b >= a for a, b in itertools.pairwise(fwhm)):
         problems.append(f"nilc.needlet_fwhm_arcmin: {fwhm} must decrease strictly")
+    return problems
+
+
+def _check_npe(config: Mapping[str, Any]) -> list[str]:
+    """SBI: compressions, test sets, observed skies, instrument and data-vector bins."""
+    problems: list[str] = []
+    nl = config["nilc"]
     npe = config["npe"]
     if npe["chunks"]:
         for c in npe["compressions"]:
@@ -217,14 +250,44 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
         lmax = npe["lmax"] or 3 * npe["nside"] - 1
         if npe["ell_min"] + npe["bin_width"] - 1 > min(npe["ell_max"], lmax):
             problems.append("npe: no complete data-vector bin between ell_min and ell_max / lmax")
+    return problems
+
+
+def _check_rlike(config: Mapping[str, Any]) -> list[str]:
+    """The r grid."""
+    problems: list[str] = []
     rl = config["rlike"]
     if not rl["r_min"] < rl["r_max"]:
         problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")
+    return problems
+
+
+def _check_masks(config: Mapping[str, Any]) -> list[str]:
+    """Mask sky fractions and the Planck file."""
+    problems: list[str] = []
     fr = config["masks"]["sky_fractions"]
     if not fr["GAL020"] < fr["GAL040"] < fr["GAL060"]:
         problems.append("masks.sky_fractions: need GAL020 < GAL040 < GAL060")
     if config["masks"]["source"] == "planck" and not config["masks"]["planck_file"]:
         problems.append("masks.planck_file: required when masks.source is 'planck'")
+    return problems
+
+
+CHECKS = (
+    _check_instruments,
+    _check_simulations,
+    _check_skies,
+    _check_compsep,
+    _check_nilc,
+    _check_npe,
+    _check_rlike,
+    _check_masks,
+)
+
+
+def check_consistency(config: Mapping[str, Any], source: str = "config") -> None:
+    """Cross-section checks that the schema cannot express, one function per section."""
+    problems = [p for check in CHECKS for p in check(config)]
     if problems:
         raise ConfigError(f"invalid configuration ({source})\n  " + "\n  ".join(problems))
 
@@ -274,7 +337,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
-    """Load and merge YAML files (later ones override earlier ones) and validate."""
+    """Load and merge YAML (or ``.json``) files, later ones overriding earlier ones; validate."""
     if isinstance(paths, str | Path):
         paths = [paths]
     merged: dict[str, Any] = {}
@@ -282,23 +345,21 @@ def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
     for path in map(Path, paths):
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if path.suffix == ".json":  # YAML 1.1 would read JSON's 1e-05 as a string
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        else:
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at top level")
         _merge(merged, data)
         names.append(str(path))
     return validate_config(merged, source=" + ".join(names))
-
-
-def load_config_json(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
-    return validate_config(data, source="--config-json")
 
 
 def simulation_config(
@@ -328,3 +389,31 @@ def simulation_config(
     if with_nilc:
         out["nilc"] = dict(config["nilc"], simulations=[name])
     return out
+
+
+def npe_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the config the simulations depend on (their provenance)."""
+    npe, nl = config["npe"], config["nilc"]
+    keep = (
+        "instrument",
+        "nside",
+        "lmax",
+        "compressions",
+        "prior",
+        "seed",
+        "chunks",
+        "simulations_per_chunk",
+        "coverage_simulations",
+        "test_sets",
+        "ell_min",
+        "ell_max",
+        "bin_width",
+        "analysis_iterations",
+    )
+    return {
+        "cmb": config["cmb"],
+        "npe": {k: npe[k] for k in keep},
+        "instruments": {npe["instrument"]: config["instruments"][npe["instrument"]]},
+        "nilc": {k: v for k, v in nl.items() if k not in ("simulations", "run", "compressions")}
+        | {"compressions": {c: nl["compressions"][c] for c in npe["compressions"]}},
+    }

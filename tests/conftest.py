@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmodesep.cmb import compute_camb_spectra
 from bmodesep.config import load_config, validate_config
+from bmodesep.core.simulate.cmb import compute_camb_spectra
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,3 +110,19 @@ def job_counts(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :]
     rows = re.findall(r"^(\w+)\s+(\d+)$", table[: table.index("total")], re.M)
     return {name: int(count) for name, count in rows}
+
+
+def config_file(cfg, directory) -> str:
+    """Write a resolved config as JSON (as the workflow hands it to a job); its path."""
+    import json
+
+    path = Path(directory) / "stage-config.json"
+    path.write_text(json.dumps(cfg, sort_keys=True))
+    return str(path)
+
+
+def bmodesep_command(*args) -> list[str]:
+    """``python -m bmodesep ARGS`` with this interpreter (as the rules run ``bmodesep``)."""
+    import sys
+
+    return [sys.executable, "-m", "bmodesep", *map(str, args)]

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmodesep.clustering import (
+from bmodesep.core.compsep.clustering import (
     _layout,
     _nearest_centroid,
     _update_centroids,
@@ -16,8 +16,8 @@ from bmodesep.clustering import (
     spherical_kmeans,
     validate_patch_map,
 )
+from bmodesep.core.simulate.sky import superpixel_patches
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.sky import superpixel_patches
 
 
 def pixel_z(nside):

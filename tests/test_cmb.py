@@ -2,9 +2,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep import harmonics
-from bmodesep.cmb import cmb_alm
-from bmodesep.randomness import rng_for
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate.cmb import cmb_alm
 
 
 def dl(cl, ell):

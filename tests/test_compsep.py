@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmodesep import clustering, compsep, fitting, gridsearch
+from bmodesep.core.compsep import clustering, fitting, gridsearch
+from bmodesep.core.compsep import likelihood as compsep
+from bmodesep.core.simulate.instrument import white_noise_sigma_per_pixel
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.instrument import instrument_from_spec, preset, white_noise_sigma_per_pixel
+from bmodesep.settings import instrument_from_spec, preset
 
 LITEBIRD = instrument_from_spec("litebird", preset("litebird"))
 MODEL = compsep.SpectralModel(LITEBIRD.frequencies_ghz)
@@ -43,7 +45,7 @@ def single_layout(zone):
 def test_mixing_matrix_columns_are_the_seds():
     a = compsep.mixing_matrix(MODEL, 1.6, 19.0, -3.1)
     assert np.allclose(a[:, 0], 1.0)
-    from bmodesep import seds
+    from bmodesep.core import seds
 
     assert np.allclose(a[:, 1], seds.dust_sed(np.array(LITEBIRD.frequencies_ghz), 1.6, 19.0))
     assert np.allclose(a[:, 2], seds.synchrotron_sed(np.array(LITEBIRD.frequencies_ghz), -3.1))
@@ -246,10 +248,10 @@ def test_bad_inputs_are_clear_errors():
 @pytest.fixture(scope="module")
 def spectra_sky_32():
     """A GRF sky with spatially varying beta_d at nside 32 seen by LiteBIRD, in a polar cap."""
-    from bmodesep.cmb import compute_camb_spectra
     from bmodesep.config import validate_config
-    from bmodesep.instrument import simulate_noise
-    from bmodesep.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.core.simulate.cmb import compute_camb_spectra
+    from bmodesep.core.simulate.instrument import simulate_noise
+    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
 
     nside, lmax = 32, 95
     cfg = validate_config(

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tarp as tarp_package
 
-from bmodesep import coverage, harmonics
+from bmodesep.core import harmonics
+from bmodesep.core.npe import coverage
+from bmodesep.core.simulate.sky import index_field_cl
 from bmodesep.errors import DataError
-from bmodesep.sky import index_field_cl
 
 
 def _conjugate_tests(n_tests, n_samples, rng, shift=0.0, width=1.0):

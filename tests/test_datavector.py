@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from bmodesep import datavector, harmonics
-from bmodesep.randomness import rng_for
+from bmodesep.core import harmonics
+from bmodesep.core.nilc import datavector
+from bmodesep.core.randomness import rng_for
 
 
 def components(lmax, seed, n=5):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-ENVS = REPO / "envs"
+ENVS = REPO / "workflow" / "envs"
 # pip distribution -> import name, for every runtime dependency of the package
 IMPORT_NAMES = {
     "numpy": "numpy",
@@ -32,14 +32,12 @@ IMPORT_NAMES = {
     "jax": "jax",
     "jaxlib": "jaxlib",
     "optax": "optax",
-    "jax-healpy": "jax_healpy",
     "torch": "torch",
     "sbi": "sbi",
     "optuna": "optuna",
     "tarp": "tarp",
     "deprecation": "deprecation",
     "matplotlib": "matplotlib",
-    "psutil": "psutil",
 }
 FAMILY_FILES = {
     "SIM_ENV": ["simulation.yaml"],
@@ -55,11 +53,12 @@ def rules_with_environments():
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
             name = block.split(":", 1)[0]
-            command = re.search(r"python -m (bmodesep\.\w+)", block)
+            command = re.search(r'"bmodesep (\w+) \w+', block)
             if command is None:
                 continue  # aggregating targets
             env = re.search(r"^\s+conda:\s*\n\s+(\w+)", block, re.M)
-            found.append((name, env.group(1) if env else None, command.group(1)))
+            module = f"bmodesep.stages.{command.group(1)}"
+            found.append((name, env.group(1) if env else None, module))
     return found
 
 
@@ -123,7 +122,14 @@ def test_post_deploy_script_installs_this_checkout(tmp_path):
 
 
 def test_accelerator_is_validated(tmp_path):
-    args = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
+    args = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+    ]
     args += ["--configfile", str(REPO / "config" / "config.yaml")]
     ok = subprocess.run([*args, "--config", "accelerator=gpu"], capture_output=True, cwd=tmp_path)
     assert ok.returncode == 0

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import integrate
 
-from bmodesep import flows, prior
+from bmodesep.core.npe import flows, prior
+from bmodesep.core.npe.prior import Normal, Prior
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.prior import Normal, Prior
 
 # a linear-Gaussian problem: x = A theta + noise, theta ~ N(mu0, S0): the posterior is
 # N(mu_p, S_p) with S_p = (S0^-1 + A^T A / s^2)^-1, mu_p = S_p (S0^-1 mu0 + A^T x / s^2)
@@ -177,11 +177,15 @@ def test_training_runs_on_cuda_only_when_the_job_has_a_visible_gpu(monkeypatch):
 
 
 def test_training_progress_lines_have_rate_and_eta():
+    from bmodesep import log
+
     hp = flows.Hyperparameters(max_epochs=100, stop_after_epochs=5)
     stream = io.StringIO()
-    report = flows.TrainingReport(hp, "training joint", stream)
+    log.configure(stream=stream)
+    report = flows.TrainingReport(hp, "training joint")
     for loss in (3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9):
         report.epoch(loss - 0.1, loss)
+    log.unconfigure()
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[bmodesep] training joint: epoch 1/100, loss 2.9000")
     # the last epoch ends the run (5 epochs without improvement): always reported

@@ -1,6 +1,5 @@
 """Grid search over patch counts (kabalan2025 secs. 2.3-2.5, 5.1) and its stage commands."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,16 +7,15 @@ import sys
 import healpy as hp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import bmodesep_command, config_file, tiny_config
 
-from bmodesep import clustering, compsep, fitting, gridsearch, io, separate, sim_io
+from bmodesep.core.compsep import clustering, fitting, gridsearch
+from bmodesep.core.compsep import likelihood as compsep
+from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.instrument import (
-    instrument_from_spec,
-    preset,
-    simulate_noise,
-    white_noise_sigma_per_pixel,
-)
+from bmodesep.products import io, sims
+from bmodesep.settings import instrument_from_spec, preset
+from bmodesep.stages import compsep as separate
 
 LITEBIRD = instrument_from_spec("litebird", preset("litebird"))
 
@@ -55,11 +53,25 @@ def test_selection_rules():
 
 def test_grid_search_selects_the_true_patch_configuration():
     """kabalan2025 sec. 5.1 at CI size: a true-patch sky plus LiteBIRD noise, nside 32."""
-    from bmodesep.bench import _simulation_setup
-    from bmodesep.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.config import validate_config
+    from bmodesep.core.simulate.cmb import compute_camb_spectra
+    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
 
     nside = 32
-    config, sky_cfg, inst, spectra, lmax = _simulation_setup("litebird", nside, {})
+    lmax = 3 * nside - 1
+    sky = {  # the GRF sky of the benchmarks; its spectral index maps are replaced below
+        "kind": "grf",
+        "seed": 1,
+        "dust": {
+            "beta": {"mean": 1.54, "amplitude": 0.3},
+            "temperature_k": {"mean": 20.0, "amplitude": 60.0},
+        },
+        "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.25}},
+        "rho_ds": 0.1,
+    }
+    config = validate_config({"skies": {"sky": sky}})
+    sky_cfg, inst = config["skies"]["sky"], LITEBIRD
+    spectra = compute_camb_spectra(config["cmb"]["cosmology"], lmax)
     zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
     truth = gridsearch.GridPoint(8, 2, 2)
     patches = {
@@ -127,7 +139,7 @@ def test_grid_search_selects_the_true_patch_configuration():
 @pytest.fixture(scope="module")
 def stage_inputs(tmp_path_factory, spectra):
     """Simulation products of the tiny config's LiteBIRD simulation at nside 16."""
-    from bmodesep import simulate
+    from bmodesep.stages import simulate
 
     root = tmp_path_factory.mktemp("compsep")
     cfg = tiny_config(nside=16)
@@ -138,34 +150,40 @@ def stage_inputs(tmp_path_factory, spectra):
         chunks=2,
         grid={"beta_d": [2, 4], "temperature_d": [1], "beta_s": [1, 2]},
     )
-    sim_io.write_spectra(root / "camb.h5", spectra, cfg)
-    simulate.run_sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
-    simulate.run_masks(cfg, "lb", root / "sky.h5", root / "masks.h5")
-    simulate.run_signal(cfg, "lb", root / "sky.h5", root / "signal.h5")
-    separate.run_patches(cfg, "lb", "GAL020_U", root / "masks.h5", root / "patches")
+    sims.write_spectra(root / "camb.h5", spectra, cfg)
+    simulate.sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
+    simulate.masks(cfg, "lb", root / "masks.h5", sky=root / "sky.h5")
+    simulate.frequency_maps(cfg, "lb", root / "sky.h5", root / "signal.h5")
+    (root / "patches").mkdir()
+    separate.kmeans_patches(cfg, "lb", "GAL020_U", root / "masks.h5", patch_files(root))
     return root, cfg
+
+
+def patch_files(root) -> list:
+    """The stage fixture's K-means patch files, in increasing K (as the workflow names them)."""
+    return [root / "patches" / f"K{k}.h5" for k in (1, 2, 4)]
 
 
 def test_patch_files_are_cached_per_zone_k_and_seed(stage_inputs):
     root, _cfg = stage_inputs
-    _, zones = sim_io.read_masks(root / "masks.h5", 16)
-    for k in (1, 2, 4):
-        path = separate.patch_path(root / "patches", k, 0)
-        labels = separate.read_patch_map(path, zones["GAL020_U"])
-        assert labels.max() + 1 == k
+    _, zones = sims.read_masks(root / "masks.h5", 16)
+    maps = separate.read_patch_files(patch_files(root), zones["GAL020_U"])
+    assert sorted(maps) == [1, 2, 4]
+    for k, path in zip((1, 2, 4), patch_files(root), strict=True):
+        assert maps[k].max() + 1 == k
         assert io.read_product(path, "patch_map").attrs["zone"] == "GAL020_U"
 
 
 def run_chunk(root, cfg, index, output, sky=None):
     """One grid chunk of the GAL020_U zone of the stage fixture."""
-    separate.run_chunk(
+    separate.grid_chunk(
         cfg,
         "lb",
         "GAL020_U",
         index,
         root / "masks.h5",
         root / "signal.h5",
-        root / "patches",
+        patch_files(root),
         output,
         sky,
     )
@@ -173,7 +191,7 @@ def run_chunk(root, cfg, index, output, sky=None):
 
 def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
     root, cfg = stage_inputs
-    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", root / "patches")
+    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", patch_files(root))
     out = root / "chunk0.h5"
     real = gridsearch.evaluate_configuration
     calls = []
@@ -186,7 +204,7 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
 
     monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
-        separate.run_chunk(cfg, *args, out)
+        separate.grid_chunk(cfg, *args, out)
     assert not out.exists()
     assert len(list(root.glob("chunk0.h5.parts/grid_point*.h5"))) == 1
     # a checkpoint left by a run with another config is discarded, never mixed in
@@ -194,23 +212,23 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     calls.clear()
     monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
-        separate.run_chunk(other, *args, out)
+        separate.grid_chunk(other, *args, out)
     assert len(calls) == 2  # configuration 0 was recomputed under the other config
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        separate.run_chunk(cfg, *args, out)
+        separate.grid_chunk(cfg, *args, out)
     assert len(calls) == 2 and not out.exists()  # and again under the original one
     calls.clear()
     monkeypatch.setattr(
         gridsearch, "evaluate_configuration", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    separate.run_chunk(cfg, *args, out)
+    separate.grid_chunk(cfg, *args, out)
     assert len(calls) == 1  # chunk 0 of 2 holds configurations 0 and 1; 0 was done
     chunk = io.read_product(out, "grid_chunk")
     assert chunk["index"].tolist() == [0, 1]
     assert not (root / "chunk0.h5.parts").exists()
     run_chunk(root, cfg, 1, root / "chunk1.h5")
-    separate.run_select(cfg, "lb", "GAL020_U", [root / "chunk1.h5", out], root / "sel.h5")
+    separate.grid_select(cfg, "lb", "GAL020_U", [root / "chunk1.h5", out], root / "sel.h5")
     sel = io.read_product(root / "sel.h5", "grid_selection")
     assert "r_hat" not in sel.data  # without the sky and the spectra: no residual spectra
     assert sel["configuration"].tolist() == [[2, 1, 1], [2, 1, 2], [4, 1, 1], [4, 1, 2]]
@@ -218,7 +236,7 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     score = sel["cmb_variance"] + sel["systematic_residual"]
     assert best == int(np.argmin(score))
     with pytest.raises(DataError, match="cover configurations"):
-        separate.run_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
+        separate.grid_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
 
 
 def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path):
@@ -228,14 +246,14 @@ def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
     )
-    command = [
-        *("python", "-m", "bmodesep.separate", "chunk", "--config-json", json.dumps(cfg)),
+    command = bmodesep_command(
+        *("compsep", "grid_chunk", "--config", config_file(cfg, tmp_path)),
         *("--simulation", "lb", "--zone", "GAL020_U", "--chunk", "1"),
-        *("--masks", str(root / "masks.h5"), "--signal", str(root / "signal.h5")),
-        *("--patches-dir", str(root / "patches")),
-    ]
+        *("--masks", root / "masks.h5", "--signal", root / "signal.h5"),
+        *("--patches", *patch_files(root)),
+    )
     two = subprocess.run(
-        [sys.executable, *command[1:], "--output", str(tmp_path / "two.h5"), "--devices", "2"],
+        [*command, "--output", str(tmp_path / "two.h5"), "--devices", "2"],
         capture_output=True,
         text=True,
         env=env,
@@ -248,7 +266,7 @@ def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path
     for field in ("cmb_variance", "systematic_residual", "nll", "spatial_variance"):
         np.testing.assert_allclose(two[field], one[field], rtol=1e-7, err_msg=field)
     three = subprocess.run(
-        [sys.executable, *command[1:], "--output", str(tmp_path / "three.h5"), "--devices", "3"],
+        [*command, "--output", str(tmp_path / "three.h5"), "--devices", "3"],
         capture_output=True,
         text=True,
         env=env,
@@ -261,7 +279,7 @@ def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path
 def test_shard_over_devices_places_one_share_per_device():
     code = (
         "import jax.numpy as jnp\n"
-        "from bmodesep.gridsearch import shard_over_devices\n"
+        "from bmodesep.core.compsep.gridsearch import shard_over_devices\n"
         "x = shard_over_devices({'a': jnp.arange(5.0)}, 2)['a']\n"
         "print(x.shape, len(x.sharding.device_set),"
         " sorted(s.data.shape[0] for s in x.addressable_shards))\n"
@@ -277,15 +295,15 @@ def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_in
     chunks = [tmp_path / f"chunk{i}.h5" for i in range(2)]
     for i, chunk in enumerate(chunks):
         run_chunk(root, cfg, i, chunk, root / "sky.h5")
-    separate.run_select(cfg, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5")
+    separate.grid_select(cfg, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5")
     sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
     lmax = 2 * 16
     assert sel["total_residual_cl"].shape == (4, lmax - 1)  # l = 2..lmax
     assert np.all(sel["total_residual_cl"] > 0)
     assert sel["r_hat"].shape == (4,) and np.all(np.isfinite(sel["r_hat"]))
-    from bmodesep import rlike
+    from bmodesep.core.rlike import likelihood as rlike
 
-    camb = sim_io.read_spectra(root / "camb.h5")
+    camb = sims.read_spectra(root / "camb.h5")
     ell = np.arange(2, lmax + 1)
     total, syst = sel["total_residual_cl"][3], sel["systematic_cl"][3]
     direct = rlike.analyse(
@@ -305,11 +323,11 @@ def test_method_outputs(stage_inputs, method, tmp_path):
     if method == "kmeans" and not (root / "sel.h5").exists():
         for i in range(2):
             run_chunk(root, cfg, i, root / f"chunk{i}.h5")
-        separate.run_select(
+        separate.grid_select(
             cfg, "lb", "GAL020_U", [root / "chunk0.h5", root / "chunk1.h5"], root / "sel.h5"
         )
     out = tmp_path / f"{method}.h5"
-    separate.run_fit(
+    separate.compsep_fit(
         cfg,
         "lb",
         "GAL020_U",
@@ -317,7 +335,7 @@ def test_method_outputs(stage_inputs, method, tmp_path):
         root / "masks.h5",
         root / "signal.h5",
         out,
-        root / "patches",
+        patch_files(root),
         root / "sel.h5",
     )
     p = io.read_product(out, "compsep_fit")
@@ -337,7 +355,7 @@ def test_method_outputs(stage_inputs, method, tmp_path):
         np.testing.assert_array_equal(p["patches/beta_s"], expected)
         assert p["patches/temperature_d"].max() == 0  # T_d: one patch in GAL020
     # the CMB is recovered: the residual is far below the CMB itself
-    _, sky = sim_io.read_sky(root / "sky.h5", 16)
+    _, sky = sims.read_sky(root / "sky.h5", 16)
     cmb_true = sky.cmb_qu[:, p["pixels"]]
     resid = p["cmb_qu"] - cmb_true[None]
     assert np.mean(resid**2) < 0.1 * np.mean(cmb_true**2)
@@ -346,7 +364,7 @@ def test_method_outputs(stage_inputs, method, tmp_path):
 def test_unknown_method_is_refused(stage_inputs, tmp_path):
     root, cfg = stage_inputs
     with pytest.raises(ConfigError, match=r"unknown method 'multires_table9'.*multires_table5"):
-        separate.run_fit(
+        separate.compsep_fit(
             cfg,
             "lb",
             "GAL020_U",
@@ -363,14 +381,16 @@ def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
     stage_inputs, tmp_path, spectrum
 ):
     """No residual at all: C_obs is the theory spectrum and r-hat is the simulated r."""
-    from bmodesep import estimate_r
+    from bmodesep.stages import rlike as estimate_r
 
     root, cfg = stage_inputs
     cfg = dict(cfg, rlike=dict(cfg["rlike"], spectrum=spectrum))
     out = tmp_path / "single.h5"
-    separate.run_fit(cfg, "lb", "GAL020_U", "single", root / "masks.h5", root / "signal.h5", out)
+    separate.compsep_fit(
+        cfg, "lb", "GAL020_U", "single", root / "masks.h5", root / "signal.h5", out
+    )
     fit = io.read_product(out, "compsep_fit")
-    product, _ = sim_io.read_sky(root / "sky.h5", 16)
+    product, _ = sims.read_sky(root / "sky.h5", 16)
     perfect = {k: io.Dataset(v, fit.units[k]) for k, v in fit.data.items()}
     true_cmb = product["cmb/qu"][:, fit["pixels"]]
     perfect["cmb_qu"] = io.Dataset(np.broadcast_to(true_cmb, fit["cmb_qu"].shape).copy(), "uK_CMB")
@@ -385,7 +405,7 @@ def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
         fit.attrs | {"method": "single"},
     )
     for path, method in ((tmp_path / "perfect.h5", "perfect"), (out, "single")):
-        estimate_r.run(
+        estimate_r.r_likelihood(
             cfg,
             "lb",
             "single",
@@ -410,11 +430,11 @@ def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
     assert real["zones/r_hat"][0] == pytest.approx(real.attrs["r_hat"])  # one zone: the union
     assert real["zones/total_bb_power"].shape == (1, 3)
     with pytest.raises(DataError, match="holds method 'single', expected 'kmeans'"):
-        estimate_r.run(
+        estimate_r.r_likelihood(
             cfg, "lb", "kmeans", root / "sky.h5", root / "camb.h5", [out], tmp_path / "bad.h5"
         )
 
 
 def zone_mask(root):
-    _, zones = sim_io.read_masks(root / "masks.h5", 16)
+    _, zones = sims.read_masks(root / "masks.h5", 16)
     return zones["GAL020_U"]

@@ -1,8 +1,8 @@
 import healpy as hp
 import numpy as np
 
-from bmodesep import harmonics
-from bmodesep.randomness import rng_for
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
 
 
 def test_alm_layout_matches_healpy():

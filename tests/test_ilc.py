@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from bmodesep import harmonics, ilc
+from bmodesep.core import harmonics
+from bmodesep.core.nilc import ilc
+from bmodesep.core.nilc.ilc import channel_beams
+from bmodesep.core.randomness import rng_for
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.instrument import instrument_from_spec, preset
-from bmodesep.nilc import channel_beams
-from bmodesep.randomness import rng_for
+from bmodesep.settings import instrument_from_spec, preset
 
 SOSAT = instrument_from_spec("sosat", preset("sosat"))
 JOINT = ilc.Compression("needlet", ilc.COMPONENTS, "all", ilc.Fiducial())

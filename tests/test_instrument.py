@@ -2,20 +2,19 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep import harmonics
-from bmodesep.errors import ConfigError
-from bmodesep.instrument import (
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate.instrument import (
     highpass_window,
-    instrument_from_spec,
     noise_cl,
     observe_signal,
     pixel_side_arcmin,
-    preset,
     signal_transfer,
     simulate_noise,
     white_noise_sigma_per_pixel,
 )
-from bmodesep.randomness import rng_for
+from bmodesep.errors import ConfigError
+from bmodesep.settings import instrument_from_spec, preset
 
 LITEBIRD_DEPTHS = [
     37.42,

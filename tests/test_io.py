@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bmodesep import io
 from bmodesep.errors import DataError
+from bmodesep.products import io
 
 
 def write_example(path, data=None):
@@ -65,7 +65,7 @@ def test_killed_writer_leaves_no_product(tmp_path):
     script = textwrap.dedent(f"""
         import time, h5py
         import numpy as np
-        from bmodesep import io
+        from bmodesep.products import io
         real = h5py.File.create_dataset
         def slow(self, *a, **k):
             out = real(self, *a, **k)

@@ -2,8 +2,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep.errors import DataError
-from bmodesep.masks import (
+from bmodesep.core.simulate.masks import (
     MASK_NAMES,
     ZONE_NAMES,
     galactic_zones,
@@ -11,6 +10,7 @@ from bmodesep.masks import (
     smoothed_polarised_intensity,
     threshold_masks,
 )
+from bmodesep.errors import DataError
 
 FRACTIONS = {"GAL020": 0.2, "GAL040": 0.4, "GAL060": 0.6}
 

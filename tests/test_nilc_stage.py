@@ -9,7 +9,11 @@ import pytest
 import yaml
 from conftest import tiny_config
 
-from bmodesep import harmonics, io, nilc, simulate
+from bmodesep import cli
+from bmodesep.core import harmonics
+from bmodesep.core.nilc import ilc
+from bmodesep.products import io
+from bmodesep.products.nilc import read_nilc
 
 
 @pytest.fixture(scope="module")
@@ -19,22 +23,23 @@ def so_stage(tmp_path_factory):
     cfg["nilc"] = dict(cfg["nilc"], simulations=["so"], run=["joint", "hilc_joint"])
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     base = ["--config", str(root / "c.yaml")]
-    assert simulate.main(["spectra", *base, "--output", str(root / "camb.h5")]) == 0
-    for step, extra in (
-        ("sky", ["--spectra", str(root / "camb.h5")]),
-        ("masks", ["--sky", str(root / "sky.h5")]),
-        ("signal", ["--sky", str(root / "sky.h5")]),
-        ("noise", []),
+    assert cli.main(["simulate", "camb_spectra", *base, "--output", str(root / "camb.h5")]) == 0
+    for step, product, extra in (
+        ("sky", "sky", ["--spectra", str(root / "camb.h5")]),
+        ("masks", "masks", ["--sky", str(root / "sky.h5")]),
+        ("frequency_maps", "signal", ["--sky", str(root / "sky.h5")]),
+        ("noise", "noise", []),
     ):
-        args = [step, *base, "--simulation", "so", *extra, "--output", str(root / f"{step}.h5")]
-        assert simulate.main(args) == 0
+        out = ["--output", str(root / f"{product}.h5")]
+        assert cli.main(["simulate", step, *base, "--simulation", "so", *extra, *out]) == 0
     return root, cfg
 
 
 def run_nilc(root, compression, output, config="c.yaml", extra=()):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = [
-        sys.executable, "-m", "bmodesep.nilc", "--config", config, "--simulation", "so",
+        sys.executable, "-m", "bmodesep", "nilc", "nilc_compress", "--config", config,
+        "--simulation", "so",
         "--compression", compression, "--signal", "signal.h5", "--noise", "noise.h5",
         "--output", str(output), *extra,
     ]  # fmt: skip
@@ -43,7 +48,9 @@ def run_nilc(root, compression, output, config="c.yaml", extra=()):
 
 def test_help_is_usable_on_its_own():
     r = subprocess.run(
-        [sys.executable, "-m", "bmodesep.nilc", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "bmodesep", "nilc", "nilc_compress", "--help"],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0 and "--compression" in r.stdout
 
@@ -55,11 +62,11 @@ def test_component_maps_per_split(so_stage, compression):
     r = run_nilc(root, compression, out)
     assert r.returncode == 0, r.stderr
     assert "realisation 0 split 1" in r.stdout  # per-split cost in the log
-    p = nilc.read_nilc(out)
+    p = read_nilc(out)
     n_out = 1 if compression == "constrained" else 5
     npix = 12 * 16**2
     assert p["maps"].shape == (1, 2, n_out, npix)
-    assert p.attrs["components"].tolist() == (["cmb"] if n_out == 1 else list(nilc.ilc.COMPONENTS))
+    assert p.attrs["components"].tolist() == (["cmb"] if n_out == 1 else list(ilc.COMPONENTS))
     lmax = p.attrs["lmax_out"]
     alm = p["alm_real"] + 1j * p["alm_imag"]
     again = np.concatenate([harmonics.synthesis(a, 16, lmax, 0) for a in alm[0, 1]])

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from bmodesep import campaign, io, npe, prior, sim_io
-from bmodesep.cmb import compute_camb_spectra
+from bmodesep import cli
 from bmodesep.config import validate_config
+from bmodesep.core.npe import flows, prior
+from bmodesep.core.simulate.cmb import compute_camb_spectra
 from bmodesep.errors import DataError
+from bmodesep.products import io, sims
+from bmodesep.products.npe import read_chunks
+from bmodesep.products.npe_results import read_posteriors
+from bmodesep.stages import npe
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +34,13 @@ def stage(tmp_path_factory):
             },
         )
     )
-    sim_io.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
+    sims.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
     chunks = []
     for name, n in (("train", 2), ("coverage", 1)):
         for i in range(n):
             chunks.append(root / f"{name}{i}.h5")
-            campaign.run_chunk(cfg, root / "camb.h5", name, i, chunks[-1])
-    npe.train_stage(cfg, chunks[:2], "joint", root / "estimator.h5")
+            npe.npe_chunk(cfg, name, i, root / "camb.h5", chunks[-1])
+    npe.npe_train(cfg, "joint", chunks[:2], root / "estimator.h5")
     return root, cfg
 
 
@@ -48,14 +53,14 @@ def test_estimator_is_saved_with_its_config_and_reloads(stage):
     assert est["validation_loss"].size == est.attrs["epochs"] <= 3
     one, _ = npe.load_posterior(root / "estimator.h5")
     two, _ = npe.load_posterior(root / "estimator.h5")
-    x = campaign.read_chunks([root / "coverage0.h5"], "joint")[1]
+    x = read_chunks([root / "coverage0.h5"], "joint")[1]
     np.testing.assert_array_equal(one.sample(x[:2], 20, seed=1), two.sample(x[:2], 20, seed=1))
 
 
 def test_posteriors_and_coverage_products(stage):
     root, cfg = stage
-    npe.posterior_stage(cfg, root / "estimator.h5", [root / "coverage0.h5"], root / "post.h5")
-    post = npe.read_posteriors(root / "post.h5")
+    npe.npe_posterior(cfg, root / "estimator.h5", [root / "coverage0.h5"], root / "post.h5")
+    post = read_posteriors(root / "post.h5")
     assert post["samples"].shape == (12, 50, 13) and post.attrs["set"] == "coverage"
     table1 = prior.prior("table1")
     assert np.all(post["samples"] >= table1.low) and np.all(post["samples"] <= table1.high)
@@ -64,7 +69,7 @@ def test_posteriors_and_coverage_products(stage):
     lo, hi = post["summary/r_hdi"].T
     inside = np.mean((r >= lo[:, None] - 1e-7) & (r <= hi[:, None] + 1e-7), axis=1)
     assert np.all(inside >= 0.68) and np.all(inside <= 0.72)
-    npe.coverage_stage(cfg, root / "post.h5", root / "coverage.h5")
+    npe.npe_coverage(cfg, root / "post.h5", root / "coverage.h5")
     cov = io.read_product(root / "coverage.h5", "npe_coverage")
     assert cov["ecp"].shape == (14, 51) and list(cov.attrs["names"])[:2] == ["joint", "r"]
     assert np.all(np.diff(cov["ecp"], axis=1) >= 0)  # a CDF in the credibility level
@@ -72,9 +77,12 @@ def test_posteriors_and_coverage_products(stage):
 
 
 def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, capsys):
+    from bmodesep import log as logs
+
+    logs.configure()  # as the command line does: log lines to stdout
     root, cfg = stage
     chunks = [root / "train0.h5", root / "train1.h5"]
-    real, calls = npe.flows.train, []
+    real, calls = flows.train, []
 
     def killed_in_second_trial(*args, **kwargs):
         calls.append(kwargs["label"])
@@ -82,14 +90,15 @@ def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, ca
             raise KeyboardInterrupt("job killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(npe.flows, "train", killed_in_second_trial)
+    monkeypatch.setattr(flows, "train", killed_in_second_trial)
     with pytest.raises(KeyboardInterrupt):
-        npe.tune_stage(cfg, chunks, "joint", root / "tune.h5")
+        npe.npe_tune(cfg, "joint", chunks, root / "tune.h5")
     assert not (root / "tune.h5").exists() and (root / "tune.h5.parts").exists()
     calls.clear()
-    npe.tune_stage(cfg, chunks, "joint", root / "tune.h5")
+    npe.npe_tune(cfg, "joint", chunks, root / "tune.h5")
     assert calls == ["trial 2"]  # trial 0 kept, trial 1 (cut off) redone as trial 2
     log = capsys.readouterr().out
+    logs.unconfigure()
     assert "tuning joint: resuming: 1/2 trials done by an earlier run" in log
     assert "tuning joint: 2/2 trials" in log and "ETA 0:00:00" in log
     assert "trial 2: epoch 2/2, loss" in log  # training progress lines
@@ -99,9 +108,7 @@ def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, ca
     assert t["validation_loss"].shape == (2,) and t.attrs["searched"][0] == "learning_rate"
     best = json.loads(t.attrs["best_hyperparameters"])
     assert 1e-6 <= best["learning_rate"] <= 1e-2 and 3 <= best["num_transforms"] <= 13
-    npe.train_stage(
-        cfg, [root / "train0.h5"], "joint", root / "tuned.h5", tuning_path=root / "tune.h5"
-    )
+    npe.npe_train(cfg, "joint", [root / "train0.h5"], root / "tuned.h5", tuning=root / "tune.h5")
     tuned = io.read_product(root / "tuned.h5", "npe_estimator")
     assert json.loads(tuned.attrs["hyperparameters"])["num_layers"] == best["num_layers"]
 
@@ -109,11 +116,16 @@ def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, ca
 def test_mismatched_inputs_are_refused_and_nothing_is_written(stage, tmp_path):
     root, cfg = stage
     other = validate_config(dict(cfg, npe=dict(cfg["npe"], ell_min=20, bin_width=10)))
-    campaign.run_chunk(other, root / "camb.h5", "coverage", 0, tmp_path / "c.h5")
+    npe.npe_chunk(other, "coverage", 0, root / "camb.h5", tmp_path / "c.h5")
     with pytest.raises(DataError, match="data vectors of length 30"):
-        npe.posterior_stage(cfg, root / "estimator.h5", [tmp_path / "c.h5"], tmp_path / "p.h5")
+        npe.npe_posterior(cfg, root / "estimator.h5", [tmp_path / "c.h5"], tmp_path / "p.h5")
     assert not (tmp_path / "p.h5").exists()
     with pytest.raises(DataError, match="missing input file"):
-        npe.train_stage(cfg, [tmp_path / "none.h5"], "joint", tmp_path / "e.h5")
-    assert npe.main(["coverage", "--config-json", "{}", "--posteriors", "x", "--output", "y"]) == 2
-    assert npe.main(["fly"]) == 2
+        npe.npe_train(cfg, "joint", [tmp_path / "none.h5"], tmp_path / "e.h5")
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    args = ["npe", "npe_coverage", "--config", str(empty), "--posteriors", "x", "--output", "y"]
+    assert cli.main(args) == 2 and not (tmp_path / "y").exists()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["npe", "fly"])
+    assert exit_.value.code == 2

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from bmodesep import ilc, prior, simulator
+from bmodesep.core.nilc import ilc
+from bmodesep.core.npe import prior, simulator
 from bmodesep.errors import ConfigError
-from bmodesep.instrument import instrument_from_spec, preset
+from bmodesep.settings import instrument_from_spec, preset
 
 SOSAT = instrument_from_spec("sosat", preset("sosat"))
 JOINT = ilc.Compression("needlet", ilc.COMPONENTS, "all", ilc.Fiducial())

@@ -4,9 +4,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep import seds
+from bmodesep.core import seds
+from bmodesep.core.simulate.pysm_sky import parse_preset, pysm_frequency_maps, required_templates
 from bmodesep.errors import DataError
-from bmodesep.pysm_sky import parse_preset, pysm_frequency_maps, required_templates
 
 NSIDE = 8
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from bmodesep import harmonics, rlike
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.errors import DataError
-from bmodesep.randomness import rng_for
 
 LMAX = 64
 ELL = np.arange(2, LMAX + 1)
@@ -93,7 +94,7 @@ def test_master_band_powers_remove_the_leakage_bias_of_r_on_a_masked_sky(spectra
     with a curvature error matching the scatter."""
     import healpy as hp
 
-    from bmodesep.spectra import BBEstimator, fsky
+    from bmodesep.core.rlike.spectra import BBEstimator, fsky
 
     nside, lmax, r_true, n_sims = 32, 64, 0.1, 40
     z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
@@ -122,7 +123,7 @@ def test_master_band_powers_remove_the_leakage_bias_of_r_on_a_masked_sky(spectra
 
 
 def test_band_power_estimator_bookkeeping():
-    from bmodesep.spectra import BBEstimator, dl_factor
+    from bmodesep.core.rlike.spectra import BBEstimator, dl_factor
 
     est = BBEstimator(10, 40, 6)  # bins from l = 2: [2, 8), [8, 14), ...; kept from 14
     assert est.ell.tolist() == [16.5, 22.5, 28.5, 34.5, 39.0]

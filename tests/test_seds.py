@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bmodesep import seds
+from bmodesep.core import seds
 
 
 @pytest.mark.parametrize("nu0", [23.0, 30.0, 100.0, 353.0])

@@ -11,15 +11,16 @@ import pytest
 import yaml
 from conftest import tiny_config
 
-from bmodesep import harmonics, sim_io
+from bmodesep.core import harmonics
 from bmodesep.errors import DataError
-from bmodesep.instrument import resolve_instrument
+from bmodesep.products import sims
+from bmodesep.settings import resolve_instrument
 
 
 def simulate(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, "-m", "bmodesep.simulate", *map(str, args)],
+        [sys.executable, "-m", "bmodesep", "simulate", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -34,22 +35,22 @@ def stage(tmp_path_factory):
     cfg = tiny_config()
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = {"spectra": root / "camb.h5"}
-    r = simulate("spectra", "--config", "c.yaml", "--output", out["spectra"], cwd=root)
+    r = simulate("camb_spectra", "--config", "c.yaml", "--output", out["spectra"], cwd=root)
     assert r.returncode == 0, r.stderr
     for sim in ("lb", "so"):
         for step, extra in (
             ("sky", ["--spectra", out["spectra"]]),
             ("masks", ["--sky", "SKY"]),
-            ("signal", ["--sky", "SKY"]),
+            ("frequency_maps", ["--sky", "SKY"]),
             ("noise", []),
         ):
-            path = root / sim / f"{step}.h5"
+            path = root / sim / f"{'signal' if step == 'frequency_maps' else step}.h5"
             extra = [str(root / sim / "sky.h5") if e == "SKY" else e for e in extra]
             r = simulate(
                 step, "--config", "c.yaml", "--simulation", sim, *extra, "--output", path, cwd=root
             )
             assert r.returncode == 0, r.stderr
-            out[f"{sim}/{step}"] = path
+            out[f"{sim}/{path.stem}"] = path
     return root, cfg, out
 
 
@@ -58,21 +59,21 @@ def test_products_are_complete_and_consistent(stage):
     nside = 8
     lb = resolve_instrument(cfg, "litebird")
     so = resolve_instrument(cfg, "sosat")
-    _, sky = sim_io.read_sky(out["lb/sky"], nside)
-    sig = sim_io.read_signal(out["lb/signal"], lb, nside)
+    _, sky = sims.read_sky(out["lb/sky"], nside)
+    sig = sims.read_signal(out["lb/signal"], lb, nside)
     # without beams the LiteBIRD maps are CMB + foreground SED scaling, exactly
-    from bmodesep.sky import foreground_maps
+    from bmodesep.core.simulate.sky import foreground_maps
 
     fg = foreground_maps(sky, lb.frequencies_ghz)
     assert np.allclose(sig["total_qu"], fg + sky.cmb_qu[None], rtol=1e-12)
     assert np.allclose(sig["foreground_qu"], fg, rtol=1e-12)
-    noise = sim_io.read_noise(out["lb/noise"], lb, nside)
+    noise = sims.read_noise(out["lb/noise"], lb, nside)
     assert noise["qu"].shape == (2, 1, 15, 2, harmonics.npix(nside))
-    so_sig = sim_io.read_signal(out["so/signal"], so, nside)
+    so_sig = sims.read_signal(out["so/signal"], so, nside)
     assert so_sig["total_b"].shape == (8, harmonics.npix(nside))
-    so_noise = sim_io.read_noise(out["so/noise"], so, nside)
+    so_noise = sims.read_noise(out["so/noise"], so, nside)
     assert so_noise["b"].shape == (1, 2, 8, harmonics.npix(nside))
-    masks, _zones = sim_io.read_masks(out["lb/masks"], nside)
+    masks, _zones = sims.read_masks(out["lb/masks"], nside)
     assert abs(masks["GAL040"].mean() - 0.4) < 1 / harmonics.npix(nside)
     with h5py.File(out["lb/noise"]) as f:
         assert f.attrs["seed"] == 9 and f.attrs["stage"] == "noise"
@@ -87,7 +88,7 @@ def test_signal_file_checked_against_the_instrument(stage):
         match=r"lb/signal.h5: 15 frequency maps, instrument sosat "
         r"has 8 bands",
     ):
-        sim_io.read_signal(out["lb/signal"], so, 8)
+        sims.read_signal(out["lb/signal"], so, 8)
 
 
 def write_config(root, cfg):
@@ -183,7 +184,7 @@ def test_nan_in_input_maps(stage, tmp_path):
         f["dust/qu"][0, 5] = np.nan
     out = tmp_path / "signal.h5"
     r = simulate(
-        "signal",
+        "frequency_maps",
         "--config",
         write_config(tmp_path, cfg),
         "--simulation",
@@ -204,7 +205,7 @@ def test_wrong_sky_resolution(stage, tmp_path):
     cfg["simulations"]["lb"] = dict(cfg["simulations"]["lb"], nside=16)
     out = tmp_path / "signal.h5"
     r = simulate(
-        "signal",
+        "frequency_maps",
         "--config",
         write_config(tmp_path, cfg),
         "--simulation",
@@ -222,10 +223,10 @@ def test_planck_mask_file_path(stage, tmp_path):
     """Planck's GAL masks come NESTED at nside 2048; a tiny file of the same form is used."""
     import healpy as hp
 
-    from bmodesep.masks import threshold_masks
-    from bmodesep.simulate import run_masks
+    from bmodesep.core.simulate.masks import threshold_masks
+    from bmodesep.stages.simulate import masks as run_masks
 
-    _root, cfg, products = stage
+    _root, cfg, _products = stage
     nside_file = 32
     z = hp.pix2vec(nside_file, np.arange(hp.nside2npix(nside_file)))[2]
     gal = threshold_masks(np.exp(-np.abs(z) / 0.3), {"a": 0.2, "b": 0.4, "c": 0.6})
@@ -234,8 +235,8 @@ def test_planck_mask_file_path(stage, tmp_path):
     hp.write_map(str(planck), fields, nest=True, dtype=np.float64)
     cfg = dict(cfg, masks=dict(cfg["masks"], source="planck", planck_file=str(planck)))
     out = tmp_path / "masks.h5"
-    run_masks(cfg, "lb", products["lb/sky"], out)
-    masks, _zones = sim_io.read_masks(out, 8)
+    run_masks(cfg, "lb", out, planck=planck)
+    masks, _zones = sims.read_masks(out, 8)
     expect = hp.ud_grade(gal["a"].astype(float), 8) >= 0.5
     assert np.array_equal(masks["GAL020"], expect)
     assert abs(masks["GAL060"].mean() - 0.6) < 0.05
@@ -246,7 +247,7 @@ def test_planck_mask_file_path(stage, tmp_path):
 
 def test_true_patch_sky_from_a_patch_file(stage, tmp_path):
     from bmodesep.config import validate_config
-    from bmodesep.simulate import run_sky
+    from bmodesep.stages.simulate import sky as run_sky
 
     _root, cfg, products = stage
     npix = harmonics.npix(8)
@@ -261,7 +262,7 @@ def test_true_patch_sky_from_a_patch_file(stage, tmp_path):
     )
     cfg = validate_config(dict(cfg, skies={"grf": sky}))
     run_sky(cfg, "lb", products["spectra"], tmp_path / "sky.h5")
-    product, parametric = sim_io.read_sky(tmp_path / "sky.h5", 8)
+    product, parametric = sims.read_sky(tmp_path / "sky.h5", 8)
     assert np.array_equal(product["patches/beta_d"], labels)
     for lab in range(7):
         assert np.ptp(parametric.beta_d[labels == lab]) == 0

@@ -2,10 +2,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep import harmonics, seds
 from bmodesep.config import validate_config
-from bmodesep.errors import ConfigError
-from bmodesep.sky import (
+from bmodesep.core import harmonics, seds
+from bmodesep.core.simulate.sky import (
     foreground_maps,
     index_field_cl,
     patch_mean,
@@ -13,6 +12,7 @@ from bmodesep.sky import (
     simulate_parametric_sky,
     superpixel_patches,
 )
+from bmodesep.errors import ConfigError
 
 
 def sky_config(**overrides):

@@ -26,8 +26,12 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, tiny_workflow_config
 
-from bmodesep import campaign, io
 from bmodesep.config import validate_config
+from bmodesep.core.npe import simulator
+from bmodesep.core.npe.sets import set_parameters, simulation_seed
+from bmodesep.products import io
+from bmodesep.settings import simulation_sets
+from bmodesep.stages import npe
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +89,7 @@ def cluster():
 # profiles/slurm as shipped; only the plugin's first status poll comes after 2 s, not 40 s
 SNAKEMAKE = [
     *(sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles" / "slurm")),
-    *("--snakefile", str(REPO / "Snakefile"), "--configfile", "c.yaml"),
+    *("--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", "c.yaml"),
     *("--slurm-init-seconds-before-status-checks", "2"),
 ]
 
@@ -166,7 +170,7 @@ def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
         # SIGKILL to the job's simulation process, as the out-of-memory killer does; the job
         # ends FAILED.  (A plain scancel ends it 'CANCELLED by <uid>', a state that plugin
         # 2.8 does not recognise: Snakemake would wait for that job for ever.)
-        pids = sh("pgrep", "-f", r"^[^ ]*python[^ ]* -m bmodesep\.campaign").stdout.split()
+        pids = sh("pgrep", "-f", r"python[^ ]* [^ ]*bmodesep npe npe_chunk").stdout.split()
         assert len(pids) == 1
         os.kill(int(pids[0]), signal.SIGKILL)
         out, _ = first.communicate(timeout=300)
@@ -180,20 +184,20 @@ def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (tmp_path / "results/logs/npe_chunk/train_0.log").read_text()
     done = re.search(r"resuming: (\d+)/150 simulations done by an earlier run", log)
-    assert done and int(done.group(1)) >= kept * campaign.CHECKPOINT_EVERY
+    assert done and int(done.group(1)) >= kept * npe.CHECKPOINT_EVERY
     computed = [line for line in log.splitlines() if "/150 simulations," in line]
     assert len(computed) == 150 - int(done.group(1))  # finished blocks not recomputed
     assert not parts.exists()
     # nothing lost or duplicated: the chunk is what an uninterrupted job writes
     chunk = io.read_product(tmp_path / target, "npe_simulations")
     stage = json.loads(chunk.attrs["config"])
-    sets = campaign.simulation_sets(cfg)
+    sets = simulation_sets(cfg)
     np.testing.assert_array_equal(
-        chunk["theta"], campaign.set_parameters(sets["train"], 0, cfg["npe"]["seed"])
+        chunk["theta"], set_parameters(sets["train"], 0, cfg["npe"]["seed"])
     )
-    expected = [campaign.simulation_seed(cfg["npe"]["seed"], "train", 0, i) for i in range(150)]
+    expected = [simulation_seed(cfg["npe"]["seed"], "train", 0, i) for i in range(150)]
     assert chunk["seed"].tolist() == expected and stage["npe"]["seed"] == cfg["npe"]["seed"]
-    setups = campaign.setups_from_config(cfg, tmp_path / "results/spectra/camb.h5")
+    setups = npe._setups(cfg, tmp_path / "results/spectra/camb.h5")
     for i in (0, 149):  # one from a kept block, one simulated after the resume
-        x = campaign.simulator.simulate_compressions(chunk["theta"][i], expected[i], setups)
+        x = simulator.simulate_compressions(chunk["theta"][i], expected[i], setups)
         np.testing.assert_array_equal(chunk["x/joint"][i], x["joint"])

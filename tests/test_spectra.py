@@ -4,8 +4,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from bmodesep import harmonics, spectra
-from bmodesep.randomness import rng_for
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.rlike import spectra
 
 
 def test_coupling_is_the_identity_on_the_full_sky():

@@ -10,11 +10,12 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, tiny_config, tiny_workflow_config
 
-from bmodesep import io, sim_io
-from bmodesep.instrument import resolve_instrument
+from bmodesep.products import io, sims
+from bmodesep.settings import resolve_instrument
 
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SNAKEFILE = str(REPO / "workflow" / "Snakefile")
 
 
 def run(args, cwd=REPO):
@@ -32,7 +33,7 @@ def test_dry_run_is_clean(config, tmp_path):
             "--directory",
             str(tmp_path),
             "--snakefile",
-            str(REPO / "Snakefile"),
+            SNAKEFILE,
         ]
     )
     assert r.returncode == 0, r.stderr
@@ -50,7 +51,7 @@ def test_bad_config_stops_the_workflow(tmp_path):
     cfg = tiny_config()
     cfg["simulations"]["lb"]["nside"] = 10
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = run(["-n", "--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile")], cwd=tmp_path)
+    r = run(["-n", "--configfile", "c.yaml", "--snakefile", SNAKEFILE], cwd=tmp_path)
     assert r.returncode != 0
     assert "simulations.lb.nside: 10 is not a power of two" in r.stdout + r.stderr
 
@@ -59,7 +60,7 @@ def test_bad_config_stops_the_workflow(tmp_path):
 def test_tiny_end_to_end_run(tmp_path):
     cfg = tiny_workflow_config()
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    args = ["--configfile", "c.yaml", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
+    args = ["--configfile", "c.yaml", "--snakefile", SNAKEFILE, "--cores", "2"]
     r = run(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     results = Path(tmp_path, "results")
@@ -69,7 +70,7 @@ def test_tiny_end_to_end_run(tmp_path):
         assert (results / "logs" / "noise" / f"{sim}.log").exists()
         assert (results / "benchmarks" / "noise" / f"{sim}.tsv").exists()
     so = resolve_instrument(cfg, "sosat")
-    assert sim_io.read_noise(results / "sims/so/noise.h5", so, 8)["b"].shape[:3] == (1, 2, 8)
+    assert sims.read_noise(results / "sims/so/noise.h5", so, 8)["b"].shape[:3] == (1, 2, 8)
     for method in ("kmeans", "multires", "multires_table5", "single"):
         fit = results / "compsep" / "lb" / "GAL060_L" / f"{method}.h5"
         assert io.read_product(fit, "compsep_fit")["converged"].all()

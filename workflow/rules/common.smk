@@ -1,10 +1,18 @@
-# Helpers shared by all rules: paths, stage configs passed to the commands, constraints.
+# Shared by all rules: one path helper per product (the only place a file name is spelled),
+# the stage configs handed to the jobs (content-addressed files), wildcard constraints.
+#
+# A path helper called without arguments gives the wildcard pattern (for output:), called
+# with values the concrete path (for input functions and targets).
+import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
-from bmodesep.config import check_consistency, compsep_methods, simulation_config, simulation_lmax
-from bmodesep.campaign import npe_config, simulation_sets
+from bmodesep.config import check_consistency, compsep_methods, npe_config, simulation_config
+from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.errors import ConfigError
+from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
 
 try:
     check_consistency(config, "workflow config")
@@ -16,44 +24,190 @@ if not config["simulations"]:
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
+CONFIGS = f"{RESULTS}/configs"
+FIGURES = f"{RESULTS}/figures"
 SIMULATIONS = list(config["simulations"])
-SPECTRA = f"{RESULTS}/spectra/camb.h5"
 
-# Conda environments per rule family (used with --sdm conda; see envs/ and README).
+# Conda environments per rule family (used with --sdm conda; see workflow/envs/ and README).
 ENVS = Path(workflow.basedir) / "envs"
 SIM_ENV = str(ENVS / "simulation.yaml")
 JAX_ENV = str(ENVS / f"jax-{config['accelerator']}.yaml")
 TORCH_ENV = str(ENVS / "torch-sbi.yaml")
 PLOT_ENV = str(ENVS / "plotting.yaml")
 
+COMPSEP = config["compsep"]
+COMPSEP_SIMULATIONS = COMPSEP["simulations"]
+COMPSEP_ZONES = COMPSEP["zones"]
+COMPSEP_METHODS = compsep_methods(config)
+KMEANS_COUNTS = kmeans_counts(COMPSEP)
+KMEANS_SEED = COMPSEP["kmeans_seed"]
+GRID_CHUNKS = list(range(COMPSEP["chunks"]))
+
+NILC = config["nilc"]
+
+NPE = config["npe"]
+NPE_SETS = simulation_sets(config) if NPE["chunks"] else {}
+NPE_COMPRESSIONS = NPE["compressions"] if NPE["chunks"] else []
+NPE_TEST_SETS = [s for s in NPE_SETS if s != "train"]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly the given names."""
+    return "|".join(re.escape(str(n)) for n in names) or "(?!)"
+
 
 wildcard_constraints:
-    sim="|".join(SIMULATIONS),
+    sim=one_of(SIMULATIONS),
+    zone=one_of(ZONE_NAMES),
+    method=one_of(COMPSEP_METHODS),
+    compression=one_of(NILC["compressions"]),
+    set=one_of(NPE_SETS),
+    chunk=r"\d+",
+    k=r"\d+",
+    seed=r"\d+",
 
 
-def cmb_config_json(wildcards):
+# ---------------------------------------------------------------- product paths
+def spectra_file():
+    return f"{RESULTS}/spectra/camb.h5"
+
+
+def sky_file(sim="{sim}"):
+    return f"{RESULTS}/sims/{sim}/sky.h5"
+
+
+def masks_file(sim="{sim}"):
+    return f"{RESULTS}/sims/{sim}/masks.h5"
+
+
+def signal_file(sim="{sim}"):
+    return f"{RESULTS}/sims/{sim}/signal.h5"
+
+
+def noise_file(sim="{sim}"):
+    return f"{RESULTS}/sims/{sim}/noise.h5"
+
+
+def patch_file(sim="{sim}", zone="{zone}", k="{k}"):
+    return f"{RESULTS}/compsep/{sim}/patches/{zone}/kmeans_K{k}_seed{KMEANS_SEED}.h5"
+
+
+def grid_chunk_file(sim="{sim}", zone="{zone}", chunk="{chunk}"):
+    return f"{RESULTS}/compsep/{sim}/grid/{zone}/chunk{chunk}.h5"
+
+
+def selection_file(sim="{sim}", zone="{zone}"):
+    return f"{RESULTS}/compsep/{sim}/grid/{zone}/selection.h5"
+
+
+def fit_file(sim="{sim}", zone="{zone}", method="{method}"):
+    return f"{RESULTS}/compsep/{sim}/{zone}/{method}.h5"
+
+
+def rlike_file(sim="{sim}", method="{method}"):
+    return f"{RESULTS}/rlike/{sim}/{method}.h5"
+
+
+def nilc_file(sim="{sim}", compression="{compression}"):
+    return f"{RESULTS}/nilc/{sim}/{compression}.h5"
+
+
+def npe_chunk_file(set="{set}", chunk="{chunk}"):
+    return f"{RESULTS}/npe/simulations/{set}/chunk{chunk}.h5"
+
+
+def tuning_file(compression="{compression}"):
+    return f"{RESULTS}/npe/{compression}/tuning.h5"
+
+
+def estimator_file(compression="{compression}"):
+    return f"{RESULTS}/npe/{compression}/estimator.h5"
+
+
+def posterior_file(compression="{compression}", set="{set}"):
+    return f"{RESULTS}/npe/{compression}/posteriors/{set}.h5"
+
+
+def coverage_file(compression="{compression}"):
+    return f"{RESULTS}/npe/{compression}/coverage.h5"
+
+
+def observed_file(compression="{compression}", sim="{sim}"):
+    return f"{RESULTS}/npe/{compression}/observed/{sim}.h5"
+
+
+def compsep_figure(name, sim="{sim}"):
+    return f"{FIGURES}/{sim}/{name}.png"
+
+
+def npe_figure(name, compression=None):
+    folder = f"{FIGURES}/npe" if compression is None else f"{FIGURES}/npe/{compression}"
+    return f"{folder}/{name}"
+
+
+def log_file(rule, *wildcards):
+    return f"{LOGS}/{rule}/{'_'.join(wildcards) or rule}.log"
+
+
+def benchmark_file(rule, *wildcards):
+    return f"{BENCHMARKS}/{rule}/{'_'.join(wildcards) or rule}.tsv"
+
+
+# ---------------------------------------------------------------- stage configs for the jobs
+def stage_config_file(name, stage_config):
+    """Write ``stage_config`` once to ``configs/<name>-<sha256 prefix>.json``; its path.
+
+    The path is the job's ``params.config``: an edit of the config changes the hash, so
+    Snakemake reruns exactly the jobs whose stage config changed, while the console shows
+    a short path instead of the whole config.
+    """
+    text = json.dumps(stage_config, sort_keys=True, indent=1)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(CONFIGS) / f"{name}-{digest}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def cmb_config(wildcards):
     """The CMB spectra depend on the cmb section alone."""
-    return json.dumps({"cmb": config["cmb"]}, sort_keys=True)
+    return stage_config_file("cmb", {"cmb": config["cmb"]})
 
 
-def simulation_config_json(wildcards):
+def simulation_stage_config(wildcards):
     """The resolved config restricted to one simulation (its sky, instrument, masks)."""
-    return json.dumps(simulation_config(config, wildcards.sim), sort_keys=True)
+    return stage_config_file(f"sim-{wildcards.sim}", simulation_config(config, wildcards.sim))
 
 
-def compsep_config_json(wildcards):
+def compsep_config(wildcards):
     """The simulation's config plus the component-separation settings."""
-    return json.dumps(simulation_config(config, wildcards.sim, with_compsep=True), sort_keys=True)
+    stage = simulation_config(config, wildcards.sim, with_compsep=True)
+    return stage_config_file(f"compsep-{wildcards.sim}", stage)
 
 
+def nilc_config(wildcards):
+    """The simulation's config plus the NILC settings."""
+    stage = simulation_config(config, wildcards.sim, with_nilc=True)
+    return stage_config_file(f"nilc-{wildcards.sim}", stage)
+
+
+def npe_stage_config(wildcards):
+    """The SBI stages depend on the cmb, npe, its instrument and its compressions alone
+    (``observed`` names simulations, which are not passed on)."""
+    npe = {k: v for k, v in NPE.items() if k != "observed"}
+    return stage_config_file("npe", npe_config(config) | {"npe": npe})
+
+
+# ---------------------------------------------------------------- resources
 def npix(wildcards):
     return 12 * config["simulations"][wildcards.sim]["nside"] ** 2
 
 
 def noise_mem_mb(wildcards):
     """Memory of the noise job: all realisations of all splits and bands held at once."""
-    from bmodesep.instrument import resolve_instrument
-
     sim = config["simulations"][wildcards.sim]
     inst = resolve_instrument(config, sim["instrument"])
     per_map = 8 * npix(wildcards) * (3 if inst.b_maps else 2)
@@ -65,133 +219,69 @@ def signal_mem_mb(wildcards):
     return 1000 + 40 * 8 * npix(wildcards) * 20 // 1_000_000
 
 
-def masks_inputs(wildcards):
-    inputs = {"sky": f"{RESULTS}/sims/{wildcards.sim}/sky.h5"}
-    if config["masks"]["source"] == "planck":
-        inputs["planck"] = config["masks"]["planck_file"]
-    return inputs
-
-
-# ---------------------------------------------------------------- component separation
-COMPSEP = config["compsep"]
-COMPSEP_SIMULATIONS = COMPSEP["simulations"]
-COMPSEP_ZONES = COMPSEP["zones"]
-COMPSEP_METHODS = compsep_methods(config)
-KMEANS_COUNTS = sorted(set().union(*(COMPSEP["grid"][p] for p in ("beta_d", "temperature_d", "beta_s"))))
-GRID_CHUNKS = list(range(COMPSEP["chunks"]))
-COMPSEP_DIR = f"{RESULTS}/compsep"
-
-
-wildcard_constraints:
-    zone="GAL0[246]0_[UL]",
-    method="kmeans|single|multires(_[a-z0-9]+)?",
-    chunk=r"\d+",
-
-
-def patches_dir(wildcards):
-    return f"{COMPSEP_DIR}/{wildcards.sim}/patches/{wildcards.zone}"
-
-
-def kmeans_patch_files(wildcards):
-    return expand(
-        "{dir}/kmeans_K{k}_seed{seed}.h5",
-        dir=patches_dir(wildcards),
-        k=KMEANS_COUNTS,
-        seed=COMPSEP["kmeans_seed"],
-    )
-
-
-def grid_chunk_files(wildcards):
-    return expand(
-        "{dir}/{sim}/grid/{zone}/chunk{chunk}.h5",
-        dir=COMPSEP_DIR,
-        sim=wildcards.sim,
-        zone=wildcards.zone,
-        chunk=GRID_CHUNKS,
-    )
-
-
-def compsep_fit_inputs(wildcards):
-    inputs = {
-        "masks": f"{RESULTS}/sims/{wildcards.sim}/masks.h5",
-        "signal": f"{RESULTS}/sims/{wildcards.sim}/signal.h5",
-    }
-    if wildcards.method == "kmeans":
-        inputs["selection"] = f"{COMPSEP_DIR}/{wildcards.sim}/grid/{wildcards.zone}/selection.h5"
-        inputs["patches"] = kmeans_patch_files(wildcards)
-    return inputs
-
-
-def compsep_fit_extra_args(wildcards, input):
-    if wildcards.method != "kmeans":
-        return ""
-    return f"--patches-dir {patches_dir(wildcards)} --selection {input.selection}"
-
-
-def method_fits(wildcards):
-    return expand(
-        "{dir}/{sim}/{zone}/{method}.h5",
-        dir=COMPSEP_DIR,
-        sim=wildcards.sim,
-        zone=COMPSEP_ZONES,
-        method=wildcards.method,
-    )
-
-
-FIGURES = f"{RESULTS}/figures"
-
-
-def all_method_fits(wildcards):
-    return expand(
-        "{dir}/{sim}/{zone}/{method}.h5",
-        dir=COMPSEP_DIR,
-        sim=wildcards.sim,
-        zone=COMPSEP_ZONES,
-        method=COMPSEP_METHODS,
-    )
-
-
-def zone_method_fits(wildcards):
-    return expand(
-        "{dir}/{sim}/{zone}/{method}.h5",
-        dir=COMPSEP_DIR,
-        sim=wildcards.sim,
-        zone=wildcards.zone,
-        method=COMPSEP_METHODS,
-    )
-
-
-def method_r_likelihoods(wildcards):
-    return expand(
-        "{dir}/rlike/{sim}/{method}.h5", dir=RESULTS, sim=wildcards.sim, method=COMPSEP_METHODS
-    )
-
-
 def simulation_nside(wildcards):
     return config["simulations"][wildcards.sim]["nside"]
 
 
-# ---------------------------------------------------------------- needlet ILC
-NILC = config["nilc"]
-NILC_DIR = f"{RESULTS}/nilc"
+# ---------------------------------------------------------------- input functions
+def masks_inputs(wildcards):
+    if config["masks"]["source"] == "planck":
+        return {"planck": config["masks"]["planck_file"]}
+    return {"sky": sky_file(wildcards.sim)}
 
 
-wildcard_constraints:
-    compression="[a-z0-9_]+",
+def masks_args(wildcards, input):
+    if config["masks"]["source"] == "planck":
+        return f"--planck {input.planck}"
+    return f"--sky {input.sky}"
 
 
-def nilc_config_json(wildcards):
-    """The simulation's config plus the NILC settings."""
-    return json.dumps(simulation_config(config, wildcards.sim, with_nilc=True), sort_keys=True)
+def kmeans_patch_files(wildcards):
+    return [patch_file(wildcards.sim, wildcards.zone, k) for k in KMEANS_COUNTS]
+
+
+def grid_chunk_files(wildcards):
+    return [grid_chunk_file(wildcards.sim, wildcards.zone, c) for c in GRID_CHUNKS]
+
+
+def compsep_fit_inputs(wildcards):
+    inputs = {"masks": masks_file(wildcards.sim), "signal": signal_file(wildcards.sim)}
+    if wildcards.method == "kmeans":
+        inputs["selection"] = selection_file(wildcards.sim, wildcards.zone)
+        inputs["patches"] = kmeans_patch_files(wildcards)
+    return inputs
+
+
+def compsep_fit_args(wildcards, input):
+    if wildcards.method != "kmeans":
+        return ""
+    return f"--patches {' '.join(input.patches)} --selection {input.selection}"
+
+
+def method_fits(wildcards):
+    return [fit_file(wildcards.sim, z, wildcards.method) for z in COMPSEP_ZONES]
+
+
+def all_method_fits(wildcards):
+    return [fit_file(wildcards.sim, z, m) for z in COMPSEP_ZONES for m in COMPSEP_METHODS]
+
+
+def zone_method_fits(wildcards):
+    return [fit_file(wildcards.sim, wildcards.zone, m) for m in COMPSEP_METHODS]
+
+
+def method_r_likelihoods(wildcards):
+    return [rlike_file(wildcards.sim, m) for m in COMPSEP_METHODS]
+
+
+def zone_selections(wildcards):
+    return [selection_file(wildcards.sim, z) for z in COMPSEP_ZONES]
 
 
 def nilc_inputs(wildcards):
-    inputs = {
-        "signal": f"{RESULTS}/sims/{wildcards.sim}/signal.h5",
-        "noise": f"{RESULTS}/sims/{wildcards.sim}/noise.h5",
-    }
+    inputs = {"signal": signal_file(wildcards.sim), "noise": noise_file(wildcards.sim)}
     if NILC["mask"] is not None:
-        inputs["masks"] = f"{RESULTS}/sims/{wildcards.sim}/masks.h5"
+        inputs["masks"] = masks_file(wildcards.sim)
     return inputs
 
 
@@ -199,36 +289,18 @@ def nilc_mask_arg(wildcards, input):
     return f"--masks {input.masks}" if NILC["mask"] is not None else ""
 
 
-# ---------------------------------------------------------------- SBI campaign
-NPE = config["npe"]
-NPE_DIR = f"{RESULTS}/npe"
-
-
-NPE_SETS = simulation_sets(config) if NPE["chunks"] else {}
-NPE_COMPRESSIONS = NPE["compressions"] if NPE["chunks"] else []
-NPE_TEST_SETS = [s for s in NPE_SETS if s != "train"]
-
-
-wildcard_constraints:
-    set="[A-Za-z0-9_]+",
-    chunk="[0-9]+",
-
-
-def npe_config_json(wildcards):
-    """The SBI stages depend on the cmb, npe, its instrument and its compressions alone
-    (``observed`` names simulations, which are not passed on)."""
-    npe = {k: v for k, v in NPE.items() if k != "observed"}
-    return json.dumps(npe_config(config) | {"npe": npe}, sort_keys=True)
-
-
 def npe_set_chunks(name):
-    return [f"{NPE_DIR}/simulations/{name}/chunk{i}.h5" for i in range(NPE_SETS[name].chunks)]
+    return [npe_chunk_file(name, i) for i in range(NPE_SETS[name].chunks)]
+
+
+def npe_wildcard_set_chunks(wildcards):
+    return npe_set_chunks(wildcards.set)
 
 
 def npe_training_inputs(wildcards):
     inputs = {"chunks": npe_set_chunks("train")}
     if NPE["tune"]["trials"]:
-        inputs["tuning"] = f"{NPE_DIR}/{wildcards.compression}/tuning.h5"
+        inputs["tuning"] = tuning_file(wildcards.compression)
     return inputs
 
 
@@ -236,18 +308,36 @@ def npe_tuning_arg(wildcards, input):
     return f"--tuning {input.tuning}" if NPE["tune"]["trials"] else ""
 
 
+def observed_files(wildcards):
+    return [observed_file(wildcards.compression, s) for s in NPE["observed"]]
+
+
+def set_posteriors(wildcards):
+    return [posterior_file(c, wildcards.set) for c in NPE_COMPRESSIONS]
+
+
+def runtime_per_attempt(minutes):
+    """Runtime that grows with each retry (a retried long job resumes from its checkpoints)."""
+
+    def runtime(wildcards, attempt):
+        return minutes * attempt
+
+    return runtime
+
+
+# ---------------------------------------------------------------- targets
 def npe_figure_targets():
     """The duivenvoorden2025 figures and the summary table of the configured SBI run."""
     if not NPE_COMPRESSIONS or not NPE_TEST_SETS:
         return []
-    out = [f"{FIGURES}/npe/summary.csv"]
+    out = [npe_figure("summary.csv")]
     for c in NPE_COMPRESSIONS:
         if "coverage" in NPE_SETS:
-            out.append(f"{FIGURES}/npe/{c}/tarp.png")
-        out += [f"{FIGURES}/npe/{c}/corner_{s}.png" for s in NPE_TEST_SETS if s != "coverage"]
+            out.append(npe_figure("tarp.png", c))
+        out += [npe_figure(f"corner_{s}.png", c) for s in NPE_TEST_SETS if s != "coverage"]
         if NPE["observed"]:
-            out += [f"{FIGURES}/npe/{c}/corner_observed.png", f"{FIGURES}/npe/{c}/predictive.png"]
+            out += [npe_figure("corner_observed.png", c), npe_figure("predictive.png", c)]
     for s in NPE_TEST_SETS:
         if s != "coverage":
-            out += [f"{FIGURES}/npe/r_vs_sigma_beta_{s}.png", f"{FIGURES}/npe/sigma_r_{s}.png"]
+            out += [npe_figure(f"r_vs_sigma_beta_{s}.png"), npe_figure(f"sigma_r_{s}.png")]
     return out

@@ -1,24 +1,19 @@
-# Component separation (kabalan2025): K-means patches -> grid-search chunks -> selection
-# -> fits of the selected K-means, multi-resolution and single-patch configurations.
+# Component separation (kabalan2025; bmodesep/stages/compsep.py): K-means patches ->
+# grid-search chunks -> selection -> fits of the selected K-means, multi-resolution and
+# single-patch configurations.
 
 
 rule kmeans_patches:
     input:
-        masks=f"{RESULTS}/sims/{{sim}}/masks.h5",
+        masks=masks_file(),
     output:
-        expand(
-            f"{COMPSEP_DIR}/{{sim}}/patches/{{zone}}/kmeans_K{{k}}_seed{{seed}}.h5",
-            k=KMEANS_COUNTS,
-            seed=COMPSEP["kmeans_seed"],
-            allow_missing=True,
-        ),
+        [patch_file(k=k) for k in KMEANS_COUNTS],
     params:
-        config=compsep_config_json,
-        directory=patches_dir,
+        config=compsep_config,
     log:
-        f"{LOGS}/kmeans_patches/{{sim}}_{{zone}}.log",
+        log_file("kmeans_patches", "{sim}", "{zone}"),
     benchmark:
-        f"{BENCHMARKS}/kmeans_patches/{{sim}}_{{zone}}.tsv"
+        benchmark_file("kmeans_patches", "{sim}", "{zone}")
     threads: 2
     resources:
         mem_mb=2000,
@@ -26,50 +21,50 @@ rule kmeans_patches:
     conda:
         JAX_ENV
     shell:
-        "python -m bmodesep.separate patches --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --zone {wildcards.zone} --masks {input.masks} "
-        "--output-dir {params.directory} > {log} 2>&1"
+        "bmodesep compsep kmeans_patches --config {params.config} --simulation {wildcards.sim} "
+        "--zone {wildcards.zone} --masks {input.masks} --outputs {output} > {log} 2>&1"
 
 
 rule grid_chunk:
     input:
-        masks=f"{RESULTS}/sims/{{sim}}/masks.h5",
-        signal=f"{RESULTS}/sims/{{sim}}/signal.h5",
-        sky=f"{RESULTS}/sims/{{sim}}/sky.h5",
+        masks=masks_file(),
+        signal=signal_file(),
+        sky=sky_file(),
         patches=kmeans_patch_files,
     output:
-        f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/chunk{{chunk}}.h5",
+        grid_chunk_file(),
     params:
-        config=compsep_config_json,
-        directory=patches_dir,
+        config=compsep_config,
     log:
-        f"{LOGS}/grid_chunk/{{sim}}_{{zone}}_{{chunk}}.log",
+        log_file("grid_chunk", "{sim}", "{zone}", "{chunk}"),
     benchmark:
-        f"{BENCHMARKS}/grid_chunk/{{sim}}_{{zone}}_{{chunk}}.tsv"
+        benchmark_file("grid_chunk", "{sim}", "{zone}", "{chunk}")
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=lambda wildcards, attempt: 120 * attempt,  # a retry resumes, with more time
+        runtime=runtime_per_attempt(120),  # a retry resumes, with more time
         gpu=0,  # profiles set it; a chunk spreads its realisations over all its GPUs
     conda:
         JAX_ENV
     shell:
-        "python -m bmodesep.separate chunk --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} "
-        "--masks {input.masks} --signal {input.signal} --patches-dir {params.directory} "
-        "--sky {input.sky} --devices {resources.gpu} --output {output} > {log} 2>&1"
+        "bmodesep compsep grid_chunk --config {params.config} --simulation {wildcards.sim} "
+        "--zone {wildcards.zone} --chunk {wildcards.chunk} --masks {input.masks} "
+        "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
+        "--devices {resources.gpu} --output {output} > {log} 2>&1"
 
 
 rule grid_select:
     input:
         chunks=grid_chunk_files,
-        spectra=SPECTRA,
+        spectra=spectra_file(),
     output:
-        f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/selection.h5",
+        selection_file(),
     params:
-        config=compsep_config_json,
+        config=compsep_config,
     log:
-        f"{LOGS}/grid_select/{{sim}}_{{zone}}.log",
+        log_file("grid_select", "{sim}", "{zone}"),
+    benchmark:
+        benchmark_file("grid_select", "{sim}", "{zone}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -77,42 +72,42 @@ rule grid_select:
     conda:
         JAX_ENV
     shell:
-        "python -m bmodesep.separate select --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --zone {wildcards.zone} --chunks {input.chunks} "
-        "--spectra {input.spectra} --output {output} > {log} 2>&1"
+        "bmodesep compsep grid_select --config {params.config} --simulation {wildcards.sim} "
+        "--zone {wildcards.zone} --chunks {input.chunks} --spectra {input.spectra} "
+        "--output {output} > {log} 2>&1"
 
 
 rule compsep_fit:
     input:
         unpack(compsep_fit_inputs),
     output:
-        f"{COMPSEP_DIR}/{{sim}}/{{zone}}/{{method}}.h5",
+        fit_file(),
     params:
-        config=compsep_config_json,
-        extra=compsep_fit_extra_args,
+        config=compsep_config,
+        kmeans=compsep_fit_args,
     log:
-        f"{LOGS}/compsep_fit/{{sim}}_{{zone}}_{{method}}.log",
+        log_file("compsep_fit", "{sim}", "{zone}", "{method}"),
     benchmark:
-        f"{BENCHMARKS}/compsep_fit/{{sim}}_{{zone}}_{{method}}.tsv"
+        benchmark_file("compsep_fit", "{sim}", "{zone}", "{method}")
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=lambda wildcards, attempt: 60 * attempt,
+        runtime=runtime_per_attempt(60),
         gpu=0,
     conda:
         JAX_ENV
     shell:
-        "python -m bmodesep.separate fit --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --zone {wildcards.zone} --method {wildcards.method} "
-        "--masks {input.masks} --signal {input.signal} {params.extra} "
-        "--devices {resources.gpu} --output {output} > {log} 2>&1"
+        "bmodesep compsep compsep_fit --config {params.config} --simulation {wildcards.sim} "
+        "--zone {wildcards.zone} --method {wildcards.method} --masks {input.masks} "
+        "--signal {input.signal} {params.kmeans} --devices {resources.gpu} "
+        "--output {output} > {log} 2>&1"
 
 
 rule compsep_all:
     input:
-        expand(
-            f"{COMPSEP_DIR}/{{sim}}/{{zone}}/{{method}}.h5",
-            sim=COMPSEP_SIMULATIONS,
-            zone=COMPSEP_ZONES,
-            method=COMPSEP_METHODS,
-        ),
+        [
+            fit_file(s, z, m)
+            for s in COMPSEP_SIMULATIONS
+            for z in COMPSEP_ZONES
+            for m in COMPSEP_METHODS
+        ],

@@ -1,19 +1,23 @@
-# kabalan2025 figures from small summary products; `snakemake figures` builds them all and
-# `snakemake --report report.html` collects them.
-
+# Figures of both papers (bmodesep/stages/figures.py -> bmodesep/plots/) from small
+# summary products; `snakemake figures` builds them all and `snakemake --report report.html`
+# collects them.
 
 rule fig_grid_search:
     input:
-        f"{COMPSEP_DIR}/{{sim}}/grid/{{zone}}/selection.h5",
+        selection=selection_file(),
     output:
         report(
-            f"{FIGURES}/{{sim}}/grid_search_{{zone}}.png",
+            compsep_figure("grid_search_{zone}"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/grid_search.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_grid_search_{{zone}}.log",
+        log_file("figures", "fig_grid_search", "{sim}", "{zone}"),
+    benchmark:
+        benchmark_file("figures", "fig_grid_search", "{sim}", "{zone}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -21,21 +25,26 @@ rule fig_grid_search:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures grid_search --inputs {input} --output {output} > {log} 2>&1"
+        "bmodesep figures fig_grid_search --config {params.config} --selection "
+        "{input.selection} --output {output} > {log} 2>&1"
 
 
 rule fig_patches:
     input:
-        zone_method_fits,
+        fits=zone_method_fits,
     output:
         report(
-            f"{FIGURES}/{{sim}}/patches_{{zone}}.png",
+            compsep_figure("patches_{zone}"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/patches.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_patches_{{zone}}.log",
+        log_file("figures", "fig_patches", "{sim}", "{zone}"),
+    benchmark:
+        benchmark_file("figures", "fig_patches", "{sim}", "{zone}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -43,24 +52,28 @@ rule fig_patches:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures patches --inputs {input} --output {output} > {log} 2>&1"
+        "bmodesep figures fig_patches --config {params.config} --fits {input.fits} "
+        "--output {output} > {log} 2>&1"
 
 
 rule fig_residual_maps:
     input:
         fits=all_method_fits,
-        sky=f"{RESULTS}/sims/{{sim}}/sky.h5",
+        sky=sky_file(),
     output:
         report(
-            f"{FIGURES}/{{sim}}/residual_maps.png",
+            compsep_figure("residual_maps"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/residual_maps.rst",
         ),
     params:
+        config=simulation_stage_config,
         nside=simulation_nside,
     log:
-        f"{LOGS}/figures/{{sim}}_residual_maps.log",
+        log_file("figures", "fig_residual_maps", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_residual_maps", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -68,8 +81,8 @@ rule fig_residual_maps:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures residual_maps --inputs {input.fits} --sky {input.sky} "
-        "--nside {params.nside} --output {output} > {log} 2>&1"
+        "bmodesep figures fig_residual_maps --config {params.config} --fits {input.fits} "
+        "--sky {input.sky} --nside {params.nside} --output {output} > {log} 2>&1"
 
 
 rule fig_metrics:
@@ -78,13 +91,17 @@ rule fig_metrics:
         rlike=method_r_likelihoods,
     output:
         report(
-            f"{FIGURES}/{{sim}}/metrics.png",
+            compsep_figure("metrics"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/metrics.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_metrics.log",
+        log_file("figures", "fig_metrics", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_metrics", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -92,22 +109,26 @@ rule fig_metrics:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures metrics --inputs {input.fits} --rlike {input.rlike} "
-        "--output {output} > {log} 2>&1"
+        "bmodesep figures fig_metrics --config {params.config} --fits {input.fits} "
+        "--rlike {input.rlike} --output {output} > {log} 2>&1"
 
 
 rule fig_residual_spectra:
     input:
-        method_r_likelihoods,
+        rlike=method_r_likelihoods,
     output:
         report(
-            f"{FIGURES}/{{sim}}/residual_spectra.png",
+            compsep_figure("residual_spectra"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/residual_spectra.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_residual_spectra.log",
+        log_file("figures", "fig_residual_spectra", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_residual_spectra", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -115,22 +136,26 @@ rule fig_residual_spectra:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures residual_spectra --inputs {input} --output {output} "
-        "> {log} 2>&1"
+        "bmodesep figures fig_residual_spectra --config {params.config} --rlike "
+        "{input.rlike} --output {output} > {log} 2>&1"
 
 
 rule fig_r_likelihood:
     input:
-        method_r_likelihoods,
+        rlike=method_r_likelihoods,
     output:
         report(
-            f"{FIGURES}/{{sim}}/r_likelihood.png",
+            compsep_figure("r_likelihood"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/r_likelihood.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_r_likelihood.log",
+        log_file("figures", "fig_r_likelihood", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_r_likelihood", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -138,25 +163,27 @@ rule fig_r_likelihood:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures r_likelihood --inputs {input} --output {output} > {log} 2>&1"
+        "bmodesep figures fig_r_likelihood --config {params.config} --rlike {input.rlike} "
+        "--output {output} > {log} 2>&1"
 
 
 rule fig_r_hat_vs_k:
     input:
-        selections=expand(
-            f"{COMPSEP_DIR}/{{{{sim}}}}/grid/{{zone}}/selection.h5",
-            zone=COMPSEP_ZONES,
-        ),
+        selections=zone_selections,
         rlike=method_r_likelihoods,
     output:
         report(
-            f"{FIGURES}/{{sim}}/r_hat_vs_k.png",
+            compsep_figure("r_hat_vs_k"),
             category="kabalan2025",
             subcategory="{sim}",
             caption="../report/r_hat_vs_k.rst",
         ),
+    params:
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/figures/{{sim}}_r_hat_vs_k.log",
+        log_file("figures", "fig_r_hat_vs_k", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_r_hat_vs_k", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -164,20 +191,211 @@ rule fig_r_hat_vs_k:
     conda:
         PLOT_ENV
     shell:
-        "python -m bmodesep.figures r_hat_vs_k --inputs {input.selections} --rlike {input.rlike} "
+        "bmodesep figures fig_r_hat_vs_k --config {params.config} --selections "
+        "{input.selections} --rlike {input.rlike} --output {output} > {log} 2>&1"
+
+
+rule fig_tarp:
+    input:
+        coverage=coverage_file(),
+    output:
+        report(
+            npe_figure("tarp.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/tarp.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_tarp", "{compression}"),
+    benchmark:
+        benchmark_file("figures", "fig_tarp", "{compression}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_tarp --config {params.config} --coverage {input.coverage} "
+        "--output {output} > {log} 2>&1"
+
+
+rule fig_corner:
+    input:
+        posteriors=posterior_file(),
+    output:
+        report(
+            npe_figure("corner_{set}.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/corner.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_corner", "{compression}", "{set}"),
+    benchmark:
+        benchmark_file("figures", "fig_corner", "{compression}", "{set}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_corner --config {params.config} --posteriors "
+        "{input.posteriors} --output {output} > {log} 2>&1"
+
+
+rule fig_corner_observed:
+    input:
+        posteriors=observed_files,
+    output:
+        report(
+            npe_figure("corner_observed.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/corner.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_corner_observed", "{compression}"),
+    benchmark:
+        benchmark_file("figures", "fig_corner_observed", "{compression}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_corner --config {params.config} --posteriors "
+        "{input.posteriors} --output {output} > {log} 2>&1"
+
+
+rule fig_predictive:
+    input:
+        observed=observed_files,
+    output:
+        report(
+            npe_figure("predictive.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/predictive.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_predictive", "{compression}"),
+    benchmark:
+        benchmark_file("figures", "fig_predictive", "{compression}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_predictive --config {params.config} --observed "
+        "{input.observed} --output {output} > {log} 2>&1"
+
+
+rule fig_r_vs_sigma_beta:
+    input:
+        posteriors=set_posteriors,
+    output:
+        report(
+            npe_figure("r_vs_sigma_beta_{set}.png"),
+            category="duivenvoorden2025",
+            subcategory="test sets",
+            caption="../report/r_vs_sigma_beta.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_r_vs_sigma_beta", "{set}"),
+    benchmark:
+        benchmark_file("figures", "fig_r_vs_sigma_beta", "{set}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_r_vs_sigma_beta --config {params.config} --posteriors "
+        "{input.posteriors} --output {output} > {log} 2>&1"
+
+
+rule fig_sigma_r:
+    input:
+        posteriors=set_posteriors,
+    output:
+        report(
+            npe_figure("sigma_r_{set}.png"),
+            category="duivenvoorden2025",
+            subcategory="test sets",
+            caption="../report/sigma_r.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_sigma_r", "{set}"),
+    benchmark:
+        benchmark_file("figures", "fig_sigma_r", "{set}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_sigma_r --config {params.config} --posteriors "
+        "{input.posteriors} --output {output} > {log} 2>&1"
+
+
+rule npe_summary:
+    input:
+        posteriors=[posterior_file(c, s) for c in NPE_COMPRESSIONS for s in NPE_TEST_SETS]
+        + [observed_file(c, s) for c in NPE_COMPRESSIONS for s in NPE["observed"]],
+    output:
+        report(
+            npe_figure("summary.csv"),
+            category="duivenvoorden2025",
+            subcategory="test sets",
+            caption="../report/summary.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "npe_summary"),
+    benchmark:
+        benchmark_file("figures", "npe_summary")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures npe_summary --config {params.config} --posteriors {input.posteriors} "
         "--output {output} > {log} 2>&1"
 
 
 rule figures:
     input:
-        expand(
-            f"{FIGURES}/{{sim}}/{{name}}_{{zone}}.png",
-            sim=COMPSEP_SIMULATIONS,
-            name=["grid_search", "patches"],
-            zone=COMPSEP_ZONES,
-        ),
-        expand(
-            f"{FIGURES}/{{sim}}/{{name}}.png",
-            sim=COMPSEP_SIMULATIONS,
-            name=["residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k"],
-        ),
+        [
+            compsep_figure(f"{name}_{z}", s)
+            for s in COMPSEP_SIMULATIONS
+            for name in ("grid_search", "patches")
+            for z in COMPSEP_ZONES
+        ],
+        [
+            compsep_figure(name, s)
+            for s in COMPSEP_SIMULATIONS
+            for name in ("residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k")
+        ],
+        npe_figure_targets(),

@@ -1,18 +1,19 @@
-# Needlet / harmonic ILC compression (duivenvoorden2025 sec. II.3) per simulation and compression.
+# Needlet / harmonic ILC compression (duivenvoorden2025 sec. II.3; bmodesep/stages/nilc.py)
+# per simulation and compression.
 
 
-rule nilc:
+rule nilc_compress:
     input:
         unpack(nilc_inputs),
     output:
-        f"{NILC_DIR}/{{sim}}/{{compression}}.h5",
+        nilc_file(),
     params:
-        config=nilc_config_json,
+        config=nilc_config,
         masks=nilc_mask_arg,
     log:
-        f"{LOGS}/nilc/{{sim}}_{{compression}}.log",
+        log_file("nilc", "{sim}", "{compression}"),
     benchmark:
-        f"{BENCHMARKS}/nilc/{{sim}}_{{compression}}.tsv"
+        benchmark_file("nilc", "{sim}", "{compression}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -20,15 +21,11 @@ rule nilc:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.nilc --config-json {params.config:q} --simulation {wildcards.sim} "
+        "bmodesep nilc nilc_compress --config {params.config} --simulation {wildcards.sim} "
         "--compression {wildcards.compression} --signal {input.signal} --noise {input.noise} "
         "{params.masks} --output {output} > {log} 2>&1"
 
 
 rule nilc_all:
     input:
-        expand(
-            f"{NILC_DIR}/{{sim}}/{{compression}}.h5",
-            sim=NILC["simulations"],
-            compression=NILC["run"],
-        ),
+        [nilc_file(s, c) for s in NILC["simulations"] for c in NILC["run"]],

@@ -1,26 +1,27 @@
-# Simulation-based inference (duivenvoorden2025): simulation sets in chunks, one posterior
-# estimator per compression, posteriors of the test sets, TARP coverage, observed skies.
+# Simulation-based inference (duivenvoorden2025; bmodesep/stages/npe.py): simulation sets in
+# chunks, one posterior estimator per compression, posteriors of the test sets, TARP
+# coverage, observed skies.  Its figures are in figures.smk.
 
 
 rule npe_chunk:
     input:
-        spectra=SPECTRA,
+        spectra=spectra_file(),
     output:
-        f"{NPE_DIR}/simulations/{{set}}/chunk{{chunk}}.h5",
+        npe_chunk_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
     log:
-        f"{LOGS}/npe_chunk/{{set}}_{{chunk}}.log",
+        log_file("npe_chunk", "{set}", "{chunk}"),
     benchmark:
-        f"{BENCHMARKS}/npe_chunk/{{set}}_{{chunk}}.tsv"
+        benchmark_file("npe_chunk", "{set}", "{chunk}")
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=lambda wildcards, attempt: 120 * attempt,  # a retry resumes, with more time
+        runtime=runtime_per_attempt(120),  # a retry resumes, with more time
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.campaign --config-json {params.config:q} --spectra {input.spectra} "
+        "bmodesep npe npe_chunk --config {params.config} --spectra {input.spectra} "
         "--set {wildcards.set} --chunk {wildcards.chunk} --output {output} > {log} 2>&1"
 
 
@@ -33,59 +34,62 @@ rule npe_tune:
     input:
         chunks=npe_set_chunks("train") if NPE_SETS else [],
     output:
-        f"{NPE_DIR}/{{compression}}/tuning.h5",
+        tuning_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
     log:
-        f"{LOGS}/npe_tune/{{compression}}.log",
+        log_file("npe_tune", "{compression}"),
+    benchmark:
+        benchmark_file("npe_tune", "{compression}")
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=lambda wildcards, attempt: 720 * attempt,  # a retry resumes, with more time
+        runtime=runtime_per_attempt(720),  # a retry resumes, with more time
         gpu=0,
     conda:
         TORCH_ENV
     shell:
-        "python -m bmodesep.npe tune --config-json {params.config:q} "
-        "--compression {wildcards.compression} --chunks {input.chunks} --gpus {resources.gpu} "
-        "--output {output} > {log} 2>&1"
+        "bmodesep npe npe_tune --config {params.config} --compression {wildcards.compression} "
+        "--chunks {input.chunks} --gpus {resources.gpu} --output {output} > {log} 2>&1"
 
 
 rule npe_train:
     input:
         unpack(npe_training_inputs),
     output:
-        f"{NPE_DIR}/{{compression}}/estimator.h5",
+        estimator_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
         tuning=npe_tuning_arg,
     log:
-        f"{LOGS}/npe_train/{{compression}}.log",
+        log_file("npe_train", "{compression}"),
     benchmark:
-        f"{BENCHMARKS}/npe_train/{{compression}}.tsv"
+        benchmark_file("npe_train", "{compression}")
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=lambda wildcards, attempt: 240 * attempt,
+        runtime=runtime_per_attempt(240),
         gpu=0,
     conda:
         TORCH_ENV
     shell:
-        "python -m bmodesep.npe train --config-json {params.config:q} "
-        "--compression {wildcards.compression} --chunks {input.chunks} {params.tuning} "
-        "--gpus {resources.gpu} --output {output} > {log} 2>&1"
+        "bmodesep npe npe_train --config {params.config} --compression {wildcards.compression} "
+        "--chunks {input.chunks} {params.tuning} --gpus {resources.gpu} --output {output} "
+        "> {log} 2>&1"
 
 
 rule npe_posterior:
     input:
-        estimator=f"{NPE_DIR}/{{compression}}/estimator.h5",
-        chunks=lambda w: npe_set_chunks(w.set),
+        estimator=estimator_file(),
+        chunks=npe_wildcard_set_chunks,
     output:
-        f"{NPE_DIR}/{{compression}}/posteriors/{{set}}.h5",
+        posterior_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
     log:
-        f"{LOGS}/npe_posterior/{{compression}}_{{set}}.log",
+        log_file("npe_posterior", "{compression}", "{set}"),
+    benchmark:
+        benchmark_file("npe_posterior", "{compression}", "{set}")
     threads: 2
     resources:
         mem_mb=4000,
@@ -93,19 +97,21 @@ rule npe_posterior:
     conda:
         TORCH_ENV
     shell:
-        "python -m bmodesep.npe posterior --config-json {params.config:q} "
-        "--estimator {input.estimator} --chunks {input.chunks} --output {output} > {log} 2>&1"
+        "bmodesep npe npe_posterior --config {params.config} --estimator {input.estimator} "
+        "--chunks {input.chunks} --output {output} > {log} 2>&1"
 
 
 rule npe_coverage:
     input:
-        f"{NPE_DIR}/{{compression}}/posteriors/coverage.h5",
+        posteriors=posterior_file(set="coverage"),
     output:
-        f"{NPE_DIR}/{{compression}}/coverage.h5",
+        coverage_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
     log:
-        f"{LOGS}/npe_coverage/{{compression}}.log",
+        log_file("npe_coverage", "{compression}"),
+    benchmark:
+        benchmark_file("npe_coverage", "{compression}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -113,21 +119,23 @@ rule npe_coverage:
     conda:
         TORCH_ENV
     shell:
-        "python -m bmodesep.npe coverage --config-json {params.config:q} --posteriors {input} "
+        "bmodesep npe npe_coverage --config {params.config} --posteriors {input.posteriors} "
         "--output {output} > {log} 2>&1"
 
 
 rule npe_observed:
     input:
-        estimator=f"{NPE_DIR}/{{compression}}/estimator.h5",
-        nilc=f"{NILC_DIR}/{{sim}}/{{compression}}.h5",
-        spectra=SPECTRA,
+        estimator=estimator_file(),
+        nilc=nilc_file(),
+        spectra=spectra_file(),
     output:
-        f"{NPE_DIR}/{{compression}}/observed/{{sim}}.h5",
+        observed_file(),
     params:
-        config=npe_config_json,
+        config=npe_stage_config,
     log:
-        f"{LOGS}/npe_observed/{{compression}}_{{sim}}.log",
+        log_file("npe_observed", "{compression}", "{sim}"),
+    benchmark:
+        benchmark_file("npe_observed", "{compression}", "{sim}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -135,178 +143,14 @@ rule npe_observed:
     conda:
         TORCH_ENV
     shell:
-        "python -m bmodesep.npe observed --config-json {params.config:q} "
-        "--estimator {input.estimator} --nilc {input.nilc} --spectra {input.spectra} "
-        "--simulation {wildcards.sim} --output {output} > {log} 2>&1"
-
-
-rule fig_tarp:
-    input:
-        f"{NPE_DIR}/{{compression}}/coverage.h5",
-    output:
-        report(
-            f"{FIGURES}/npe/{{compression}}/tarp.png",
-            category="duivenvoorden2025",
-            subcategory="{compression}",
-            caption="../report/tarp.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_{{compression}}_tarp.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures tarp --inputs {input} --output {output} > {log} 2>&1"
-
-
-rule fig_corner_set:
-    input:
-        f"{NPE_DIR}/{{compression}}/posteriors/{{set}}.h5",
-    output:
-        report(
-            f"{FIGURES}/npe/{{compression}}/corner_{{set}}.png",
-            category="duivenvoorden2025",
-            subcategory="{compression}",
-            caption="../report/corner.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_{{compression}}_corner_{{set}}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures corner --inputs {input} --output {output} > {log} 2>&1"
-
-
-rule fig_corner_observed:
-    input:
-        expand(f"{NPE_DIR}/{{{{compression}}}}/observed/{{sim}}.h5", sim=NPE["observed"]),
-    output:
-        report(
-            f"{FIGURES}/npe/{{compression}}/corner_observed.png",
-            category="duivenvoorden2025",
-            subcategory="{compression}",
-            caption="../report/corner.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_{{compression}}_corner_observed.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures corner --inputs {input} --output {output} > {log} 2>&1"
-
-
-rule fig_predictive:
-    input:
-        expand(f"{NPE_DIR}/{{{{compression}}}}/observed/{{sim}}.h5", sim=NPE["observed"]),
-    output:
-        report(
-            f"{FIGURES}/npe/{{compression}}/predictive.png",
-            category="duivenvoorden2025",
-            subcategory="{compression}",
-            caption="../report/predictive.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_{{compression}}_predictive.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures predictive --inputs {input} --output {output} > {log} 2>&1"
-
-
-rule fig_r_vs_sigma_beta:
-    input:
-        expand(f"{NPE_DIR}/{{compression}}/posteriors/{{{{set}}}}.h5", compression=NPE_COMPRESSIONS),
-    output:
-        report(
-            f"{FIGURES}/npe/r_vs_sigma_beta_{{set}}.png",
-            category="duivenvoorden2025",
-            subcategory="test sets",
-            caption="../report/r_vs_sigma_beta.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_r_vs_sigma_beta_{{set}}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures r_vs_sigma_beta --inputs {input} --output {output} "
-        "> {log} 2>&1"
-
-
-rule fig_sigma_r:
-    input:
-        expand(f"{NPE_DIR}/{{compression}}/posteriors/{{{{set}}}}.h5", compression=NPE_COMPRESSIONS),
-    output:
-        report(
-            f"{FIGURES}/npe/sigma_r_{{set}}.png",
-            category="duivenvoorden2025",
-            subcategory="test sets",
-            caption="../report/sigma_r.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_sigma_r_{{set}}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures sigma_r --inputs {input} --output {output} > {log} 2>&1"
-
-
-rule npe_summary:
-    input:
-        expand(
-            f"{NPE_DIR}/{{compression}}/posteriors/{{set}}.h5",
-            compression=NPE_COMPRESSIONS,
-            set=NPE_TEST_SETS,
-        ),
-        expand(
-            f"{NPE_DIR}/{{compression}}/observed/{{sim}}.h5",
-            compression=NPE_COMPRESSIONS,
-            sim=NPE["observed"],
-        ),
-    output:
-        report(
-            f"{FIGURES}/npe/summary.csv",
-            category="duivenvoorden2025",
-            subcategory="test sets",
-            caption="../report/summary.rst",
-        ),
-    log:
-        f"{LOGS}/figures/npe_summary.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "python -m bmodesep.sbi_figures summary --inputs {input} --output {output} > {log} 2>&1"
+        "bmodesep npe npe_observed --config {params.config} --estimator {input.estimator} "
+        "--nilc {input.nilc} --spectra {input.spectra} --simulation {wildcards.sim} "
+        "--output {output} > {log} 2>&1"
 
 
 rule npe_all:
     input:
         rules.npe_simulations.input,
-        expand(f"{NPE_DIR}/{{compression}}/estimator.h5", compression=NPE_COMPRESSIONS),
-        [f"{NPE_DIR}/{c}/coverage.h5" for c in NPE_COMPRESSIONS if "coverage" in NPE_SETS],
+        [estimator_file(c) for c in NPE_COMPRESSIONS],
+        [coverage_file(c) for c in NPE_COMPRESSIONS if "coverage" in NPE_SETS],
         npe_figure_targets(),

@@ -1,19 +1,20 @@
-# Residual BB spectra and the r likelihood (kabalan2025 sec. 4) per simulation and method.
+# Residual BB spectra and the r likelihood (kabalan2025 sec. 4; bmodesep/stages/rlike.py)
+# per simulation and method.
 
 
 rule r_likelihood:
     input:
-        sky=f"{RESULTS}/sims/{{sim}}/sky.h5",
-        spectra=SPECTRA,
+        sky=sky_file(),
+        spectra=spectra_file(),
         fits=method_fits,
     output:
-        f"{RESULTS}/rlike/{{sim}}/{{method}}.h5",
+        rlike_file(),
     params:
-        config=compsep_config_json,
+        config=compsep_config,
     log:
-        f"{LOGS}/r_likelihood/{{sim}}_{{method}}.log",
+        log_file("r_likelihood", "{sim}", "{method}"),
     benchmark:
-        f"{BENCHMARKS}/r_likelihood/{{sim}}_{{method}}.tsv"
+        benchmark_file("r_likelihood", "{sim}", "{method}")
     threads: 1
     resources:
         mem_mb=2000,
@@ -21,15 +22,11 @@ rule r_likelihood:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.estimate_r --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --method {wildcards.method} --sky {input.sky} "
-        "--spectra {input.spectra} --fits {input.fits} --output {output} > {log} 2>&1"
+        "bmodesep rlike r_likelihood --config {params.config} --simulation {wildcards.sim} "
+        "--method {wildcards.method} --sky {input.sky} --spectra {input.spectra} "
+        "--fits {input.fits} --output {output} > {log} 2>&1"
 
 
 rule rlike_all:
     input:
-        expand(
-            f"{RESULTS}/rlike/{{sim}}/{{method}}.h5",
-            sim=COMPSEP_SIMULATIONS,
-            method=COMPSEP_METHODS,
-        ),
+        [rlike_file(s, m) for s in COMPSEP_SIMULATIONS for m in COMPSEP_METHODS],

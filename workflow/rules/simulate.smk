@@ -1,15 +1,16 @@
-# Simulation stage: CAMB spectra -> sky -> masks, frequency maps, noise realisations.
+# Simulation stage (bmodesep/stages/simulate.py): CAMB spectra -> sky -> masks, frequency
+# maps, noise realisations.
 
 
 rule camb_spectra:
     output:
-        SPECTRA,
+        spectra_file(),
     params:
-        config=cmb_config_json,
+        config=cmb_config,
     log:
-        f"{LOGS}/camb_spectra.log",
+        log_file("camb_spectra"),
     benchmark:
-        f"{BENCHMARKS}/camb_spectra.tsv"
+        benchmark_file("camb_spectra")
     threads: 1
     resources:
         mem_mb=1000,
@@ -17,21 +18,20 @@ rule camb_spectra:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.simulate spectra --config-json {params.config:q} "
-        "--output {output} > {log} 2>&1"
+        "bmodesep simulate camb_spectra --config {params.config} --output {output} > {log} 2>&1"
 
 
 rule sky:
     input:
-        spectra=SPECTRA,
+        spectra=spectra_file(),
     output:
-        f"{RESULTS}/sims/{{sim}}/sky.h5",
+        sky_file(),
     params:
-        config=simulation_config_json,
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/sky/{{sim}}.log",
+        log_file("sky", "{sim}"),
     benchmark:
-        f"{BENCHMARKS}/sky/{{sim}}.tsv"
+        benchmark_file("sky", "{sim}")
     threads: 1
     resources:
         mem_mb=signal_mem_mb,
@@ -39,21 +39,22 @@ rule sky:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.simulate sky --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --spectra {input.spectra} --output {output} > {log} 2>&1"
+        "bmodesep simulate sky --config {params.config} --simulation {wildcards.sim} "
+        "--spectra {input.spectra} --output {output} > {log} 2>&1"
 
 
 rule masks:
     input:
         unpack(masks_inputs),
     output:
-        f"{RESULTS}/sims/{{sim}}/masks.h5",
+        masks_file(),
     params:
-        config=simulation_config_json,
+        config=simulation_stage_config,
+        inputs=masks_args,
     log:
-        f"{LOGS}/masks/{{sim}}.log",
+        log_file("masks", "{sim}"),
     benchmark:
-        f"{BENCHMARKS}/masks/{{sim}}.tsv"
+        benchmark_file("masks", "{sim}")
     threads: 1
     resources:
         mem_mb=signal_mem_mb,
@@ -61,21 +62,21 @@ rule masks:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.simulate masks --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --sky {input.sky} --output {output} > {log} 2>&1"
+        "bmodesep simulate masks --config {params.config} --simulation {wildcards.sim} "
+        "{params.inputs} --output {output} > {log} 2>&1"
 
 
 rule frequency_maps:
     input:
-        sky=f"{RESULTS}/sims/{{sim}}/sky.h5",
+        sky=sky_file(),
     output:
-        f"{RESULTS}/sims/{{sim}}/signal.h5",
+        signal_file(),
     params:
-        config=simulation_config_json,
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/frequency_maps/{{sim}}.log",
+        log_file("frequency_maps", "{sim}"),
     benchmark:
-        f"{BENCHMARKS}/frequency_maps/{{sim}}.tsv"
+        benchmark_file("frequency_maps", "{sim}")
     threads: 1
     resources:
         mem_mb=signal_mem_mb,
@@ -83,20 +84,19 @@ rule frequency_maps:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.simulate signal --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --sky {input.sky} --threads {threads} "
-        "--output {output} > {log} 2>&1"
+        "bmodesep simulate frequency_maps --config {params.config} --simulation {wildcards.sim} "
+        "--sky {input.sky} --threads {threads} --output {output} > {log} 2>&1"
 
 
 rule noise:
     output:
-        f"{RESULTS}/sims/{{sim}}/noise.h5",
+        noise_file(),
     params:
-        config=simulation_config_json,
+        config=simulation_stage_config,
     log:
-        f"{LOGS}/noise/{{sim}}.log",
+        log_file("noise", "{sim}"),
     benchmark:
-        f"{BENCHMARKS}/noise/{{sim}}.tsv"
+        benchmark_file("noise", "{sim}")
     threads: 1
     resources:
         mem_mb=noise_mem_mb,
@@ -104,14 +104,10 @@ rule noise:
     conda:
         SIM_ENV
     shell:
-        "python -m bmodesep.simulate noise --config-json {params.config:q} "
-        "--simulation {wildcards.sim} --threads {threads} --output {output} > {log} 2>&1"
+        "bmodesep simulate noise --config {params.config} --simulation {wildcards.sim} "
+        "--threads {threads} --output {output} > {log} 2>&1"
 
 
 rule simulate_all:
     input:
-        expand(
-            f"{RESULTS}/sims/{{sim}}/{{product}}.h5",
-            sim=SIMULATIONS,
-            product=["sky", "masks", "signal", "noise"],
-        ),
+        [f(s) for s in SIMULATIONS for f in (sky_file, masks_file, signal_file, noise_file)],

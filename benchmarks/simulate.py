@@ -1,0 +1,94 @@
+"""Simulation benchmarks (issue 2), and the GRF sky the other benchmarks start from."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from benchmarks.common import register, time_operation, timing_fields
+
+GRF_SKY = {
+    "kind": "grf",
+    "seed": 1,
+    "dust": {
+        "beta": {"mean": 1.54, "amplitude": 0.3},
+        "temperature_k": {"mean": 20.0, "amplitude": 60.0},
+    },
+    "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.25}},
+    "rho_ds": 0.1,
+}
+
+
+class SimulationSetup(NamedTuple):
+    config: dict  # the validated config: one sky, one instrument, one simulation "sim"
+    sky: dict  # its sky section
+    instrument: Any  # bmodesep.core.simulate.instrument.Instrument
+    spectra: Any  # bmodesep.core.simulate.cmb.CMBSpectra up to lmax
+    lmax: int
+
+
+def simulation_setup(instrument_name: str, nside: int, sky_overrides: dict) -> SimulationSetup:
+    """The GRF sky (updated by ``sky_overrides``) seen by the preset ``instrument_name``."""
+    from bmodesep.config import validate_config
+    from bmodesep.core.simulate.cmb import compute_camb_spectra
+    from bmodesep.settings import resolve_instrument
+
+    config = validate_config(
+        {
+            "skies": {"sky": GRF_SKY | sky_overrides},
+            "instruments": {"inst": instrument_name},
+            "simulations": {"sim": {"sky": "sky", "instrument": "inst", "nside": nside}},
+        }
+    )
+    lmax = 3 * nside - 1
+    spectra = compute_camb_spectra(config["cmb"]["cosmology"], lmax)  # cached for the runs
+    return SimulationSetup(
+        config, config["skies"]["sky"], resolve_instrument(config, "inst"), spectra, lmax
+    )
+
+
+def simulation_benchmark(name, instrument_name, nside, sky_overrides, args) -> dict[str, Any]:
+    from bmodesep.config import simulation_analysis_iterations
+    from bmodesep.core import harmonics
+    from bmodesep.core.simulate.instrument import observe_signal, simulate_noise
+    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+
+    config, sky_cfg, inst, spectra, lmax = simulation_setup(instrument_name, nside, sky_overrides)
+    n_iter = simulation_analysis_iterations(config["simulations"]["sim"])
+
+    def op():
+        sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+        fg = foreground_maps(sky, inst.frequencies_ghz)
+        observe_signal(inst, sky.cmb_alm, sky.cmb_qu, fg, nside, lmax, n_iter)
+        simulate_noise(inst, nside, lmax, seed=7, realisation=0)
+
+    timing = time_operation(op, args.repeats)
+    out = {
+        "name": name,
+        **timing_fields(timing),
+        "nside": nside,
+        "bands": inst.n_freq,
+        "splits": inst.splits,
+        "analysis_iterations": n_iter,
+    }
+    if not args.no_baseline:
+        with harmonics.backend("healpy"):
+            base = time_operation(op, args.repeats)
+        out |= {
+            "baseline": "same simulation through healpy transforms",
+            "baseline_median_s": base.median_s,
+            "baseline_cpu_s": base.median_cpu_s,
+            "speedup_vs_baseline": base.median_s / timing.median_s,
+        }
+    return out
+
+
+@register("simulate-litebird")
+def bench_simulate_litebird(args):
+    """nside 64, 15 LiteBIRD bands, Q/U: CMB + GRF foregrounds + white noise, one realisation."""
+    return simulation_benchmark("simulate-litebird", "litebird", 64, {}, args)
+
+
+@register("simulate-sosat")
+def bench_simulate_sosat(args):
+    """nside 128, 8 SO-SAT bands x 2 splits: beams, high-pass, 1/f noise, B maps."""
+    return simulation_benchmark("simulate-sosat", "sosat", 128, {"b_modes_only": True}, args)

@@ -1,0 +1,373 @@
+"""Fits of patch configurations over noise realisations, and the grid search (kabalan2025).
+
+A configuration is a patch map per spectral parameter.  For each configuration every
+noise realisation is fitted (L-BFGS, :mod:`bmodesep.fitting`) and the CMB is
+reconstructed; the grid objective is eq. (9),
+
+    sigma^2_CMB = < Var_i[ s_CMB^(i) ] >_pixels        (Q and U, over the zone's pixels),
+
+recorded with the per-realisation spatial variance used by the paper's code, the NLL
+mean and spread, and the systematic residual: the CMB reconstructed from the noiseless
+foreground-only sky with parameters fitted to it (sec. 4, W(d_fg)).  The global grid
+G = {K_beta_d} x {K_T_d} x {K_beta_s} is sliced evenly over P processes whether or not
+P divides |G| (sec. 2.4).  Shapes are padded per batch of configurations so that one
+compilation serves them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bmodesep.core.compsep import fitting
+from bmodesep.core.compsep import likelihood as compsep
+from bmodesep.core.compsep.likelihood import PARAMETERS, CellLayout, SpectralModel
+from bmodesep.errors import ConfigError, DataError
+
+
+class GridPoint(NamedTuple):
+    beta_d: int
+    temperature_d: int
+    beta_s: int
+
+
+def grid_points(grid: Mapping[str, Sequence[int]]) -> list[GridPoint]:
+    """All configurations of the grid, beta_d slowest, beta_s fastest."""
+    return [GridPoint(*p) for p in itertools.product(*(grid[name] for name in PARAMETERS))]
+
+
+def chunk_bounds(n_total: int, n_chunks: int, index: int) -> tuple[int, int]:
+    """Process ``index`` of ``n_chunks`` gets ``[floor(I N / P), floor((I+1) N / P))``."""
+    if not 0 <= index < n_chunks:
+        raise ConfigError(f"chunk {index} does not exist among {n_chunks}")
+    return index * n_total // n_chunks, (index + 1) * n_total // n_chunks
+
+
+class Problem(NamedTuple):
+    """Everything a zone's fits need, restricted to the zone's pixels."""
+
+    model: SpectralModel
+    signal: np.ndarray  # [freq, 2, n_zone] uK_CMB, CMB + foregrounds
+    foreground: np.ndarray  # [freq, 2, n_zone] foregrounds alone
+    noise: Callable[[int], np.ndarray]  # realisation -> [freq, 2, n_zone]
+    n_realisations: int
+    ninv: np.ndarray  # [freq] 1/uK_CMB^2 per pixel
+    start: Mapping[str, float]
+    bounds: Mapping[str, Sequence[float]]
+    options: fitting.FitOptions
+    # optional, for residual spectra: the true CMB [2, n_zone] and a function from a zone
+    # map [2, n_zone] to its BB spectrum C_l
+    cmb_true: np.ndarray | None = None
+    bb_spectrum: Callable[[np.ndarray], np.ndarray] | None = None
+    # JAX devices to spread the realisations over (> 1: batched fits, sharded)
+    devices: int = 1
+
+
+class ConfigResult(NamedTuple):
+    params: np.ndarray  # [n_real, n_params] best fit per realisation
+    nll: np.ndarray  # [n_real]
+    iterations: np.ndarray  # [n_real]
+    converged: np.ndarray  # [n_real] bool
+    at_bound: np.ndarray  # [n_real, n_params] bool
+    cmb: np.ndarray | None  # [n_real, 2, n_zone] reconstructed CMB (when kept)
+    cmb_variance: float  # eq. 9, uK^2
+    spatial_variance: np.ndarray  # [n_real] variance over pixels of each CMB map, uK^2
+    foreground_params: np.ndarray  # [n_params] fitted to the noiseless foreground-only sky
+    systematic_components: np.ndarray  # [3, 2, n_zone] W(d_fg): CMB, dust, synchrotron
+    systematic_residual: float  # mean over pixels and Q/U of W(d_fg)_CMB^2, uK^2
+    total_residual_cl: np.ndarray | None = None  # <C_l(s^(n) - s_true)>_n (eq. 12)
+    systematic_cl: np.ndarray | None = None  # C_l(W(d_fg)) (eq. 11)
+
+
+@lru_cache(maxsize=32)
+def _compiled_fitter(
+    model: SpectralModel, memory_size: int, max_linesearch_steps: int, batched: bool = False
+):
+    """Compiled two-phase fit; tolerance and iteration cap are arguments (no recompilation)."""
+
+    def fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
+        options = fitting.FitOptions(max_iterations, rtol, memory_size, max_linesearch_steps)
+
+        def fast(x, data):
+            return compsep.residual_cells_fast(x, data, cell_params, ninv, model)
+
+        def exact(x, data):
+            return compsep.residual_cells(x, data, cell_params, ninv, model)
+
+        curv = compsep.curvature_diagonal(x0, roots, cell_params, ninv, model)
+        bulk = fitting.minimize(fast, x0, roots, lower, upper, curv, options)
+        polish = fitting.minimize(exact, bulk.params, roots, lower, upper, curv, options)
+        return polish._replace(
+            nll=polish.nll - compsep.data_term(roots, ninv),
+            iterations=bulk.iterations + polish.iterations,
+        )
+
+    if batched:
+        return jax.jit(jax.vmap(fit, in_axes=(0, None, None, None, None, None, None, None)))
+    return jax.jit(fit)
+
+
+def fit_cells(
+    model: SpectralModel,
+    options: fitting.FitOptions,
+    roots,
+    layout: CellLayout,
+    ninv,
+    x0,
+    lower,
+    upper,
+) -> fitting.FitResult:
+    """Fit one data set given its cell statistics (bulk with the fast form, exact polish)."""
+    fitter = _compiled_fitter(model, options.memory_size, options.max_linesearch_steps, False)
+    return fitter(
+        roots,
+        jnp.asarray(layout.cell_params),
+        jnp.asarray(ninv),
+        x0,
+        lower,
+        upper,
+        jnp.asarray(options.max_iterations),
+        jnp.asarray(float(options.rtol)),
+    )
+
+
+@lru_cache(maxsize=32)
+def _compiled_reconstruction(model: SpectralModel):
+    return jax.jit(lambda p, d, ninv_pix, pp: compsep.reconstruct(p, d, ninv_pix, pp, model))
+
+
+@lru_cache(maxsize=8)
+def _compiled_statistics(n_cells: int):
+    return jax.jit(lambda d, cop: compsep.cell_statistics(d, cop, n_cells))
+
+
+def parameter_vectors(
+    layout: CellLayout, start: Mapping[str, float], bounds: Mapping[str, Sequence[float]]
+):
+    """Start values and bounds expanded to the layout's flat parameter vector."""
+
+    def expand(values):
+        pairs = zip(layout.n_patches, values, strict=True)
+        return jnp.concatenate([jnp.full(k, float(v)) for k, v in pairs])
+
+    x0 = expand([start[p] for p in PARAMETERS])
+    lower = expand([bounds[p][0] for p in PARAMETERS])
+    upper = expand([bounds[p][1] for p in PARAMETERS])
+    if bool(jnp.any(x0 < lower) | jnp.any(x0 > upper)):
+        raise ConfigError(f"start values {dict(start)} lie outside the bounds {dict(bounds)}")
+    return x0, lower, upper
+
+
+def fit_data(
+    layout: CellLayout,
+    problem: Problem,
+    data,
+    options: fitting.FitOptions | None = None,
+) -> fitting.FitResult:
+    """Fit one data set ``[freq, 2, n_zone]`` of ``problem``'s zone with ``layout``'s patches.
+
+    The fit of each realisation of :func:`evaluate_configuration` (cell statistics, bulk
+    with the fast form, exact polish), without the CMB reconstruction; ``options``
+    replaces ``problem.options``.  Compiled once per model, cell count and fit options.
+    """
+    stats_fn = _compiled_statistics(layout.n_cells)
+    x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
+    roots = stats_fn(jnp.asarray(data), jnp.asarray(layout.cell_of_pixel))
+    return fit_cells(
+        problem.model,
+        problem.options if options is None else options,
+        roots,
+        layout,
+        problem.ninv,
+        x0,
+        lower,
+        upper,
+    )
+
+
+def evaluate_configuration(
+    layout: CellLayout,
+    problem: Problem,
+    keep_maps: bool = False,
+) -> ConfigResult:
+    """Fit every noise realisation and the foreground-only sky for one configuration."""
+    for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"the {what} maps of the zone contain NaN or inf")
+    recon = _compiled_reconstruction(problem.model)
+    stats_fn = _compiled_statistics(layout.n_cells)
+    ninv = jnp.asarray(problem.ninv)
+    ninv_pix = jnp.broadcast_to(ninv[:, None], (ninv.size, layout.pixels.size))
+    pixel_params = jnp.asarray(layout.pixel_params)
+    cell_of_pixel = jnp.asarray(layout.cell_of_pixel)
+    x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
+
+    def fit_and_reconstruct(d):
+        d = jnp.asarray(d)
+        res = fit_cells(
+            problem.model,
+            problem.options,
+            stats_fn(d, cell_of_pixel),
+            layout,
+            ninv,
+            x0,
+            lower,
+            upper,
+        )
+        return res, recon(res.params, d, ninv_pix, pixel_params)
+
+    fg_fit, fg_components = fit_and_reconstruct(problem.foreground)
+    batched = problem.options.batched or problem.devices > 1
+    if batched:
+        batch = _batched_fits(layout, problem, x0, lower, upper)
+    fits, cmb_maps, spatial = [], [], []
+    mean = m2 = total_cl = None
+    for i in range(problem.n_realisations):  # default a loop: batched was ~10x slower on CPU
+        if batched:
+            d = jnp.asarray(problem.signal + problem.noise(i))
+            res = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], batch)
+            comps = recon(res.params, d, ninv_pix, pixel_params)
+        else:
+            res, comps = fit_and_reconstruct(problem.signal + problem.noise(i))
+        cmb = np.asarray(comps[0])
+        if problem.bb_spectrum is not None:
+            cl = problem.bb_spectrum(cmb - problem.cmb_true)
+            total_cl = cl if total_cl is None else total_cl + cl
+        fits.append(jax.device_get(res))
+        spatial.append(float(np.var(cmb)))
+        if keep_maps:
+            cmb_maps.append(cmb)
+        if mean is None:
+            mean, m2 = cmb.copy(), np.zeros_like(cmb)
+        else:  # Welford: variance over realisations without holding every map
+            delta = cmb - mean
+            mean += delta / (i + 1)
+            m2 += delta * (cmb - mean)
+    n = problem.n_realisations
+    cmb_variance = float(np.mean(m2 / (n - 1))) if n > 1 else float("nan")
+    fg_cmb = np.asarray(fg_components[0])
+    return ConfigResult(
+        params=np.stack([np.asarray(f.params) for f in fits]),
+        nll=np.array([float(f.nll) for f in fits]),
+        iterations=np.array([int(f.iterations) for f in fits]),
+        converged=np.array([bool(f.converged) for f in fits]),
+        at_bound=np.stack([np.asarray(f.at_bound) for f in fits]),
+        cmb=np.stack(cmb_maps) if keep_maps else None,
+        cmb_variance=cmb_variance,
+        spatial_variance=np.array(spatial),
+        foreground_params=np.asarray(fg_fit.params),
+        systematic_components=np.asarray(fg_components),
+        systematic_residual=float(np.mean(fg_cmb**2)),
+        total_residual_cl=None if total_cl is None else total_cl / problem.n_realisations,
+        systematic_cl=None if problem.bb_spectrum is None else problem.bb_spectrum(fg_cmb),
+    )
+
+
+def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
+    """All realisations fitted at once with ``vmap`` (the batch runs as long as its slowest)."""
+    stats_fn = _compiled_statistics(layout.n_cells)
+    cop = jnp.asarray(layout.cell_of_pixel)
+    roots = jnp.stack(
+        [
+            stats_fn(jnp.asarray(problem.signal + problem.noise(i)), cop)
+            for i in range(problem.n_realisations)
+        ]
+    )
+    fitter = _compiled_fitter(
+        problem.model,
+        problem.options.memory_size,
+        problem.options.max_linesearch_steps,
+        batched=True,
+    )
+    opts = problem.options
+    n = problem.n_realisations
+    roots = shard_over_devices(roots, problem.devices)
+    result = fitter(
+        roots,
+        jnp.asarray(layout.cell_params),
+        jnp.asarray(problem.ninv),
+        x0,
+        lower,
+        upper,
+        jnp.asarray(opts.max_iterations),
+        jnp.asarray(float(opts.rtol)),
+    )
+    return jax.tree_util.tree_map(lambda leaf: leaf[:n], result)
+
+
+def shard_over_devices(batch, devices: int):
+    """Spread the leading (realisation) axis of ``batch`` over the first ``devices`` devices.
+
+    The batch is padded to a multiple of ``devices`` by repeating its last entry (the
+    caller drops the padding); ``jit`` then runs each device's share where it lies.
+    """
+    if devices <= 1:
+        return batch
+    available = jax.devices()
+    if devices > len(available):
+        raise ConfigError(
+            f"{devices} JAX devices requested, but JAX sees {len(available)} "
+            f"({', '.join(sorted({d.platform for d in available}))}): check the job's GPU "
+            "request (resources gpu) and that the CUDA build of jax is installed"
+        )
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(available[:devices]), ("realisation",))
+    sharding = NamedSharding(mesh, PartitionSpec("realisation"))
+
+    def place(leaf):
+        pad = -leaf.shape[0] % devices
+        if pad:
+            leaf = jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)])
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map(place, batch)
+
+
+def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:
+    """Pad a batch of layouts to common cell and parameter counts (one compilation)."""
+    n_cells = max(lay.n_cells for lay in layouts)
+    n_patches = [max(lay.n_patches[i] for lay in layouts) for i in range(3)]
+    return [compsep.pad_layout(lay, n_cells, n_patches) for lay in layouts]
+
+
+SELECTION_OBJECTIVES = ("variance", "variance_plus_systematic")
+
+
+def select_best(
+    cmb_variance,
+    systematic_residual,
+    objective: str = "variance",
+    relative_threshold: float | None = None,
+) -> tuple[int, bool]:
+    """Index of the selected configuration, and whether the threshold could be honoured.
+
+    ``variance``: least sigma^2_CMB (eq. 9).  A deterministic foreground residual is the
+    same in every noise realisation, so it never enters this variance: on its own the
+    criterion favours too few patches (seen in our validation, and by kabalan2025 sec. 6).
+    ``relative_threshold``: as the paper's sec. 6, only configurations whose systematic
+    residual is at most this fraction of their sigma^2_CMB are eligible.
+    ``variance_plus_systematic``: least sigma^2_CMB + systematic residual, the mean squared
+    error of the reconstructed CMB (variance plus squared bias).
+    """
+    variance = np.asarray(cmb_variance, dtype=float)
+    syst = np.asarray(systematic_residual, dtype=float)
+    if objective not in SELECTION_OBJECTIVES:
+        raise ConfigError(
+            f"unknown selection objective '{objective}' (known: {', '.join(SELECTION_OBJECTIVES)})"
+        )
+    score = variance + syst if objective == "variance_plus_systematic" else variance.copy()
+    honoured = True
+    if relative_threshold is not None:
+        eligible = syst <= relative_threshold * variance
+        if eligible.any():
+            score = np.where(eligible, score, np.inf)
+        else:
+            honoured = False
+    return int(np.argmin(score)), honoured

@@ -1,0 +1,10 @@
+"""Needlet and harmonic ILC (duivenvoorden2025 sec. II.3) and the SBI data vector.
+
+``ilc`` (needlet windows, ILC weights with deprojection, compiled per-pixel algebra,
+``compress``), ``datavector`` (binned cross-split spectra of the components).
+"""
+
+from bmodesep.core.nilc.datavector import bin_edges, data_vector
+from bmodesep.core.nilc.ilc import Compression, Settings, channel_beams, compress
+
+__all__ = ["Compression", "Settings", "bin_edges", "channel_beams", "compress", "data_vector"]

@@ -1,0 +1,399 @@
+"""Neural posterior estimation with sbi: a masked autoregressive flow for q(theta | x).
+
+The flow works in an unconstrained parameter space ``u = T(theta)``: ``log(theta - a)``
+for parameters bounded below by ``a``, ``logit`` for parameters on ``[a, b]``, identity
+for unbounded ones.  Posterior samples mapped back with ``T^-1`` therefore always lie
+inside the prior's support (no rejection sampling, which crawls for an under-trained
+flow), and densities in theta carry the Jacobian of T.  On top of T, sbi z-scores the
+parameters and the data vectors independently per dimension (buffers in the saved state).
+
+Architecture and optimiser follow duivenvoorden2025 Appendix C: ``num_transforms`` MADE
+blocks of ``num_layers`` tanh layers of ``hidden_features`` nodes, Adam with a constant
+learning rate, batch 256, gradient norm clipped at 6, a held-out validation fraction and
+early stopping after ``stop_after_epochs`` epochs without improvement.
+
+The estimator is saved as its weights plus the hyperparameters that rebuild it (sbi's
+pickled posteriors do not load across sbi versions).  The network runs in float32, as
+sbi's flows do; its inputs are z-scored, so the data vector's uK^2 scale costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.distributions import Distribution, constraints
+
+from bmodesep.core.npe.prior import Prior
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.log import format_seconds
+
+
+class Hyperparameters(NamedTuple):
+    """The flow and optimiser settings (Appendix C ranges in ``SEARCH_SPACE``)."""
+
+    learning_rate: float = 5e-4
+    num_transforms: int = 5
+    num_layers: int = 2
+    hidden_features: int = 50
+    batch_size: int = 256
+    clip_max_norm: float = 6.0
+    validation_fraction: float = 0.1
+    stop_after_epochs: int = 30
+    max_epochs: int = 1000
+
+
+# Appendix C: (low, high, log-scale) of the searched hyperparameters
+SEARCH_SPACE = {
+    "learning_rate": (1e-6, 1e-2, True),
+    "num_transforms": (3, 13, False),
+    "num_layers": (1, 7, False),
+    "hidden_features": (10, 100, False),
+}
+
+
+def hyperparameters(values: Mapping[str, Any] | None = None) -> Hyperparameters:
+    """Hyperparameters from a mapping; unknown names and non-positive values are refused."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(Hyperparameters._fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown NPE hyperparameters {unknown} (known: {', '.join(Hyperparameters._fields)})"
+        )
+    hp = Hyperparameters(**values)
+    if not 0 < hp.validation_fraction < 1:
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {hp.validation_fraction}")
+    bad = [k for k, v in hp._asdict().items() if k != "validation_fraction" and not v > 0]
+    if bad:
+        raise ConfigError(f"NPE hyperparameters must be positive: {bad}")
+    return hp
+
+
+# --- parameter space --------------------------------------------------------------------
+
+
+class ParameterTransform(NamedTuple):
+    """``u = T(theta)`` per parameter, from the prior's bounds."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def from_prior(cls, prior: Prior) -> ParameterTransform:
+        return cls(np.asarray(prior.low, float), np.asarray(prior.high, float))
+
+    def _kinds(self):
+        lo, hi = np.isfinite(self.low), np.isfinite(self.high)
+        return lo & hi, lo & ~hi, ~lo & hi
+
+    def forward(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, float)
+        both, below, above = self._kinds()
+        outside = (theta < self.low) | (theta > self.high)
+        if np.any(outside):
+            raise DataError(f"{int(outside.sum())} parameter values outside the prior's bounds")
+        u = theta.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (theta - self.low) / (self.high - self.low)
+            u = np.where(both, np.log(s) - np.log1p(-s), u)
+            u = np.where(below, np.log(theta - self.low), u)
+            u = np.where(above, np.log(self.high - theta), u)
+        return u
+
+    def inverse(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, float)
+        both, below, above = self._kinds()
+        with np.errstate(over="ignore", invalid="ignore"):
+            theta = np.where(both, self.low + (self.high - self.low) / (1 + np.exp(-u)), u)
+            theta = np.where(below, self.low + np.exp(u), theta)
+            theta = np.where(above, self.high - np.exp(u), theta)
+        return theta
+
+    def log_jacobian(self, u: np.ndarray) -> np.ndarray:
+        """``log |d theta / d u|`` summed over parameters."""
+        u = np.asarray(u, float)
+        both, below, above = self._kinds()
+        width = np.where(both, self.high - self.low, 1.0)
+        # log of (b - a) s (1 - s) with s the logistic function, stable for large |u|
+        log_logistic = np.log(width) - np.logaddexp(0, u) - np.logaddexp(0, -u)
+        per = np.where(both, log_logistic, np.where(below | above, u, 0.0))
+        return per.sum(axis=-1)
+
+
+class UnconstrainedPrior(Distribution):
+    """The prior pushed forward to ``u = T(theta)``: what sbi sees.
+
+    ``sample`` draws theta from the numpy prior with a seed taken from torch's generator
+    (so ``torch.manual_seed`` makes it reproducible); ``log_prob`` is the prior density of
+    ``T^-1(u)`` times the Jacobian.
+    """
+
+    arg_constraints: dict = {}  # noqa: RUF012 (torch's class attribute)
+    support = constraints.independent(constraints.real, 1)
+    has_rsample = False
+
+    def __init__(self, prior: Prior, device: str = "cpu"):
+        self.prior = prior
+        self.device = device
+        self.transform = ParameterTransform.from_prior(prior)
+        super().__init__(
+            batch_shape=torch.Size(),
+            event_shape=torch.Size([len(prior.marginals)]),
+            validate_args=False,
+        )
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        shape = torch.Size(sample_shape)
+        n = math.prod(shape)
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        theta = self.prior.sample(n, np.random.default_rng(seed))
+        u = self.transform.forward(theta)
+        return torch.as_tensor(u, dtype=torch.float32, device=self.device).reshape(*shape, -1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        u = value.detach().cpu().numpy().astype(float)
+        logp = self.prior.log_prob(self.transform.inverse(u).reshape(-1, u.shape[-1]))
+        logp = logp.reshape(u.shape[:-1]) + self.transform.log_jacobian(u)
+        return torch.as_tensor(logp, dtype=value.dtype, device=value.device)
+
+
+# --- the estimator ----------------------------------------------------------------------
+
+
+def _builder(hp: Hyperparameters):
+    from sbi.neural_nets import posterior_nn
+
+    with warnings.catch_warnings():
+        # `activation` goes on to zuko's MADE networks, which sbi reports as unknown
+        warnings.filterwarnings("ignore", "Unknown kwargs passed", UserWarning)
+        return posterior_nn(
+            "zuko_maf",
+            z_score_theta="independent",
+            z_score_x="independent",
+            hidden_features=[hp.hidden_features] * hp.num_layers,
+            num_transforms=hp.num_transforms,
+            activation=torch.nn.Tanh,
+        )
+
+
+class Trained(NamedTuple):
+    estimator: torch.nn.Module
+    hyperparameters: Hyperparameters
+    training_loss: np.ndarray  # per epoch (mean negative log probability)
+    validation_loss: np.ndarray
+    epochs: int
+    best_validation_loss: float
+
+
+def _check_pairs(theta: np.ndarray, x: np.ndarray, n_parameters: int) -> None:
+    if theta.ndim != 2 or theta.shape[1] != n_parameters:
+        raise DataError(f"theta has shape {theta.shape}, expected (n, {n_parameters})")
+    if x.ndim != 2 or x.shape[0] != theta.shape[0]:
+        raise DataError(f"x has shape {x.shape} for {theta.shape[0]} parameter vectors")
+    for name, arr in (("theta", theta), ("x", x)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{name} contains NaN or inf")
+
+
+def training_device(gpus: int) -> str:
+    """``cuda`` when the job was given GPUs and torch sees one, else ``cpu``."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class _NoTracker:
+    """sbi's experiment-tracker protocol, doing nothing (no TensorBoard folder per job)."""
+
+    log_dir = None
+
+    def log_metric(self, name, value, step=None) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_params(self, params) -> None:
+        pass
+
+    def add_figure(self, name, figure, step=None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class TrainingReport:
+    """Per-epoch progress of a training run, printed at most every ``every_s`` seconds."""
+
+    every_s = 10.0
+
+    def __init__(self, hp: Hyperparameters, label: str, logger: logging.Logger | None = None):
+        self.hp, self.label = hp, label
+        self.logger = logger or logging.getLogger(__name__)
+        self.epochs = 0
+        self.best = math.inf
+        self.since_best = 0
+        self.t_start = self.t_last = time.perf_counter()
+
+    def epoch(self, train_loss: float, val_loss: float) -> None:
+        self.epochs += 1
+        if val_loss < self.best:
+            self.best, self.since_best = val_loss, 0
+        else:
+            self.since_best += 1
+        now = time.perf_counter()
+        final = self.epochs >= self.hp.max_epochs or self.since_best >= self.hp.stop_after_epochs
+        if self.epochs > 1 and not final and now - self.t_last < self.every_s:
+            return
+        self.t_last = now
+        per_epoch = (now - self.t_start) / self.epochs
+        # early stopping ends the run within stop_after_epochs unless the loss improves
+        left_max = self.hp.max_epochs - self.epochs
+        left_patience = min(left_max, self.hp.stop_after_epochs - self.since_best)
+        self.logger.info(
+            f"{self.label}: epoch {self.epochs}/{self.hp.max_epochs}, "
+            f"loss {train_loss:.4f}, validation {val_loss:.4f} (best {self.best:.4f}, "
+            f"{self.since_best}/{self.hp.stop_after_epochs} epochs without improvement), "
+            f"{per_epoch:.2f} s/epoch, elapsed {format_seconds(now - self.t_start)}, "
+            f"ETA {format_seconds(left_patience * per_epoch)} if no further improvement, "
+            f"at most {format_seconds(left_max * per_epoch)}"
+        )
+
+
+def train(
+    theta: np.ndarray,
+    x: np.ndarray,
+    prior: Prior,
+    hp: Hyperparameters,
+    seed: int,
+    label: str = "training",
+    device: str = "cpu",
+) -> Trained:
+    """Fit q(theta | x) to simulated pairs (theta drawn from ``prior``).
+
+    Progress lines (epoch, losses, epochs without improvement, s/epoch, ETA to the epoch
+    cap) go to stdout, at most one per ``TrainingReport.every_s`` seconds.  ``device``
+    ("cpu" or "cuda") is where the network and the training data live; the returned
+    estimator is on the CPU either way.
+    """
+    from sbi.inference import NPE
+
+    theta, x = np.asarray(theta, float), np.asarray(x, float)
+    _check_pairs(theta, x, len(prior.marginals))
+    n_validation = int(hp.validation_fraction * theta.shape[0])
+    if n_validation < 1 or theta.shape[0] - n_validation < hp.batch_size // 8:
+        raise DataError(
+            f"{theta.shape[0]} simulations are too few to train with a validation "
+            f"fraction of {hp.validation_fraction} and batches of {hp.batch_size}"
+        )
+    torch.manual_seed(seed)
+    u = ParameterTransform.from_prior(prior).forward(theta)
+
+    class ReportingNPE(NPE):
+        """sbi's NPE with a progress line per epoch (rate, ETA) instead of a progress bar."""
+
+        def _summarize_epoch(self, train_loss, val_loss, *args, **kwargs):
+            super()._summarize_epoch(train_loss, val_loss, *args, **kwargs)
+            report.epoch(train_loss, val_loss)
+
+    report = TrainingReport(hp, label)
+    inference = ReportingNPE(
+        prior=UnconstrainedPrior(prior, device),
+        density_estimator=_builder(hp),
+        device=device,
+        tracker=_NoTracker(),
+        show_progress_bars=False,
+    )
+    inference.append_simulations(
+        torch.as_tensor(u, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
+    )
+    estimator = inference.train(
+        training_batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        validation_fraction=hp.validation_fraction,
+        stop_after_epochs=hp.stop_after_epochs,
+        max_num_epochs=hp.max_epochs - 1,  # sbi counts from 0 and trains max + 1 epochs
+        clip_max_norm=hp.clip_max_norm,
+    )
+    estimator = estimator.to("cpu").eval()  # saved and sampled on the CPU
+    summary = inference._summary
+    return Trained(
+        estimator,
+        hp,
+        np.asarray(summary["training_loss"], float),
+        np.asarray(summary["validation_loss"], float),
+        int(summary["epochs_trained"][-1]),
+        float(summary["best_validation_loss"][-1]),
+    )
+
+
+def state_arrays(estimator: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The estimator's weights and buffers as numpy arrays (for the HDF5 product)."""
+    return {k: v.detach().cpu().numpy() for k, v in estimator.state_dict().items()}
+
+
+def rebuild(
+    state: Mapping[str, np.ndarray], hp: Hyperparameters, n_parameters: int, n_data: int
+) -> torch.nn.Module:
+    """The estimator of ``state_arrays`` (strict: every weight must match the architecture)."""
+    estimator = _builder(hp)(torch.zeros(2, n_parameters), torch.zeros(2, n_data))
+    try:
+        estimator.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+    except RuntimeError as err:
+        raise DataError(f"saved weights do not fit the architecture {hp}: {err}") from err
+    estimator.eval()
+    return estimator
+
+
+class Posterior(NamedTuple):
+    """A trained estimator with its prior: samples and densities in theta."""
+
+    estimator: torch.nn.Module
+    prior: Prior
+
+    @property
+    def transform(self) -> ParameterTransform:
+        return ParameterTransform.from_prior(self.prior)
+
+    def _check_x(self, x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(x, float))
+        n_data = int(self.estimator.condition_shape[0])
+        if x.ndim != 2 or x.shape[1] != n_data:
+            raise DataError(f"data vectors of length {x.shape[-1]}; the estimator takes {n_data}")
+        if not np.all(np.isfinite(x)):
+            raise DataError("data vector contains NaN or inf")
+        return x
+
+    def sample(self, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+        """``[len(x), n, n_parameters]`` posterior samples for each data vector."""
+        x = self._check_x(x)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            u = self.estimator.sample(
+                torch.Size((n,)), condition=torch.as_tensor(x, dtype=torch.float32)
+            )  # [n, len(x), d]
+        u = u.permute(1, 0, 2).double().numpy()
+        return self.transform.inverse(u)
+
+    def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``log q(theta | x)`` for theta ``[m, d]`` and one data vector or one per theta."""
+        x = self._check_x(x)
+        theta = np.atleast_2d(np.asarray(theta, float))
+        inside = np.all((theta >= self.prior.low) & (theta <= self.prior.high), axis=-1)
+        u = self.transform.forward(np.clip(theta, self.prior.low, self.prior.high))
+        if x.shape[0] == 1:
+            x = np.repeat(x, theta.shape[0], axis=0)
+        with torch.no_grad():
+            logq = self.estimator.log_prob(
+                torch.as_tensor(u, dtype=torch.float32)[None],
+                condition=torch.as_tensor(x, dtype=torch.float32),
+            )[0]
+        logq = logq.double().numpy() - self.transform.log_jacobian(u)
+        # a value on a finite bound maps to u = -+inf: zero density there, not NaN
+        inside &= np.all(np.isfinite(u), axis=-1)
+        return np.where(inside, logq, -np.inf)

@@ -1,0 +1,191 @@
+"""The forward model of duivenvoorden2025: theta (Table 1) -> the 165-number data vector.
+
+For one parameter vector and seed (secs. II.1, II.2, II.4 and Appendix A):
+
+1. CMB B modes with ``C_l = r C_l^tensor(r=1) + A_lens C_l^lens`` (CAMB);
+2. dust and synchrotron B-mode amplitudes at 353 and 23 GHz with
+   ``D_l = A (l/80)^alpha`` and cross spectrum ``rho_ds sqrt(C^d C^s)`` (eqs. 8, 12, 13);
+3. spectral-index fields ``beta_d = beta_d + GRF(B_d l^gamma_d)`` and the same for
+   beta_s (eqs. 7, 11), T_d fixed; each band's foreground B map is the amplitude maps
+   scaled pixel by pixel by the SEDs (the paper simulates B modes as scalar fields);
+4. per band: beam and high-pass filter (eq. A2) on the sky, 1/f noise of eq. A1 per split
+   (two splits, noise variance x2 each), all in harmonic space;
+5. the compression (default: joint NILC of CMB, dust, synchrotron, d/dbeta_d, d/dbeta_s),
+   run on each split's alm;
+6. cross-split auto and cross spectra of the components, binned 30 <= l <= 200 in
+   bins of 15 (:mod:`bmodesep.datavector`).
+
+Every random draw comes from ``rng_for(seed, stream, ...)``: a (theta, seed) pair always
+gives the same data vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from bmodesep.core import harmonics, seds
+from bmodesep.core.nilc import datavector, ilc
+from bmodesep.core.npe.prior import PARAMETERS
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate.cmb import CMBSpectra
+from bmodesep.core.simulate.instrument import Instrument, noise_cl, signal_transfer
+from bmodesep.core.simulate.sky import index_field_cl, power_law_cl
+from bmodesep.errors import ConfigError
+
+DUST_TEMPERATURE_K = 19.6
+
+
+class Setup(NamedTuple):
+    """Everything the simulator needs besides theta and the seed."""
+
+    nside: int
+    lmax: int
+    instrument: Instrument
+    tensor_cl: np.ndarray  # C_l^BB at r = 1, [lmax+1]
+    lensing_cl: np.ndarray  # lensed-scalar C_l^BB, [lmax+1]
+    transfer: np.ndarray  # beam x high-pass, [freq, lmax+1]
+    noise_cl: np.ndarray  # per split, [freq, lmax+1]
+    beams: np.ndarray  # the beams the ILC divides out, [freq, lmax+1]
+    compression: ilc.Compression
+    settings: ilc.Settings
+    edges: np.ndarray  # data-vector bins
+    analysis_iterations: int = 0
+    dust_freq_ref_ghz: float = 353.0
+    sync_freq_ref_ghz: float = 23.0
+
+    @property
+    def data_vector_length(self) -> int:
+        n = len(self.compression.outputs)
+        return n * (n + 1) // 2 * (self.edges.size - 1)
+
+
+def make_setup(
+    instrument: Instrument,
+    spectra: CMBSpectra,
+    nside: int,
+    compression: ilc.Compression,
+    settings: ilc.Settings = ilc.DEFAULT_SETTINGS,
+    lmax: int | None = None,
+    ell_range: tuple[int, int] = (30, 200),
+    bin_width: int = 15,
+    analysis_iterations: int = 0,
+) -> Setup:
+    lmax = 3 * nside - 1 if lmax is None else int(lmax)
+    if instrument.splits < 2:
+        raise ConfigError(f"instrument {instrument.name} has one split; the data vector needs two")
+    if spectra.lmax < lmax:
+        raise ConfigError(f"CMB spectra reach l = {spectra.lmax}, the simulator needs {lmax}")
+    top = min(ell_range[1], lmax)
+    return Setup(
+        nside=nside,
+        lmax=lmax,
+        instrument=instrument,
+        tensor_cl=spectra.tensor_r1[2, : lmax + 1],
+        lensing_cl=spectra.lensed_scalar[2, : lmax + 1],
+        transfer=signal_transfer(instrument, lmax),
+        noise_cl=noise_cl(instrument, lmax),
+        beams=ilc.channel_beams(instrument, lmax),
+        compression=compression,
+        settings=settings,
+        edges=datavector.bin_edges(ell_range[0], top, bin_width),
+        analysis_iterations=analysis_iterations,
+    )
+
+
+class Sky(NamedTuple):
+    cmb_alm: np.ndarray  # [nalm] B modes
+    foreground_alm: np.ndarray  # [freq, nalm] B modes of dust + synchrotron per band
+
+
+def simulate_sky(theta, seed: int, setup: Setup) -> Sky:
+    """CMB and per-band foreground B-mode alm (no beam, no filter) for one theta."""
+    p = dict(zip(PARAMETERS, np.asarray(theta, float), strict=True))
+    lmax, nside = setup.lmax, setup.nside
+    cmb_cl = p["r"] * setup.tensor_cl + p["A_lens"] * setup.lensing_cl
+    cmb = harmonics.gaussian_alm(cmb_cl, lmax, rng_for(seed, "npe-cmb"))
+    cd = power_law_cl(p["A_d"], p["alpha_d"], lmax)
+    cs = power_law_cl(p["A_s"], p["alpha_s"], lmax)
+    cross = p["rho_ds"] * np.sqrt(cd * cs)
+    amp = harmonics.correlated_gaussian_alm(
+        np.array([[cd, cross], [cross, cs]]), lmax, rng_for(seed, "npe-amplitudes")
+    )
+    amp_maps = np.concatenate([harmonics.synthesis(a, nside, lmax, 0) for a in amp])
+    fields = []
+    for name, stream in (("d", "npe-beta-d"), ("s", "npe-beta-s")):
+        cl = index_field_cl(p[f"B_{name}"], p[f"gamma_{name}"], lmax)
+        alm = harmonics.gaussian_alm(cl, lmax, rng_for(seed, stream))
+        fields.append(p[f"beta_{name}"] + harmonics.synthesis(alm, nside, lmax, 0)[0])
+    nu = np.asarray(setup.instrument.frequencies_ghz, float)[:, None]
+    f_dust = seds.dust_sed(nu, fields[0][None], DUST_TEMPERATURE_K, setup.dust_freq_ref_ghz)
+    f_sync = seds.synchrotron_sed(nu, fields[1][None], setup.sync_freq_ref_ghz)
+    maps = f_dust * amp_maps[0][None] + f_sync * amp_maps[1][None]  # [freq, pix]
+    fg = np.stack(
+        [harmonics.analysis(m, nside, lmax, 0, setup.analysis_iterations)[0] for m in maps]
+    )
+    return Sky(cmb, fg)
+
+
+def observe(sky: Sky, seed: int, setup: Setup) -> np.ndarray:
+    """Data alm ``[split, freq, nalm]``: beams and filter on the sky, noise per split."""
+    lmax = setup.lmax
+    signal = harmonics.almxfl(sky.foreground_alm + sky.cmb_alm[None], setup.transfer)
+    sqrt_nl = np.sqrt(setup.noise_cl)
+    out = np.empty((setup.instrument.splits, *signal.shape), dtype=np.complex128)
+    for s in range(setup.instrument.splits):
+        for f in range(signal.shape[0]):
+            noise = harmonics.unit_gaussian_alm(lmax, rng_for(seed, "npe-noise", s, f))[0]
+            out[s, f] = signal[f] + harmonics.almxfl(noise, sqrt_nl[f])
+    return out
+
+
+def compress(data_alm: np.ndarray, setup: Setup) -> np.ndarray:
+    """Component alm of every split, then the binned cross-split data vector."""
+    top = int(setup.edges[-1] - 1)
+    comps = [
+        ilc.compress(
+            a,
+            setup.beams,
+            setup.instrument.frequencies_ghz,
+            setup.compression,
+            setup.nside,
+            setup.lmax,
+            lmax_out=top,
+            settings=setup.settings,
+        ).alm
+        for a in data_alm[:2]
+    ]
+    return datavector.data_vector(comps[0], comps[1], top, setup.edges)
+
+
+def check_theta(theta) -> np.ndarray:
+    """theta as 13 finite numbers inside the model (amplitudes >= 0, |rho_ds| <= 1)."""
+    theta = np.asarray(theta, float)
+    if theta.shape != (len(PARAMETERS),) or not np.all(np.isfinite(theta)):
+        raise ConfigError(f"theta must be {len(PARAMETERS)} finite numbers, got {theta}")
+    p = dict(zip(PARAMETERS, theta, strict=True))
+    negative = [k for k in ("r", "A_lens", "A_d", "A_s", "B_d", "B_s") if p[k] < 0]
+    if negative or abs(p["rho_ds"]) > 1:
+        raise ConfigError(
+            f"theta outside the model: negative {negative} or |rho_ds| = {abs(p['rho_ds']):.3g} > 1"
+        )
+    return theta
+
+
+def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
+    """theta ``[13]`` -> data vector (165 numbers for the default compression)."""
+    theta = check_theta(theta)
+    return compress(observe(simulate_sky(theta, seed, setup), seed, setup), setup)
+
+
+def simulate_compressions(theta, seed: int, setups: Mapping[str, Setup]) -> dict[str, np.ndarray]:
+    """The data vectors of one sky and noise realisation under several compressions.
+
+    The setups must differ in their compression only (same instrument, nside, lmax).
+    """
+    theta = check_theta(theta)
+    first = next(iter(setups.values()))
+    data = observe(simulate_sky(theta, seed, first), seed, first)
+    return {name: compress(data, s) for name, s in setups.items()}

@@ -1,0 +1,22 @@
+"""BB spectra, residuals and the r likelihood (kabalan2025 sec. 4).
+
+``spectra`` (pseudo-C_l with the f_sky correction, MASTER band powers, the
+``BBEstimator``), ``likelihood`` (eq. 15, intervals, curvature errors, zone combination),
+``residuals`` (residual spectra against the simulated sky's theory).
+"""
+
+from bmodesep.core.rlike.likelihood import RResult, analyse, combine_zones, neg2_log_likelihood
+from bmodesep.core.rlike.residuals import Theory, analyse_residuals, theory_spectra
+from bmodesep.core.rlike.spectra import BBEstimator, residual_spectra
+
+__all__ = [
+    "BBEstimator",
+    "RResult",
+    "Theory",
+    "analyse",
+    "analyse_residuals",
+    "combine_zones",
+    "neg2_log_likelihood",
+    "residual_spectra",
+    "theory_spectra",
+]

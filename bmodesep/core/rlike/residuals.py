@@ -1,0 +1,43 @@
+"""Residual BB spectra against theory and the r likelihood of eq. 15 (kabalan2025 sec. 4).
+
+``C_obs = r_sim C_tens + A_lens C_lens + C_res`` (the theory BB of the simulated sky plus
+the total residual), model ``r C_tens + A_lens C_lens + C_stat`` with ``C_stat`` the
+statistical residual floored at 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from bmodesep.core.rlike import likelihood as rlike
+from bmodesep.core.rlike import spectra
+from bmodesep.core.simulate.cmb import CMBSpectra
+
+
+class Theory(NamedTuple):
+    """Theory spectra on the estimator's elements."""
+
+    observed: np.ndarray  # BB of the simulated sky: r_sim C_tens + A_lens C_lens
+    tensor: np.ndarray  # r = 1
+    lensing: np.ndarray  # A_lens C_lens
+
+
+def theory_spectra(
+    camb: CMBSpectra, r_sim: float, a_lens: float, estimator: spectra.BBEstimator
+) -> Theory:
+    """The estimator's view of the simulated sky's BB, the r = 1 tensor and the lensing BB."""
+    return Theory(
+        estimator.theory(camb.cl("BB", r_sim, a_lens)),
+        estimator.theory(camb.tensor_r1[2]),
+        estimator.theory(a_lens * camb.lensed_scalar[2]),
+    )
+
+
+def analyse_residuals(grid, theory: Theory, total, systematic, modes) -> rlike.RResult:
+    """Eq. 15 for residual spectra: C_obs = theory + total, C_stat = max(total - syst, 0)."""
+    c_stat = np.clip(total - systematic, 0.0, None)
+    return rlike.analyse(
+        grid, theory.observed + total, theory.tensor, theory.lensing, c_stat, modes
+    )

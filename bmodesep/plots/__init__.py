@@ -1,0 +1,1 @@
+"""Figures from products: ``compsep`` (kabalan2025), ``npe`` (duivenvoorden2025)."""

@@ -1,0 +1,267 @@
+"""HDF5 layer of the simulation stage: one writer and one checked reader per product."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bmodesep.core import harmonics
+from bmodesep.core.simulate.cmb import SPECTRA_ORDER, CMBSpectra
+from bmodesep.core.simulate.instrument import Instrument
+from bmodesep.core.simulate.masks import MASK_NAMES, ZONE_NAMES
+from bmodesep.core.simulate.sky import PATCH_PARAMETERS, ParametricSky
+from bmodesep.errors import DataError
+from bmodesep.products import io
+
+D = io.Dataset
+
+
+# ---------------------------------------------------------------- CMB spectra
+def write_spectra(path, spectra: CMBSpectra, config: Mapping[str, Any]) -> Path:
+    return io.write_product(
+        path,
+        "cmb_spectra",
+        {
+            "lensed_scalar": D(spectra.lensed_scalar, "uK_CMB^2", "lensed-scalar C_l, r = 0"),
+            "tensor_r1": D(spectra.tensor_r1, "uK_CMB^2", "tensor C_l, r = 1, n_t = 0"),
+        },
+        io.provenance({"cmb": config["cmb"]}, None, "cmb_spectra"),
+        {"spectra_order": ",".join(SPECTRA_ORDER), "lmax": spectra.lmax},
+    )
+
+
+def read_spectra(path, lmax_needed: int = 0) -> CMBSpectra:
+    p = io.read_product(
+        path,
+        "cmb_spectra",
+        {"lensed_scalar": ((4, None), "uK_CMB^2"), "tensor_r1": ((4, None), "uK_CMB^2")},
+    )
+    spectra = CMBSpectra(p["lensed_scalar"], p["tensor_r1"])
+    if spectra.lmax < lmax_needed:
+        raise DataError(
+            f"{path}: spectra reach lmax {spectra.lmax}, {lmax_needed} needed "
+            "(raise cmb.lmax and rebuild them)"
+        )
+    return spectra
+
+
+# ---------------------------------------------------------------- sky
+def write_sky(
+    path,
+    sky: ParametricSky | None,
+    cmb_alm: np.ndarray,
+    cmb_qu: np.ndarray,
+    config: Mapping[str, Any],
+    seed: int,
+    attrs: Mapping[str, Any],
+    patches: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    data = {
+        "cmb/alm_eb": D(cmb_alm, "uK_CMB", "CMB (E, B) alm, healpy layout"),
+        "cmb/qu": D(cmb_qu, "uK_CMB"),
+    }
+    if sky is not None:
+        data |= {
+            "dust/qu": D(sky.dust_qu, "uK_CMB", "dust Q/U at dust_freq_ref_ghz"),
+            "dust/beta": D(sky.beta_d, "1"),
+            "dust/temperature": D(sky.temp_d_k, "K"),
+            "synchrotron/qu": D(sky.sync_qu, "uK_CMB", "synchrotron Q/U at sync_freq_ref_ghz"),
+            "synchrotron/beta": D(sky.beta_s, "1"),
+        }
+        attrs = dict(attrs) | {
+            "dust_freq_ref_ghz": sky.dust_freq_ref_ghz,
+            "sync_freq_ref_ghz": sky.sync_freq_ref_ghz,
+        }
+    for name, labels in (patches or {}).items():
+        data[f"patches/{name}"] = D(np.asarray(labels, dtype=np.int64), "1", "patch labels")
+    return io.write_product(path, "sky", data, io.provenance(config, seed, "sky"), attrs)
+
+
+def read_sky(path, nside: int) -> tuple[io.Product, ParametricSky | None]:
+    npx = harmonics.npix(nside)
+    with_fg = _has(path, "dust/qu")
+    expect = {"cmb/alm_eb": ((2, None), "uK_CMB"), "cmb/qu": ((2, npx), "uK_CMB")}
+    if with_fg:
+        expect |= {
+            "dust/qu": ((2, npx), "uK_CMB"),
+            "dust/beta": ((npx,), "1"),
+            "dust/temperature": ((npx,), "K"),
+            "synchrotron/qu": ((2, npx), "uK_CMB"),
+            "synchrotron/beta": ((npx,), "1"),
+        }
+    expect |= {f"patches/{n}": ((npx,), "1") for n in PATCH_PARAMETERS}
+    p = io.read_product(path, "sky", expect, optional=[f"patches/{n}" for n in PATCH_PARAMETERS])
+    if not with_fg:
+        return p, None
+    sky = ParametricSky(
+        cmb_alm=p["cmb/alm_eb"],
+        cmb_qu=p["cmb/qu"],
+        dust_qu=p["dust/qu"],
+        sync_qu=p["synchrotron/qu"],
+        beta_d=p["dust/beta"],
+        temp_d_k=p["dust/temperature"],
+        beta_s=p["synchrotron/beta"],
+        dust_freq_ref_ghz=float(p.attrs["dust_freq_ref_ghz"]),
+        sync_freq_ref_ghz=float(p.attrs["sync_freq_ref_ghz"]),
+    )
+    return p, sky
+
+
+def _has(path, name: str) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return name in f
+    except OSError:
+        return False  # read_product reports the problem with the file
+
+
+def read_patch_map(path, dataset: str, nside: int) -> np.ndarray:
+    """An integer patch map ``[npix]`` from an HDF5 file (labels >= 0)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"missing patch file {path}")
+    with h5py.File(path, "r") as f:
+        if dataset not in f:
+            raise DataError(f"{path}: no dataset '{dataset}'")
+        labels = f[dataset][()]
+    if labels.shape != (harmonics.npix(nside),):
+        raise DataError(
+            f"{path}: patch map '{dataset}' has shape {labels.shape}, expected "
+            f"({harmonics.npix(nside)},) for nside {nside}"
+        )
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise DataError(f"{path}: patch map '{dataset}' holds non-integer labels or NaN")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{path}: patch map '{dataset}' has negative labels")
+    return labels
+
+
+# ---------------------------------------------------------------- masks
+def write_masks(
+    path,
+    masks: Mapping[str, np.ndarray],
+    zones: Mapping[str, np.ndarray],
+    intensity: np.ndarray | None,
+    config: Mapping[str, Any],
+    source: str,
+) -> Path:
+    data = {f"masks/{n}": D(masks[n].astype(np.uint8), "1", "1 = kept") for n in MASK_NAMES}
+    data |= {f"zones/{n}": D(zones[n].astype(np.uint8), "1", "1 = in zone") for n in ZONE_NAMES}
+    if intensity is not None:
+        data["intensity"] = D(intensity, "uK_CMB", "smoothed dust polarised intensity")
+    fsky = {f"fsky_{n}": float(np.mean(masks[n])) for n in MASK_NAMES}
+    return io.write_product(
+        path, "masks", data, io.provenance(config, None, "masks"), {"source": source, **fsky}
+    )
+
+
+def read_masks(path, nside: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    npx = harmonics.npix(nside)
+    expect = {f"masks/{n}": ((npx,), "1") for n in MASK_NAMES}
+    expect |= {f"zones/{n}": ((npx,), "1") for n in ZONE_NAMES}
+    p = io.read_product(path, "masks", expect)
+    return (
+        {n: p[f"masks/{n}"].astype(bool) for n in MASK_NAMES},
+        {n: p[f"zones/{n}"].astype(bool) for n in ZONE_NAMES},
+    )
+
+
+# ---------------------------------------------------------------- frequency maps
+def write_signal(
+    path,
+    instrument: Instrument,
+    total_qu,
+    foreground_qu,
+    total_b,
+    noise_model: Mapping[str, io.Dataset],
+    transfer: np.ndarray,
+    config: Mapping[str, Any],
+    seed: int,
+    nside: int,
+    lmax: int,
+) -> Path:
+    data = {
+        "frequencies_ghz": D(np.asarray(instrument.frequencies_ghz), "GHz"),
+        "total_qu": D(total_qu, "uK_CMB", "CMB + foregrounds, [freq, QU, pix]"),
+        "foreground_qu": D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]"),
+        "transfer": D(transfer, "1", "beam x high-pass applied to the signal, [freq, l]"),
+        **{f"noise_model/{k}": v for k, v in noise_model.items()},
+    }
+    if total_b is not None:
+        data["total_b"] = D(total_b, "uK_CMB", "B-mode scalar map of total_qu, [freq, pix]")
+    return io.write_product(
+        path,
+        "signal",
+        data,
+        io.provenance(config, seed, "signal"),
+        {"instrument": instrument.name, "nside": nside, "lmax": lmax},
+    )
+
+
+def read_signal(path, instrument: Instrument, nside: int) -> io.Product:
+    npx, nf = harmonics.npix(nside), instrument.n_freq
+    p = io.read_product(
+        path,
+        "signal",
+        {
+            "frequencies_ghz": ((None,), "GHz"),
+            "total_qu": ((None, 2, npx), "uK_CMB"),
+            "foreground_qu": ((None, 2, npx), "uK_CMB"),
+            "total_b": ((None, npx), "uK_CMB"),
+        },
+        optional=["total_b"],
+    )
+    if p["frequencies_ghz"].shape[0] != nf or p["total_qu"].shape[0] != nf:
+        raise DataError(
+            f"{path}: {p['total_qu'].shape[0]} frequency maps, instrument "
+            f"{instrument.name} has {nf} bands"
+        )
+    if not np.allclose(p["frequencies_ghz"], instrument.frequencies_ghz):
+        raise DataError(
+            f"{path}: frequencies {p['frequencies_ghz'].tolist()} differ from "
+            f"instrument {instrument.name}'s {list(instrument.frequencies_ghz)}"
+        )
+    return p
+
+
+def write_noise(
+    path,
+    qu: np.ndarray,
+    b: np.ndarray | None,
+    config: Mapping[str, Any],
+    seed: int,
+    instrument: Instrument,
+    nside: int,
+) -> Path:
+    data = {"qu": D(qu, "uK_CMB", "[realisation, split, freq, QU, pix]")}
+    if b is not None:
+        data["b"] = D(b, "uK_CMB", "B-mode scalar maps, [realisation, split, freq, pix]")
+    return io.write_product(
+        path,
+        "noise",
+        data,
+        io.provenance(config, seed, "noise"),
+        {
+            "instrument": instrument.name,
+            "nside": nside,
+            "realisations": qu.shape[0],
+            "splits": instrument.splits,
+        },
+    )
+
+
+def read_noise(path, instrument: Instrument, nside: int) -> io.Product:
+    npx = harmonics.npix(nside)
+    s, nf = instrument.splits, instrument.n_freq
+    return io.read_product(
+        path,
+        "noise",
+        {"qu": ((None, s, nf, 2, npx), "uK_CMB"), "b": ((None, s, nf, npx), "uK_CMB")},
+        optional=["b"],
+    )

@@ -1,0 +1,193 @@
+"""Typed settings built once from the resolved config, for the stages to hand to core.
+
+The core takes arrays and small typed objects (``Instrument``, ``ilc.Compression``,
+``ilc.Settings``, ``SimulationSet``, ``spectra.BBEstimator``, ``simulator.Setup``); this is
+the one module that turns the config's dictionaries into them, so that no core function
+reads a YAML key.  ``bmodesep.config`` loads and validates the config itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from bmodesep.core.nilc.ilc import Compression, Fiducial
+from bmodesep.core.nilc.ilc import Settings as ILCSettings
+from bmodesep.core.npe.sets import SimulationSet
+from bmodesep.core.simulate.instrument import PRESETS, Instrument
+from bmodesep.errors import ConfigError, DataError
+
+PARAMETERS = ("beta_d", "temperature_d", "beta_s")  # the spectral parameters of kabalan2025
+
+
+# ---------------------------------------------------------------- instruments
+@cache
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown instrument preset '{name}' (known: {', '.join(PRESETS)})")
+    return yaml.safe_load(resources.files("bmodesep").joinpath(f"presets/{name}.yaml").read_text())
+
+
+def resolve_instrument(config: Mapping[str, Any], name: str) -> Instrument:
+    """The instrument ``name`` of ``config``: a preset name or an inline definition."""
+    if name not in config["instruments"]:
+        raise ConfigError(
+            f"unknown instrument {name!r} (instruments: {', '.join(config['instruments'])})"
+        )
+    spec = config["instruments"][name]
+    if isinstance(spec, str):
+        spec = preset(spec)
+    return instrument_from_spec(name, spec)
+
+
+def instrument_from_spec(name: str, spec: Mapping[str, Any]) -> Instrument:
+    freqs = tuple(float(f) for f in spec["frequencies_ghz"])
+    n = len(freqs)
+    where = f"instruments.{name}"
+
+    def per_band(key: str) -> tuple | None:
+        values = spec.get(key)
+        if values is None:
+            return None
+        if len(values) != n:
+            raise ConfigError(f"{where}.{key}: {len(values)} entries for {n} frequencies")
+        return tuple(values)
+
+    depth = per_band("depth_uk_arcmin")
+    fwhm = per_band("fwhm_arcmin")
+    knee, alpha = per_band("ell_knee"), per_band("alpha_knee")
+    noise = spec.get("noise", "white_pixel")
+    if (knee is None) != (alpha is None):
+        raise ConfigError(f"{where}: give both ell_knee and alpha_knee, or neither")
+    if knee is not None:
+        for i, (k, a) in enumerate(zip(knee, alpha, strict=False)):
+            if (k is None) != (a is None):
+                raise ConfigError(
+                    f"{where}: band {freqs[i]} GHz has only one of ell_knee, alpha_knee"
+                )
+        if noise != "harmonic" and any(k is not None for k in knee):
+            raise ConfigError(f"{where}: 1/f noise (ell_knee) needs noise: harmonic")
+    if len(set(freqs)) != n:
+        raise ConfigError(f"{where}.frequencies_ghz: repeated frequencies")
+    hp_cfg = spec.get("highpass")
+    return Instrument(
+        name=name,
+        frequencies_ghz=freqs,
+        depth_uk_arcmin=tuple(map(float, depth)),
+        fwhm_arcmin=None if fwhm is None else tuple(map(float, fwhm)),
+        ell_knee=knee,
+        alpha_knee=alpha,
+        noise=noise,
+        splits=int(spec.get("splits", 1)),
+        highpass=None if hp_cfg is None else (int(hp_cfg["ell_min"]), int(hp_cfg["delta_ell"])),
+        b_maps=bool(spec.get("b_maps", False)),
+    )
+
+
+# ---------------------------------------------------------------- component separation
+def kmeans_counts(compsep: Mapping[str, Any]) -> list[int]:
+    """Every K-means patch count of the grid, sorted (one patch file each)."""
+    return sorted(set().union(*(compsep["grid"][p] for p in PARAMETERS)))
+
+
+# ---------------------------------------------------------------- residual spectra and r
+def bb_estimator(stage, nside: int):
+    """The BB spectrum estimator configured by ``rlike`` for maps at ``nside``."""
+    from bmodesep.core.rlike import spectra
+
+    rl = stage["rlike"]
+    lmax = rl["lmax"] or 2 * nside
+    if lmax > 3 * nside - 1:
+        raise DataError(f"rlike.lmax {lmax} exceeds 3 nside - 1 = {3 * nside - 1}")
+    if rl["lmin"] > lmax:
+        raise DataError(f"rlike.lmin {rl['lmin']} exceeds lmax {lmax}")
+    width = rl["bin_width"] if rl["spectrum"] == "master" else None
+    return spectra.BBEstimator(rl["lmin"], lmax, width)
+
+
+def r_grid(stage: Mapping[str, Any]):
+    """The r values at which eq. 15 is evaluated."""
+    import numpy as np
+
+    rl = stage["rlike"]
+    return np.linspace(rl["r_min"], rl["r_max"], rl["r_points"])
+
+
+# ---------------------------------------------------------------- needlet ILC
+def ilc_compression(spec: Mapping, dust_ref_ghz=353.0, sync_ref_ghz=23.0) -> Compression:
+    """A config entry of ``nilc.compressions``; beta_s defaults to -5 with the dust moment
+    in A and to -3 without (duivenvoorden2025 sec. II.3)."""
+    comps = tuple(spec["components"])
+    fid = dict(spec.get("fiducial", {}))
+    fid.setdefault("beta_s", -5.0 if "dbeta_dust" in comps else -3.0)
+    fiducial = Fiducial(
+        beta_d=float(fid.get("beta_d", 1.5)),
+        temperature_d=float(fid.get("temperature_d", 19.6)),
+        beta_s=float(fid["beta_s"]),
+        dust_freq_ref_ghz=float(dust_ref_ghz),
+        sync_freq_ref_ghz=float(sync_ref_ghz),
+    )
+    if spec["basis"] not in ("needlet", "harmonic"):
+        raise ConfigError(f"unknown ILC basis '{spec['basis']}' (needlet or harmonic)")
+    out = Compression(spec["basis"], comps, spec["keep"], fiducial)
+    out.keep_indices  # noqa: B018 - validates keep
+    return out
+
+
+def ilc_settings(nl: Mapping[str, Any], n_iter: int = 3) -> ILCSettings:
+    return ILCSettings(
+        needlet_fwhm_arcmin=tuple(nl["needlet_fwhm_arcmin"]),
+        ilc_bias_tolerance=nl["ilc_bias_tolerance"],
+        beam_threshold=nl["beam_threshold"],
+        n_iter=n_iter,
+        n_iter_out=n_iter,
+        exact=nl["exact"],
+    )
+
+
+# ---------------------------------------------------------------- SBI
+def simulation_sets(config: Mapping[str, Any]) -> dict[str, SimulationSet]:
+    """The training, coverage and test sets of the config (empty ones left out)."""
+    npe = config["npe"]
+    per = npe["simulations_per_chunk"]
+    sets = {
+        "train": SimulationSet("train", npe["prior"], {}, npe["chunks"] * per, per),
+        "coverage": SimulationSet("coverage", npe["prior"], {}, npe["coverage_simulations"], per),
+    }
+    for name, spec in npe["test_sets"].items():
+        sets[name] = SimulationSet(
+            name, spec["prior"], dict(spec["fixed"]), spec["simulations"], per
+        )
+    return {k: v for k, v in sets.items() if v.simulations > 0}
+
+
+def npe_setup(config: Mapping[str, Any], spectra, compression: str):
+    """The forward model of one compression (``simulator.Setup``) for the SBI stages."""
+    from bmodesep.core.npe import simulator
+
+    npe, nl = config["npe"], config["nilc"]
+    if compression not in nl["compressions"]:
+        raise ConfigError(f"unknown compression '{compression}' (nilc.compressions)")
+    spec = ilc_compression(
+        nl["compressions"][compression], nl["dust_freq_ref_ghz"], nl["sync_freq_ref_ghz"]
+    )
+    settings = ILCSettings(
+        needlet_fwhm_arcmin=tuple(nl["needlet_fwhm_arcmin"]),
+        ilc_bias_tolerance=nl["ilc_bias_tolerance"],
+        beam_threshold=nl["beam_threshold"],
+    )
+    return simulator.make_setup(
+        resolve_instrument(config, npe["instrument"]),
+        spectra,
+        npe["nside"],
+        spec,
+        settings,
+        npe["lmax"],
+        (npe["ell_min"], npe["ell_max"]),
+        npe["bin_width"],
+        npe["analysis_iterations"],
+    )

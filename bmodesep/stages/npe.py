@@ -1,0 +1,521 @@
+"""SBI stage (``workflow/rules/npe.smk``): simulations, training, posteriors, coverage.
+
+    bmodesep npe npe_chunk     --config C --set S --chunk I --spectra CAMB --output F.h5
+    bmodesep npe npe_train     --config C --compression K --chunks F... --output E.h5
+    bmodesep npe npe_tune      --config C --compression K --chunks F... --output T.h5
+    bmodesep npe npe_posterior --config C --estimator E.h5 --chunks F... --output P.h5
+    bmodesep npe npe_coverage  --config C --posteriors P.h5 --output V.h5
+    bmodesep npe npe_observed  --config C --estimator E.h5 --nilc N.h5 --spectra S.h5
+                               --simulation SIM --output O.h5
+
+``npe_chunk`` simulates one chunk of a simulation set (``train``: prior draws for
+training; ``coverage``: held-out prior draws for TARP; each of ``npe.test_sets``: a prior
+with some parameters fixed).  Chunk I of set S draws its parameter vectors with the stream
+``("npe-theta:S", I)`` of ``npe.seed`` and simulates each with its own seed
+(:mod:`bmodesep.core.npe.sets`), so any chunk can be regenerated alone; every
+``CHECKPOINT_EVERY`` simulations are checkpointed, so a killed chunk resumes at its last
+full block.  Each simulated sky and its noise go through every one of
+``npe.compressions`` (``x/<compression>``).
+
+``npe_train`` fits the flow (:mod:`bmodesep.core.npe.flows`) to the training chunks of one
+compression and saves its weights with the hyperparameters that rebuild it (from
+``npe.hyperparameters`` or, with ``--tuning``, the best trial of ``npe_tune``).
+``npe_posterior`` draws ``npe.posterior_samples`` for every data vector of a simulation set
+and summarises r, A_lens and the spectral-index field widths (eq. 25).  ``npe_coverage``
+runs TARP on the posteriors of the held-out ``coverage`` set.  ``npe_observed`` builds the
+data vector of a simulation's NILC product (the pipeline's maps), samples its posterior
+and runs the posterior predictive chi^2 check of sec. III.3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bmodesep.config import npe_config
+from bmodesep.core import harmonics
+from bmodesep.core.nilc import datavector
+from bmodesep.core.npe import coverage, prior, simulator
+from bmodesep.core.npe.sets import set_parameters
+from bmodesep.core.npe.sets import simulation_seed as set_simulation_seed
+from bmodesep.core.randomness import rng_for
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.log import Progress, timed
+from bmodesep.products import checkpoint, io, sims
+from bmodesep.products.nilc import read_nilc
+from bmodesep.products.npe import read_chunks
+from bmodesep.products.npe_results import read_posteriors
+from bmodesep.settings import npe_setup, simulation_sets
+
+if TYPE_CHECKING:  # torch is imported by the steps that train or sample, not by npe_chunk
+    from bmodesep.core.npe import flows
+
+CHECKPOINT_EVERY = 10  # simulations per checkpoint block of a chunk
+D = io.Dataset
+log = logging.getLogger(__name__)
+P = prior.PARAMETERS
+SUMMARY_LEVEL = 0.68
+
+
+def estimator_config(config: Mapping[str, Any], compression: str) -> dict[str, Any]:
+    """The provenance of an estimator: what its simulations and training depend on."""
+    npe = config["npe"]
+    return npe_config(config) | {
+        "training": {
+            "compression": compression,
+            "hyperparameters": npe["hyperparameters"],
+            "tune": npe["tune"],
+        }
+    }
+
+
+def _hyperparameters(config, tuning_path) -> tuple[flows.Hyperparameters, str]:
+    from bmodesep.core.npe import flows
+
+    if tuning_path is None:
+        return flows.hyperparameters(config["npe"]["hyperparameters"]), "config"
+    tuning = io.read_product(tuning_path, "npe_tuning", {"validation_loss": ((None,), "nats")})
+    best = json.loads(tuning.attrs["best_hyperparameters"])
+    return flows.hyperparameters(config["npe"]["hyperparameters"] | best), str(tuning_path)
+
+
+def _setups(config, spectra_path) -> dict[str, simulator.Setup]:
+    """One forward model per configured compression."""
+    npe = config["npe"]
+    camb = sims.read_spectra(spectra_path, npe["lmax"] or 3 * npe["nside"] - 1)
+    return {c: npe_setup(config, camb, c) for c in npe["compressions"]}
+
+
+def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) -> None:
+    """Rule npe_chunk: (theta, x, seed) of one chunk of a simulation set, checkpointed."""
+    set_name, spectra_path = set, spectra
+    npe = config["npe"]
+    sets = simulation_sets(config)
+    if set_name not in sets:
+        raise ConfigError(
+            f"unknown or empty simulation set '{set_name}' (known: {', '.join(sets)})"
+        )
+    sim_set = sets[set_name]
+    if not 0 <= chunk < sim_set.chunks:
+        raise DataError(f"chunk {chunk} outside 0..{sim_set.chunks - 1} of set '{set_name}'")
+    setups = _setups(config, spectra_path)
+    thetas = set_parameters(sim_set, chunk, npe["seed"])
+    n = thetas.shape[0]
+    seeds = np.array(
+        [set_simulation_seed(npe["seed"], set_name, chunk, i) for i in range(n)], dtype=np.int64
+    )
+    xs = {c: np.empty((n, s.data_vector_length)) for c, s in setups.items()}
+    cost = np.empty(n)
+    blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
+    job = checkpoint.fingerprint(npe_config(config), set=set_name, chunk=chunk)
+    parts = checkpoint.Parts(output, "npe_simulation_block", job)
+    done = parts.done(range(len(blocks)))
+    for b in done:
+        piece = parts.read(b)
+        for c in xs:
+            xs[c][blocks[b]] = piece[f"x/{c}"]
+        cost[blocks[b]] = piece["cpu_s"]
+    progress = Progress(
+        f"{set_name} chunk {chunk}",
+        n,
+        "simulations",
+        already=sum(len(blocks[b]) for b in done),
+    )
+    for b, block in enumerate(blocks):
+        if b in done:
+            continue
+        for i in block:
+            c0 = time.process_time()
+            for c, x in simulator.simulate_compressions(thetas[i], int(seeds[i]), setups).items():
+                xs[c][i] = x
+            cost[i] = time.process_time() - c0
+            progress.step(f"{cost[i]:.2f} CPU-s")
+        piece = {f"x/{c}": D(x[block], "uK_CMB^2") for c, x in xs.items()}
+        piece["cpu_s"] = D(cost[block], "s")
+        parts.write(b, piece, io.provenance(npe_config(config), npe["seed"], "npe_simulations"))
+    first = next(iter(setups.values()))
+    datasets = {
+        "theta": D(thetas, "1", "parameters in the order of prior.PARAMETERS"),
+        "seed": D(seeds, "1", "seed of each simulation"),
+        "cpu_s": D(cost, "s", "CPU seconds of each simulation (all compressions)"),
+    }
+    for c, x in xs.items():
+        datasets[f"x/{c}"] = D(x, "uK_CMB^2", f"data vectors of {c}: binned spectra, pair-major")
+    io.write_product(
+        output,
+        "npe_simulations",
+        datasets,
+        io.provenance(npe_config(config), npe["seed"], "npe_simulations"),
+        {
+            "set": set_name,
+            "chunk": chunk,
+            "fixed": list(sim_set.fixed),
+            "parameters": list(prior.PARAMETERS),
+            "compressions": list(setups),
+            "bin_edges": first.edges.tolist(),
+            "nside": first.nside,
+            "lmax": first.lmax,
+        },
+    )
+    parts.remove()
+
+
+def npe_train(config, compression: str, chunks, output, tuning=None, gpus: int = 0) -> None:
+    """Rule npe_train: the posterior estimator of one compression."""
+    from bmodesep.core.npe import flows
+
+    chunk_paths, tuning_path = chunks, tuning
+    npe = config["npe"]
+    theta, x, _ = read_chunks(chunk_paths, compression)
+    hp, source = _hyperparameters(config, tuning_path)
+    device = flows.training_device(gpus)
+    log.info("training on %d simulations of %s (%s): %s", theta.shape[0], compression, device, hp)
+    t0, c0 = time.perf_counter(), time.process_time()
+    trained = flows.train(
+        theta,
+        x,
+        prior.prior(npe["prior"]),
+        hp,
+        seed=npe["seed"],
+        label=f"training {compression}",
+        device=device,
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    log.info(
+        "trained %d epochs in %.1f s wall, %.1f s CPU; best validation loss %.4f",
+        trained.epochs,
+        wall,
+        cpu,
+        trained.best_validation_loss,
+    )
+    datasets = {
+        f"state/{k}": D(v, "1", "flow weight or buffer")
+        for k, v in flows.state_arrays(trained.estimator).items()
+    }
+    datasets["training_loss"] = D(trained.training_loss, "nats", "mean -log q per epoch")
+    datasets["validation_loss"] = D(trained.validation_loss, "nats", "on the held-out fraction")
+    io.write_product(
+        output,
+        "npe_estimator",
+        datasets,
+        io.provenance(estimator_config(config, compression), npe["seed"], "npe_train"),
+        {
+            "compression": compression,
+            "prior": npe["prior"],
+            "parameters": list(P),
+            "n_data": x.shape[1],
+            "hyperparameters": json.dumps(hp._asdict()),
+            "hyperparameters_from": source,
+            "epochs": trained.epochs,
+            "best_validation_loss": trained.best_validation_loss,
+            "training_simulations": theta.shape[0],
+            "train_wall_s": wall,
+            "train_cpu_s": cpu,
+        },
+    )
+
+
+def load_posterior(path) -> tuple[flows.Posterior, io.Product]:
+    """The saved estimator rebuilt, with its prior (no pickles: weights + hyperparameters)."""
+    from bmodesep.core.npe import flows
+
+    product = io.read_product(path, "npe_estimator")
+    hp = flows.hyperparameters(json.loads(product.attrs["hyperparameters"]))
+    state = {k.removeprefix("state/"): v for k, v in product.data.items() if k.startswith("state/")}
+    estimator = flows.rebuild(state, hp, len(P), int(product.attrs["n_data"]))
+    return flows.Posterior(estimator, prior.prior(product.attrs["prior"])), product
+
+
+def _sample_all(post: flows.Posterior, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    out = np.empty((x.shape[0], n, len(P)), dtype=np.float64)
+    batch = max(1, 200_000 // n)
+    for start in range(0, x.shape[0], batch):
+        out[start : start + batch] = post.sample(x[start : start + batch], n, seed + start)
+    return out
+
+
+def summarise(samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Posterior means and 68% HDIs of r, A_lens and the index-field widths (eq. 25)."""
+    i = {p: P.index(p) for p in P}
+    sig_d = coverage.index_field_sigma(samples[..., i["B_d"]], samples[..., i["gamma_d"]])
+    sig_s = coverage.index_field_sigma(samples[..., i["B_s"]], samples[..., i["gamma_s"]])
+    quantities = {
+        "r": samples[..., i["r"]],
+        "A_lens": samples[..., i["A_lens"]],
+        "sigma_beta": np.sqrt(sig_d**2 + sig_s**2),
+    }
+    out = {}
+    for name, q in quantities.items():
+        out[f"{name}_mean"] = q.mean(axis=-1)
+        out[f"{name}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in q])
+    return out
+
+
+def true_sigma_beta(theta: np.ndarray) -> np.ndarray:
+    i = {p: P.index(p) for p in P}
+    sd = coverage.index_field_sigma(theta[:, i["B_d"]], theta[:, i["gamma_d"]])
+    ss = coverage.index_field_sigma(theta[:, i["B_s"]], theta[:, i["gamma_s"]])
+    return np.sqrt(sd**2 + ss**2)
+
+
+def _summary_datasets(summary: Mapping[str, np.ndarray]) -> dict[str, D]:
+    units = {"r": "1", "A_lens": "1", "sigma_beta": "1"}
+    out = {}
+    for key, value in summary.items():
+        name = key.rsplit("_", 1)[0]
+        what = "posterior mean" if key.endswith("mean") else "68% highest-density interval"
+        out[f"summary/{key}"] = D(value, units[name], f"{what} of {name}")
+    return out
+
+
+def npe_posterior(config, estimator, chunks, output) -> None:
+    """Rule npe_posterior: posterior samples and summaries for every data vector of a set."""
+    estimator_path, chunk_paths = estimator, chunks
+    npe = config["npe"]
+    post, est = load_posterior(estimator_path)
+    compression = est.attrs["compression"]
+    theta, x, seeds = read_chunks(chunk_paths, compression)
+    if x.shape[1] != int(est.attrs["n_data"]):
+        raise DataError(
+            f"{chunk_paths[0]}: data vectors of length {x.shape[1]}, "
+            f"the estimator {estimator_path} takes {est.attrs['n_data']}"
+        )
+    first = io.read_product(chunk_paths[0], "npe_simulations", {})
+    set_name = first.attrs["set"]
+    with timed(f"{x.shape[0]} posteriors of {npe['posterior_samples']} samples"):
+        samples = _sample_all(post, x, npe["posterior_samples"], npe["seed"])
+    datasets = {
+        "samples": D(samples.astype(np.float32), "1", "[dataset, sample, parameter]"),
+        "theta": D(theta, "1", "true parameters"),
+        "x": D(x, "uK_CMB^2", "data vectors"),
+        "seed": D(seeds, "1", "simulation seeds"),
+        "true_sigma_beta": D(true_sigma_beta(theta), "1", "(sigma_beta_d^2 + sigma_beta_s^2)^1/2"),
+    }
+    datasets |= _summary_datasets(summarise(samples))
+    io.write_product(
+        output,
+        "npe_posteriors",
+        datasets,
+        io.provenance(estimator_config(config, compression), npe["seed"], "npe_posterior"),
+        {
+            "set": set_name,
+            "fixed": list(first.attrs["fixed"]) if len(first.attrs["fixed"]) else [],
+            "compression": compression,
+            "parameters": list(P),
+            "estimator": str(estimator_path),
+        },
+    )
+
+
+def npe_coverage(config, posteriors, output) -> None:
+    """Rule npe_coverage: TARP expected coverage, joint and per parameter."""
+    posterior_path = posteriors
+    npe = config["npe"]
+    post = read_posteriors(posterior_path)
+    samples, theta = post["samples"].astype(float), post["theta"]
+    rng = rng_for(npe["seed"], "tarp")
+    joint = coverage.tarp(samples, theta, rng)
+    marginals = coverage.marginal_tarps(samples, theta, rng)
+    results = [joint, *marginals]
+    names = ["joint", *P]
+    for name, t in zip(names, results, strict=True):
+        flag = " FLAGGED" if t.flagged() else ""
+        log.info("TARP %s: max deviation %.1f sigma%s", name, t.deviation_sigma, flag)
+    io.write_product(
+        output,
+        "npe_coverage",
+        {
+            "credibility": D(joint.credibility, "1", "1 - alpha"),
+            "ecp": D(np.stack([t.ecp for t in results]), "1", "[joint + parameter, level]"),
+            "ecp_std": D(np.stack([t.ecp_std for t in results]), "1", "bootstrap std"),
+            "deviation_sigma": D(
+                np.array([t.deviation_sigma for t in results]), "1", "max |ECP - 1 + alpha|/std"
+            ),
+        },
+        io.provenance(
+            estimator_config(config, post.attrs["compression"]), npe["seed"], "npe_coverage"
+        ),
+        {
+            "names": names,
+            "flagged": [bool(t.flagged()) for t in results],
+            "compression": post.attrs["compression"],
+            "test_simulations": int(theta.shape[0]),
+        },
+    )
+
+
+def _alm_lmax(nalm: int) -> int:
+    lmax = round((np.sqrt(8 * nalm + 1) - 3) / 2)
+    if harmonics.alm_size(lmax) != nalm:
+        raise DataError(f"{nalm} coefficients are not a triangular alm layout")
+    return lmax
+
+
+def observed_data_vectors(nilc_path, setup: simulator.Setup) -> np.ndarray:
+    """``[realisation, n]`` data vectors of a NILC product (the two splits' components)."""
+    product = read_nilc(nilc_path)
+    alm = product["alm_real"] + 1j * product["alm_imag"]  # [real, split, comp, nalm]
+    n_comp = len(setup.compression.outputs)
+    if alm.shape[1] < 2 or alm.shape[2] != n_comp:
+        raise DataError(
+            f"{nilc_path}: {alm.shape[1]} splits of {alm.shape[2]} components; the estimator "
+            f"needs 2 splits of {n_comp}"
+        )
+    lmax = _alm_lmax(alm.shape[-1])
+    if setup.edges[-1] - 1 > lmax:
+        raise DataError(f"{nilc_path}: alm reach l = {lmax}, the bins l = {setup.edges[-1] - 1}")
+    return np.stack([datavector.data_vector(a[0], a[1], lmax, setup.edges) for a in alm])
+
+
+def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
+    """Rule npe_observed: posterior of a pipeline sky's NILC maps and its predictive check."""
+    estimator_path, nilc_path, spectra_path = estimator, nilc, spectra
+    npe = config["npe"]
+    post, est = load_posterior(estimator_path)
+    compression = est.attrs["compression"]
+    setup = _setups(config, spectra_path)[compression]
+    x_obs = observed_data_vectors(nilc_path, setup)
+    if x_obs.shape[1] != int(est.attrs["n_data"]):
+        raise DataError(
+            f"{nilc_path}: data vectors of length {x_obs.shape[1]}, the estimator takes "
+            f"{est.attrs['n_data']} (same nside and bins as npe?)"
+        )
+    samples = _sample_all(post, x_obs, npe["posterior_samples"], npe["seed"])
+    # posterior predictive check of the first realisation (sec. III.3)
+    pred = npe["predictive"]
+    n_cov = pred["covariance_simulations"] or x_obs.shape[1] + 20
+    draws = samples[0][rng_for(npe["seed"], "ppc-draws").permutation(samples.shape[1])]
+    draws = draws[: pred["simulations"]]
+    mean = samples[0].mean(axis=0)
+
+    def simulate(theta, stream, i):
+        return simulator.simulate(theta, simulation_seed(npe["seed"], stream, i), setup)
+
+    with timed(f"posterior predictive check: {len(draws)} + {n_cov} simulations"):
+        x_pred = np.stack([simulate(t, "ppc", i) for i, t in enumerate(draws)])
+        x_cov = np.stack([simulate(mean, "ppc-cov", i) for i in range(n_cov)])
+    check = coverage.predictive_chi2(x_obs[0], x_pred, x_cov)
+    log.info("%s: chi2 %.1f, p = %.3f", simulation, check.chi2_observed, check.p_value)
+    datasets = {
+        "samples": D(samples.astype(np.float32), "1", "[realisation, sample, parameter]"),
+        "x": D(x_obs, "uK_CMB^2", "observed data vectors, one per noise realisation"),
+        "ppc/x_predictive": D(x_pred, "uK_CMB^2", "posterior predictive data vectors"),
+        "ppc/chi2_predictive": D(check.chi2_predictive, "1", "x^T C^-1 x of the draws"),
+        "ppc/x_covariance_sims": D(x_cov, "uK_CMB^2", "simulations at the posterior mean"),
+    }
+    datasets |= _summary_datasets(summarise(samples))
+    io.write_product(
+        output,
+        "npe_observed",
+        datasets,
+        io.provenance(estimator_config(config, compression), npe["seed"], "npe_observed"),
+        {
+            "simulation": simulation,
+            "compression": compression,
+            "parameters": list(P),
+            "chi2_observed": check.chi2_observed,
+            "ppc_p_value": check.p_value,
+            "nilc": str(nilc_path),
+        },
+    )
+
+
+def simulation_seed(base_seed: int, stream: str, index: int) -> int:
+    return int(rng_for(base_seed, f"npe-observed:{stream}", index).integers(0, 2**62))
+
+
+def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
+    """Rule npe_tune: Optuna multivariate TPE over the Appendix C ranges (best validation loss)."""
+    from bmodesep.core.npe import flows
+
+    chunk_paths = chunks
+    import optuna
+
+    npe = config["npe"]
+    trials = npe["tune"]["trials"]
+    if trials < 1:
+        raise ConfigError("npe.tune.trials is 0: no hyperparameter search configured")
+    theta, x, _ = read_chunks(chunk_paths, compression)
+    base = flows.hyperparameters(npe["hyperparameters"])
+    pr = prior.prior(npe["prior"])
+    device = flows.training_device(gpus)
+    log.info(
+        "tuning %s: %d trials, %d simulations (%s)", compression, trials, theta.shape[0], device
+    )
+
+    def objective(trial) -> float:
+        values = {}
+        for name, (lo, hi, log) in flows.SEARCH_SPACE.items():
+            if isinstance(lo, int):
+                values[name] = trial.suggest_int(name, lo, hi)
+            else:
+                values[name] = trial.suggest_float(name, lo, hi, log=log)
+        hp = base._replace(max_epochs=npe["tune"]["max_epochs"], **values)
+        trained = flows.train(
+            theta, x, pr, hp, seed=npe["seed"], label=f"trial {trial.number}", device=device
+        )
+        trial.set_user_attr("epochs", trained.epochs)
+        return trained.best_validation_loss
+
+    # the study lives in a journal file next to the output: a killed tuning job keeps its
+    # finished trials and runs only the missing ones (a trial cut off mid-way is redone)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    parts = Path(f"{output}.parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    journal = parts / "study.journal"
+    job = checkpoint.fingerprint(estimator_config(config, compression), tune=npe["tune"])
+    stamp = parts / "fingerprint"
+    if journal.exists() and (not stamp.exists() or stamp.read_text() != job):
+        log.info("discarding the tuning journal of another config: %s", journal)
+        journal.unlink()
+    stamp.write_text(job)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    study = optuna.create_study(
+        study_name=f"npe-{compression}",
+        storage=storage,
+        load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(multivariate=True, seed=npe["seed"]),
+    )
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    progress = Progress(f"tuning {compression}", trials, "trials", already=len(finished))
+
+    def report(study, trial) -> None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            progress.step(
+                f"trial {trial.number}: {trial.params} -> {trial.value:.4f} "
+                f"(best {study.best_value:.4f})"
+            )
+
+    study.optimize(objective, n_trials=max(trials - len(finished), 0), callbacks=[report])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    names = list(flows.SEARCH_SPACE)
+    io.write_product(
+        output,
+        "npe_tuning",
+        {
+            "validation_loss": D(np.array([t.value for t in done]), "nats", "best per trial"),
+            "values": D(
+                np.array([[t.params[n] for n in names] for t in done], float),
+                "1",
+                "trial hyperparameters, columns as attribute 'searched'",
+            ),
+            "epochs": D(np.array([t.user_attrs["epochs"] for t in done]), "1", "per trial"),
+        },
+        io.provenance(estimator_config(config, compression), npe["seed"], "npe_tune"),
+        {
+            "searched": names,
+            "best_hyperparameters": json.dumps(study.best_params),
+            "compression": compression,
+        },
+    )
+    shutil.rmtree(parts)

@@ -1,0 +1,220 @@
+"""Simulation stage (``workflow/rules/simulate.smk``): one function per rule.
+
+    bmodesep simulate camb_spectra   --config C --output results/spectra/camb.h5
+    bmodesep simulate sky            --config C --simulation NAME --spectra CAMB --output SKY
+    bmodesep simulate masks          --config C --simulation NAME --sky SKY --output MASKS
+    bmodesep simulate frequency_maps --config C --simulation NAME --sky SKY --output SIGNAL
+    bmodesep simulate noise          --config C --simulation NAME --output NOISE
+
+Each step computes with the core (``bmodesep.core.simulate``: cmb, sky, instrument, masks)
+and writes one product through :mod:`bmodesep.products.sims`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import healpy as hp
+import numpy as np
+
+from bmodesep.config import (
+    simulation_analysis_iterations,
+    simulation_config,
+    simulation_lmax,
+)
+from bmodesep.core import harmonics
+from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate import cmb
+from bmodesep.core.simulate import masks as galactic
+from bmodesep.core.simulate.instrument import (
+    noise_cl,
+    observe_signal,
+    signal_transfer,
+    simulate_noise,
+    white_noise_sigma_per_pixel,
+)
+from bmodesep.core.simulate.pysm_sky import pysm_frequency_maps, require_templates
+from bmodesep.core.simulate.sky import (
+    PATCH_PARAMETERS,
+    ParametricSky,
+    foreground_maps,
+    simulate_parametric_sky,
+    superpixel_patches,
+)
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.log import timed
+from bmodesep.products import io, sims
+from bmodesep.settings import resolve_instrument
+
+
+def _simulation(config: Mapping[str, Any], name: str):
+    """The simulation's stage config, its entries, sky, nside and lmax."""
+    stage_config = simulation_config(config, name)
+    sim = stage_config["simulations"][name]
+    sky_cfg = stage_config["skies"][sim["sky"]]
+    return stage_config, sim, sky_cfg, sim["nside"], simulation_lmax(sim)
+
+
+# ---------------------------------------------------------------- stage steps
+def camb_spectra(config: Mapping[str, Any], output) -> None:
+    """Rule camb_spectra: lensed-scalar and r = 1 tensor spectra from CAMB."""
+    with timed("CAMB spectra"):
+        spectra = cmb.compute_camb_spectra(config["cmb"]["cosmology"], config["cmb"]["lmax"])
+    sims.write_spectra(output, spectra, config)
+
+
+def patch_maps(sky_cfg: Mapping[str, Any], nside: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name in PATCH_PARAMETERS:
+        spec = sky_cfg["patches"][name]
+        if "file" in spec:
+            out[name] = sims.read_patch_map(spec["file"], spec["dataset"], nside)
+        else:
+            out[name] = superpixel_patches(nside, spec["superpixel_nside"])
+    return out
+
+
+def sky(config: Mapping[str, Any], simulation: str, spectra, output) -> None:
+    """Rule sky: CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM)."""
+    stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
+    camb = sims.read_spectra(spectra, lmax)
+    attrs = {"sky_kind": sky_cfg["kind"], "nside": nside, "lmax": lmax}
+    if sky_cfg["kind"] == "pysm":
+        pysm_cfg = sky_cfg["pysm"]
+        if not pysm_cfg["allow_download"]:
+            require_templates(pysm_cfg["preset"], pysm_cfg["cmb_from_pysm"])
+        alm = cmb.cmb_alm(
+            camb,
+            config["cmb"]["r"],
+            config["cmb"]["a_lens"],
+            lmax,
+            rng_for(sky_cfg["seed"], "cmb"),
+            sky_cfg["b_modes_only"],
+        )
+        qu = harmonics.synthesis(alm, nside, lmax, spin=2)
+        sims.write_sky(
+            output,
+            None,
+            alm,
+            qu,
+            stage_config,
+            sky_cfg["seed"],
+            attrs | {"pysm_preset": pysm_cfg["preset"]},
+        )
+        return
+    patches = patch_maps(sky_cfg, nside) if sky_cfg["kind"] == "true_patch" else None
+    with timed(f"sky {sim['sky']} at nside {nside}"):
+        drawn = simulate_parametric_sky(sky_cfg, config["cmb"], camb, nside, lmax, patches)
+    sims.write_sky(
+        output, drawn, drawn.cmb_alm, drawn.cmb_qu, stage_config, sky_cfg["seed"], attrs, patches
+    )
+
+
+def foreground_at(
+    sky_cfg: Mapping[str, Any], sky: ParametricSky | None, nside: int, freqs_ghz
+) -> np.ndarray:
+    """Foreground Q/U ``[freq, 2, npix]`` uK_CMB of a parametric or PySM sky."""
+    if sky is not None:
+        return foreground_maps(sky, freqs_ghz)
+    p = sky_cfg["pysm"]
+    return pysm_frequency_maps(
+        p["preset"], nside, freqs_ghz, p["cmb_from_pysm"], p["allow_download"]
+    )
+
+
+def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=None) -> None:
+    """Rule masks: GAL020/040/060 masks (synthetic from the sky, or Planck's) and the zones."""
+    stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
+    mcfg = stage_config["masks"]
+    if mcfg["source"] == "planck":
+        path = planck or mcfg["planck_file"]
+        try:
+            maps = {
+                n: hp.read_map(path, field=mcfg["planck_fields"][n]) for n in galactic.MASK_NAMES
+            }
+        except (OSError, IndexError, ValueError) as exc:
+            raise DataError(f"cannot read Planck masks from {path}: {exc}") from exc
+        gal = galactic.masks_from_planck_maps(maps, nside, path)
+        intensity = None
+    else:
+        if sky is None:
+            raise ConfigError("masks from the sky's foregrounds need --sky")
+        _, drawn = sims.read_sky(sky, nside)
+        fg = foreground_at(sky_cfg, drawn, nside, [mcfg["reference_frequency_ghz"]])[0]
+        intensity = galactic.smoothed_polarised_intensity(fg, nside, mcfg["smoothing_fwhm_deg"])
+        gal = galactic.threshold_masks(intensity, mcfg["sky_fractions"])
+    zones = galactic.galactic_zones(gal)
+    for zone, pixels in zones.items():
+        if not pixels.any():
+            raise DataError(f"zone {zone} is empty at nside {nside}")
+    sims.write_masks(output, gal, zones, intensity, stage_config, mcfg["source"])
+
+
+def frequency_maps(config: Mapping[str, Any], simulation: str, sky, output, threads=1) -> None:
+    """Rule frequency_maps: the observed signal in every band (beams, filter), noise model."""
+    stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
+    instrument = resolve_instrument(stage_config, sim["instrument"])
+    product, drawn = sims.read_sky(sky, nside)
+    with timed(f"signal maps, {instrument.n_freq} bands"):
+        fg = foreground_at(sky_cfg, drawn, nside, instrument.frequencies_ghz)
+        signal = observe_signal(
+            instrument,
+            product["cmb/alm_eb"],
+            product["cmb/qu"],
+            fg,
+            nside,
+            lmax,
+            simulation_analysis_iterations(sim),
+            threads,
+        )
+    if instrument.noise == "harmonic":
+        noise_model = {
+            "noise_cl": io.Dataset(
+                noise_cl(instrument, lmax), "uK_CMB^2", "N_l of one split, [freq, l]"
+            )
+        }
+    else:
+        noise_model = {
+            "sigma_pixel": io.Dataset(
+                white_noise_sigma_per_pixel(instrument, nside),
+                "uK_CMB",
+                "per-pixel Q/U sigma of one split",
+            )
+        }
+    sims.write_signal(
+        output,
+        instrument,
+        signal.total_qu,
+        signal.foreground_qu,
+        signal.total_b,
+        noise_model,
+        signal_transfer(instrument, lmax),
+        stage_config,
+        sky_cfg["seed"],
+        nside,
+        lmax,
+    )
+
+
+def noise(config: Mapping[str, Any], simulation: str, output, threads=1) -> None:
+    """Rule noise: every noise realisation of every split and band."""
+    stage_config, sim, _, nside, lmax = _simulation(config, simulation)
+    instrument = resolve_instrument(stage_config, sim["instrument"])
+    n = sim["noise_realisations"]
+    with timed(f"{n} noise realisations"):
+        maps = [simulate_noise(instrument, nside, lmax, sim["seed"], i, threads) for i in range(n)]
+    npx = harmonics.npix(nside)
+    qu = (
+        np.stack([m.qu for m in maps])
+        if maps
+        else np.zeros((0, instrument.splits, instrument.n_freq, 2, npx))
+    )
+    b = None
+    if instrument.b_maps:
+        b = (
+            np.stack([m.b for m in maps])
+            if maps
+            else np.zeros((0, instrument.splits, instrument.n_freq, npx))
+        )
+    sims.write_noise(output, qu, b, stage_config, sim["seed"], instrument, nside)
