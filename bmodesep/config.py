@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from bmodesep.core.npe.prior import PARAMETERS
+from bmodesep.core.seds import SPECTRAL_PARAMETERS
 from bmodesep.errors import ConfigError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
@@ -117,7 +118,7 @@ def _check_skies(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for name, sky in config["skies"].items():
         if sky["kind"] == "true_patch":
-            missing = {"beta_d", "temperature_d", "beta_s"} - set(sky["patches"])
+            missing = set(SPECTRAL_PARAMETERS) - set(sky["patches"])
             if missing:
                 problems.append(
                     f"skies.{name}.patches: true_patch sky needs patch maps for "

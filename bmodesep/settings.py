@@ -18,10 +18,11 @@ import yaml
 from bmodesep.core.nilc.ilc import Compression, Fiducial
 from bmodesep.core.nilc.ilc import Settings as ILCSettings
 from bmodesep.core.npe.sets import SimulationSet
+from bmodesep.core.seds import SPECTRAL_PARAMETERS
 from bmodesep.core.simulate.instrument import PRESETS, Instrument
 from bmodesep.errors import ConfigError, DataError
 
-PARAMETERS = ("beta_d", "temperature_d", "beta_s")  # the spectral parameters of kabalan2025
+PARAMETERS = SPECTRAL_PARAMETERS
 
 
 # ---------------------------------------------------------------- instruments

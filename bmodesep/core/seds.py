@@ -14,6 +14,9 @@ import numpy as np
 PLANCK_H = 6.62607015e-34  # J s
 BOLTZMANN_K = 1.380649e-23  # J / K
 T_CMB_K = 2.7255
+# The spectral parameters of the parametric foreground model (kabalan2025), in this order
+# wherever they index arrays: dust index, dust temperature [K], synchrotron index.
+SPECTRAL_PARAMETERS = ("beta_d", "temperature_d", "beta_s")
 H_OVER_K_K_PER_GHZ = PLANCK_H * 1e9 / BOLTZMANN_K  # h nu / k in K for nu in GHz
 
 

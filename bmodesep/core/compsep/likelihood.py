@@ -35,7 +35,7 @@ from bmodesep.errors import DataError
 
 jax.config.update("jax_enable_x64", True)
 
-PARAMETERS = ("beta_d", "temperature_d", "beta_s")
+PARAMETERS = seds.SPECTRAL_PARAMETERS
 COMPONENTS = ("cmb", "dust", "synchrotron")
 
 

@@ -29,7 +29,7 @@ from bmodesep.errors import ConfigError
 
 ELL_PIVOT = 80.0
 MIN_DUST_TEMPERATURE_K = 5.0
-PATCH_PARAMETERS = ("beta_d", "temperature_d", "beta_s")
+PATCH_PARAMETERS = seds.SPECTRAL_PARAMETERS
 
 
 class ParametricSky(NamedTuple):
