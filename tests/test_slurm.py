@@ -170,7 +170,7 @@ def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
         # SIGKILL to the job's simulation process, as the out-of-memory killer does; the job
         # ends FAILED.  (A plain scancel ends it 'CANCELLED by <uid>', a state that plugin
         # 2.8 does not recognise: Snakemake would wait for that job for ever.)
-        pids = sh("pgrep", "-f", r"python[^ ]* [^ ]*bmodesep npe npe_chunk").stdout.split()
+        pids = sh("pgrep", "-f", r"^[^ ]*python[^ ]* [^ ]*/bin/bmodesep npe npe_chunk").stdout.split()
         assert len(pids) == 1
         os.kill(int(pids[0]), signal.SIGKILL)
         out, _ = first.communicate(timeout=300)
