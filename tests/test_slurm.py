@@ -144,6 +144,14 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     assert selection.stat().st_mtime_ns > before and fit.path.stat().st_mtime_ns == fits_before
 
 
+def running_in(pid: str, folder: Path) -> bool:
+    """Whether process ``pid`` runs with its working directory inside ``folder``."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(folder)
+    except OSError:  # gone already, or not ours to inspect
+        return False
+
+
 def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
     """A simulation chunk killed mid-run; the next run keeps its finished blocks."""
     env = cluster
@@ -170,7 +178,9 @@ def test_killed_campaign_job_resumes_on_slurm(cluster, tmp_path):
         # SIGKILL to the job's simulation process, as the out-of-memory killer does; the job
         # ends FAILED.  (A plain scancel ends it 'CANCELLED by <uid>', a state that plugin
         # 2.8 does not recognise: Snakemake would wait for that job for ever.)
-        pids = sh("pgrep", "-f", r"^[^ ]*python[^ ]* [^ ]*/bin/bmodesep npe npe_chunk").stdout.split()
+        found = sh("pgrep", "-f", r"^[^ ]*python[^ ]* [^ ]*/bin/bmodesep npe npe_chunk")
+        # this test's chunk process only (its working directory), not another run's
+        pids = [p for p in found.stdout.split() if running_in(p, tmp_path)]
         assert len(pids) == 1
         os.kill(int(pids[0]), signal.SIGKILL)
         out, _ = first.communicate(timeout=300)
