@@ -21,12 +21,11 @@ def litebird_problem(nside: int, zone, n_realisations: int, seed: int = 3):
     from bmodesep.core.compsep import fitting, gridsearch
     from bmodesep.core.compsep import likelihood as compsep
     from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
-    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.core.simulate.sky import foreground_maps
 
-    config, sky_cfg, inst, spectra, lmax = simulation_setup(
-        "litebird", nside, {"galactic_envelope": {"amplitude": 10.0}}
-    )
-    sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+    setup = simulation_setup("litebird", nside, {"galactic_envelope": {"amplitude": 10.0}})
+    inst, lmax = setup.instrument, setup.lmax
+    sky = setup.draw(nside)
     pix = np.flatnonzero(zone)
     fg = foreground_maps(sky, inst.frequencies_ghz)[:, :, pix]
     sigma = white_noise_sigma_per_pixel(inst, nside)

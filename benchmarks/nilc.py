@@ -15,10 +15,11 @@ def nilc_inputs(nside: int):
     """SO-SAT-like B-mode maps of both splits (GRF sky + noise) and the channel beams."""
     from bmodesep.core.nilc import ilc
     from bmodesep.core.simulate.instrument import observe_signal, simulate_noise
-    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.core.simulate.sky import foreground_maps
 
-    config, sky_cfg, inst, spectra, lmax = simulation_setup("sosat", nside, {"b_modes_only": True})
-    sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+    setup = simulation_setup("sosat", nside, {"b_modes_only": True})
+    inst, lmax = setup.instrument, setup.lmax
+    sky = setup.draw(nside)
     fg = foreground_maps(sky, inst.frequencies_ghz)
     signal = observe_signal(inst, sky.cmb_alm, sky.cmb_qu, fg, nside, lmax, 0)
     noise = simulate_noise(inst, nside, lmax, seed=7, realisation=0)

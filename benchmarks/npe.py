@@ -14,10 +14,10 @@ def bench_npe_sim(args):
     from bmodesep.core.nilc import ilc
     from bmodesep.core.npe import prior, simulator
     from bmodesep.core.simulate.cmb import compute_camb_spectra
-    from bmodesep.settings import resolve_instrument
+    from bmodesep.settings import cosmology, resolve_instrument
 
     config = validate_config({"instruments": {"sosat": "sosat"}})
-    spectra = compute_camb_spectra(config["cmb"]["cosmology"], 383)
+    spectra = compute_camb_spectra(cosmology(config["cmb"]), 383)
     joint = ilc.Compression("needlet", ilc.COMPONENTS, "all", ilc.Fiducial())
     setup = simulator.make_setup(resolve_instrument(config, "sosat"), spectra, 128, joint)
     thetas = prior.prior().sample(args.repeats + 1, np.random.default_rng(0))

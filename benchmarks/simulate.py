@@ -20,17 +20,26 @@ GRF_SKY = {
 
 class SimulationSetup(NamedTuple):
     config: dict  # the validated config: one sky, one instrument, one simulation "sim"
-    sky: dict  # its sky section
+    sky: Any  # its sky, a bmodesep.core.simulate.sky.SkyModel
     instrument: Any  # bmodesep.core.simulate.instrument.Instrument
     spectra: Any  # bmodesep.core.simulate.cmb.CMBSpectra up to lmax
     lmax: int
+
+    def draw(self, nside: int):
+        """The sky's realisation (``ParametricSky``) with the config's r and A_lens."""
+        from bmodesep.core.simulate.sky import simulate_parametric_sky
+
+        cmb = self.config["cmb"]
+        return simulate_parametric_sky(
+            self.sky, cmb["r"], cmb["a_lens"], self.spectra, nside, self.lmax
+        )
 
 
 def simulation_setup(instrument_name: str, nside: int, sky_overrides: dict) -> SimulationSetup:
     """The GRF sky (updated by ``sky_overrides``) seen by the preset ``instrument_name``."""
     from bmodesep.config import validate_config
     from bmodesep.core.simulate.cmb import compute_camb_spectra
-    from bmodesep.settings import resolve_instrument
+    from bmodesep.settings import cosmology, resolve_instrument, sky_model
 
     config = validate_config(
         {
@@ -40,9 +49,9 @@ def simulation_setup(instrument_name: str, nside: int, sky_overrides: dict) -> S
         }
     )
     lmax = 3 * nside - 1
-    spectra = compute_camb_spectra(config["cmb"]["cosmology"], lmax)  # cached for the runs
+    spectra = compute_camb_spectra(cosmology(config["cmb"]), lmax)  # cached for the runs
     return SimulationSetup(
-        config, config["skies"]["sky"], resolve_instrument(config, "inst"), spectra, lmax
+        config, sky_model(config["skies"]["sky"]), resolve_instrument(config, "inst"), spectra, lmax
     )
 
 
@@ -50,13 +59,14 @@ def simulation_benchmark(name, instrument_name, nside, sky_overrides, args) -> d
     from bmodesep.config import simulation_analysis_iterations
     from bmodesep.core import harmonics
     from bmodesep.core.simulate.instrument import observe_signal, simulate_noise
-    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.core.simulate.sky import foreground_maps
 
-    config, sky_cfg, inst, spectra, lmax = simulation_setup(instrument_name, nside, sky_overrides)
+    setup = simulation_setup(instrument_name, nside, sky_overrides)
+    config, inst, lmax = setup.config, setup.instrument, setup.lmax
     n_iter = simulation_analysis_iterations(config["simulations"]["sim"])
 
     def op():
-        sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+        sky = setup.draw(nside)
         fg = foreground_maps(sky, inst.frequencies_ghz)
         observe_signal(inst, sky.cmb_alm, sky.cmb_qu, fg, nside, lmax, n_iter)
         simulate_noise(inst, nside, lmax, seed=7, realisation=0)

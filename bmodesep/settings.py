@@ -1,6 +1,7 @@
 """Typed settings built once from the resolved config, for the stages to hand to core.
 
-The core takes arrays and small typed objects (``Instrument``, ``ilc.Compression``,
+The core takes arrays and small typed objects (``Cosmology``, ``SkyModel``, ``Instrument``,
+``ilc.Compression``,
 ``ilc.Settings``, ``SimulationSet``, ``spectra.BBEstimator``, ``simulator.Setup``); this is
 the one module that turns the config's dictionaries into them, so that no core function
 reads a YAML key.  ``bmodesep.config`` loads and validates the config itself.
@@ -19,10 +20,65 @@ from bmodesep.core.nilc.ilc import Compression, Fiducial
 from bmodesep.core.nilc.ilc import Settings as ILCSettings
 from bmodesep.core.npe.sets import SimulationSet
 from bmodesep.core.seds import SPECTRAL_PARAMETERS
+from bmodesep.core.simulate.cmb import Cosmology
 from bmodesep.core.simulate.instrument import PRESETS, Instrument
+from bmodesep.core.simulate.sky import Foreground, IndexField, SkyModel
 from bmodesep.errors import ConfigError, DataError
 
 PARAMETERS = SPECTRAL_PARAMETERS
+
+
+# ---------------------------------------------------------------- CMB and skies
+def cosmology(cmb: Mapping[str, Any]) -> Cosmology:
+    """The CAMB parameters of the config's ``cmb`` section."""
+    c = cmb["cosmology"]
+    return Cosmology(
+        h0=float(c["h0"]),
+        ombh2=float(c["ombh2"]),
+        omch2=float(c["omch2"]),
+        mnu=float(c["mnu"]),
+        tau=float(c["tau"]),
+        a_s=float(c["as"]),
+        ns=float(c["ns"]),
+    )
+
+
+def _index_field(spec: Mapping[str, Any]) -> IndexField:
+    default = IndexField(0.0)
+    return IndexField(
+        mean=float(spec["mean"]),
+        amplitude=float(spec.get("amplitude", default.amplitude)),
+        gamma=float(spec.get("gamma", default.gamma)),
+        ell_min=int(spec.get("ell_min", default.ell_min)),
+    )
+
+
+def _foreground(spec: Mapping[str, Any], with_temperature: bool) -> Foreground:
+    return Foreground(
+        amplitude_uk2=float(spec["amplitude_uk2"]),
+        alpha=float(spec["alpha"]),
+        ee_over_bb=float(spec["ee_over_bb"]),
+        freq_ref_ghz=float(spec["freq_ref_ghz"]),
+        beta=_index_field(spec["beta"]),
+        temperature_k=_index_field(spec["temperature_k"]) if with_temperature else None,
+    )
+
+
+def sky_model(sky: Mapping[str, Any]) -> SkyModel:
+    """A ``grf`` or ``true_patch`` entry of the config's ``skies`` (validated, defaults in)."""
+    if sky["kind"] not in ("grf", "true_patch"):
+        raise ConfigError(f"sky kind '{sky['kind']}' is not parametric (grf or true_patch)")
+    envelope = sky["galactic_envelope"]
+    return SkyModel(
+        kind=sky["kind"],
+        seed=int(sky["seed"]),
+        dust=_foreground(sky["dust"], with_temperature=True),
+        synchrotron=_foreground(sky["synchrotron"], with_temperature=False),
+        rho_ds=float(sky["rho_ds"]),
+        b_modes_only=bool(sky["b_modes_only"]),
+        envelope_amplitude=float(envelope["amplitude"]),
+        envelope_scale=float(envelope["scale"]),
+    )
 
 
 # ---------------------------------------------------------------- instruments

@@ -11,6 +11,7 @@ import pytest
 
 from bmodesep.config import load_config, validate_config
 from bmodesep.core.simulate.cmb import compute_camb_spectra
+from bmodesep.settings import cosmology
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def default_config():
 @pytest.fixture(scope="session")
 def spectra(default_config):
     """Real CAMB spectra (computed once per test session)."""
-    return compute_camb_spectra(default_config["cmb"]["cosmology"], 300)
+    return compute_camb_spectra(cosmology(default_config["cmb"]), 300)
 
 
 def tiny_config(nside=8, **sky_overrides):

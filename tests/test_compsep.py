@@ -252,6 +252,7 @@ def spectra_sky_32():
     from bmodesep.core.simulate.cmb import compute_camb_spectra
     from bmodesep.core.simulate.instrument import simulate_noise
     from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+    from bmodesep.settings import cosmology, sky_model
 
     nside, lmax = 32, 95
     cfg = validate_config(
@@ -267,8 +268,8 @@ def spectra_sky_32():
             }
         }
     )
-    spectra = compute_camb_spectra(cfg["cmb"]["cosmology"], lmax)
-    sky = simulate_parametric_sky(cfg["skies"]["s"], cfg["cmb"], spectra, nside, lmax)
+    spectra = compute_camb_spectra(cosmology(cfg["cmb"]), lmax)
+    sky = simulate_parametric_sky(sky_model(cfg["skies"]["s"]), 0.0, 1.0, spectra, nside, lmax)
     zone = cap(nside, 0.0)
     pix = np.flatnonzero(zone)
     fg = foreground_maps(sky, LITEBIRD.frequencies_ghz)[:, :, pix]

@@ -53,25 +53,13 @@ def test_selection_rules():
 
 def test_grid_search_selects_the_true_patch_configuration():
     """kabalan2025 sec. 5.1 at CI size: a true-patch sky plus LiteBIRD noise, nside 32."""
-    from bmodesep.config import validate_config
-    from bmodesep.core.simulate.cmb import compute_camb_spectra
-    from bmodesep.core.simulate.sky import foreground_maps, simulate_parametric_sky
+    from benchmarks.simulate import simulation_setup
+    from bmodesep.core.simulate.sky import foreground_maps
 
     nside = 32
-    lmax = 3 * nside - 1
-    sky = {  # the GRF sky of the benchmarks; its spectral index maps are replaced below
-        "kind": "grf",
-        "seed": 1,
-        "dust": {
-            "beta": {"mean": 1.54, "amplitude": 0.3},
-            "temperature_k": {"mean": 20.0, "amplitude": 60.0},
-        },
-        "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.25}},
-        "rho_ds": 0.1,
-    }
-    config = validate_config({"skies": {"sky": sky}})
-    sky_cfg, inst = config["skies"]["sky"], LITEBIRD
-    spectra = compute_camb_spectra(config["cmb"]["cosmology"], lmax)
+    # the GRF sky of the benchmarks; its spectral index maps are replaced below
+    setup = simulation_setup("litebird", nside, {})
+    inst, lmax = setup.instrument, setup.lmax
     zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
     truth = gridsearch.GridPoint(8, 2, 2)
     patches = {
@@ -84,7 +72,7 @@ def test_grid_search_selects_the_true_patch_configuration():
         "temperature_d": 20 + 3 * rng.standard_normal(2),
         "beta_s": -3 + 0.15 * rng.standard_normal(2),
     }
-    sky = simulate_parametric_sky(sky_cfg, config["cmb"], spectra, nside, lmax)
+    sky = setup.draw(nside)
     maps = {}
     for p, default in (("beta_d", 1.54), ("temperature_d", 20.0), ("beta_s", -3.0)):
         maps[p] = np.full(zone.size, default)

@@ -15,7 +15,7 @@ from bmodesep.core.simulate.cmb import compute_camb_spectra
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import checkpoint, io, sims
 from bmodesep.products.npe import read_chunks
-from bmodesep.settings import simulation_sets
+from bmodesep.settings import cosmology, simulation_sets
 from bmodesep.stages import npe
 
 
@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
             },
         )
     )
-    sims.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
+    sims.write_spectra(root / "camb.h5", compute_camb_spectra(cosmology(cfg["cmb"]), 100), cfg)
     return root, cfg
 
 

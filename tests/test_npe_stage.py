@@ -14,6 +14,7 @@ from bmodesep.errors import DataError
 from bmodesep.products import io, sims
 from bmodesep.products.npe import read_chunks
 from bmodesep.products.npe_results import read_posteriors
+from bmodesep.settings import cosmology
 from bmodesep.stages import npe
 
 
@@ -34,7 +35,7 @@ def stage(tmp_path_factory):
             },
         )
     )
-    sims.write_spectra(root / "camb.h5", compute_camb_spectra(cfg["cmb"]["cosmology"], 100), cfg)
+    sims.write_spectra(root / "camb.h5", compute_camb_spectra(cosmology(cfg["cmb"]), 100), cfg)
     chunks = []
     for name, n in (("train", 2), ("coverage", 1)):
         for i in range(n):

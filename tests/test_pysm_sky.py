@@ -40,7 +40,9 @@ def test_pysm_sky_follows_the_same_seds_as_ours(tmp_path, monkeypatch):
     t = write_templates(tmp_path, np.random.default_rng(0))
     monkeypatch.setenv("PYSM_LOCAL_DATA", str(tmp_path))
     freqs = [40.0, 100.0, 353.0]
-    maps = pysm_frequency_maps("c1d1s1", NSIDE, freqs)  # c1 skipped: CMB comes from CAMB
+    maps = pysm_frequency_maps(
+        "c1d1s1", NSIDE, freqs, str(tmp_path)
+    )  # c1 skipped: CMB comes from CAMB
     g = seds.rj_to_cmb
     for i, nu in enumerate(freqs):
         dust = g(353.0) * seds.dust_sed(nu, t["dust_beta"], t["dust_temp"], 353.0)
@@ -58,7 +60,7 @@ def test_missing_pysm_data_is_a_clear_error(tmp_path, monkeypatch):
         match=r"PySM preset 'd1s1' needs template files .*"
         r"missing: pysm_2/dust_t_new.fits.*PYSM_LOCAL_DATA",
     ):
-        pysm_frequency_maps("d1s1", NSIDE, [100.0])
+        pysm_frequency_maps("d1s1", NSIDE, [100.0], str(tmp_path))
     monkeypatch.delenv("PYSM_LOCAL_DATA")
     with pytest.raises(DataError, match="PYSM_LOCAL_DATA is not set"):
-        pysm_frequency_maps("d10s5", NSIDE, [100.0])
+        pysm_frequency_maps("d10s5", NSIDE, [100.0], None)

@@ -13,6 +13,7 @@ from bmodesep.core.simulate.sky import (
     superpixel_patches,
 )
 from bmodesep.errors import ConfigError
+from bmodesep.settings import sky_model
 
 
 def sky_config(**overrides):
@@ -21,7 +22,9 @@ def sky_config(**overrides):
     return validate_config({"skies": {"s": sky}})["skies"]["s"]
 
 
-CMB = {"r": 0.0, "a_lens": 1.0}
+def draw(cfg, spectra, nside, lmax, patches=None):
+    """A sky config entry drawn with r = 0, A_lens = 1."""
+    return simulate_parametric_sky(sky_model(cfg), 0.0, 1.0, spectra, nside, lmax, patches)
 
 
 def chi2_per_dof(measured, model, lo, hi):
@@ -44,7 +47,7 @@ def test_grf_foregrounds_give_back_their_spectra(spectra):
         synchrotron={"amplitude_uk2": 2.0, "alpha": -0.8, "ee_over_bb": 3.0},
         rho_ds=0.5,
     )
-    sky = simulate_parametric_sky(cfg, CMB, spectra, nside, lmax)
+    sky = draw(cfg, spectra, nside, lmax)
     for qu, comp in ((sky.dust_qu, cfg["dust"]), (sky.sync_qu, cfg["synchrotron"])):
         cls = hp.anafast(np.stack([np.zeros_like(qu[0]), *qu]), lmax=lmax, iter=5)
         bb = power_law_cl(comp["amplitude_uk2"], comp["alpha"], lmax)
@@ -67,7 +70,7 @@ def test_grf_foregrounds_give_back_their_spectra(spectra):
 def test_spectral_index_field_has_its_spectrum_and_mean(spectra):
     nside, lmax = 64, 128
     cfg = sky_config(dust={"beta": {"mean": 1.6, "amplitude": 0.05, "gamma": -2.0}})
-    sky = simulate_parametric_sky(cfg, CMB, spectra, nside, lmax)
+    sky = draw(cfg, spectra, nside, lmax)
     cl = hp.anafast(sky.beta_d - 1.6, lmax=lmax, iter=5)
     chi2, mean = chi2_per_dof(cl, index_field_cl(0.05, -2.0, lmax), 5, lmax)
     assert 0.75 < chi2 < 1.3 and abs(mean) < 0.35
@@ -78,7 +81,7 @@ def test_spectral_index_field_has_its_spectrum_and_mean(spectra):
 
 def test_b_modes_only_sky_has_no_e_modes(spectra):
     nside, lmax = 16, 32
-    sky = simulate_parametric_sky(sky_config(b_modes_only=True), CMB, spectra, nside, lmax)
+    sky = draw(sky_config(b_modes_only=True), spectra, nside, lmax)
     for qu in (sky.dust_qu, sky.sync_qu, sky.cmb_qu):
         alm = harmonics.analysis(qu, nside, lmax, spin=2, n_iter=10)
         assert np.abs(alm[0]).max() < 1e-8 * np.abs(alm[1]).max()
@@ -104,7 +107,7 @@ def test_true_patch_parameters_are_constant_on_their_patches(spectra):
             "beta_s": {"superpixel_nside": 0},
         },
     )
-    sky = simulate_parametric_sky(cfg, CMB, spectra, nside, 47, patches)
+    sky = draw(cfg, spectra, nside, 47, patches)
     for values, labels, k in (
         (sky.beta_d, patches["beta_d"], 192),
         (sky.temp_d_k, patches["temperature_d"], 48),
@@ -142,7 +145,7 @@ def test_frequency_maps_follow_the_seds_pixel_by_pixel(spectra):
         },
         synchrotron={"beta": {"mean": -3.0, "amplitude": 0.3}},
     )
-    sky = simulate_parametric_sky(cfg, CMB, spectra, 16, 47)
+    sky = draw(cfg, spectra, 16, 47)
     freqs = [30.0, 100.0, 353.0]
     maps = foreground_maps(sky, freqs)
     p = 123
@@ -156,10 +159,8 @@ def test_frequency_maps_follow_the_seds_pixel_by_pixel(spectra):
 
 def test_galactic_envelope_brightens_the_plane(spectra):
     nside = 32
-    flat = simulate_parametric_sky(sky_config(), CMB, spectra, nside, 95)
-    env = simulate_parametric_sky(
-        sky_config(galactic_envelope={"amplitude": 10.0}), CMB, spectra, nside, 95
-    )
+    flat = draw(sky_config(), spectra, nside, 95)
+    env = draw(sky_config(galactic_envelope={"amplitude": 10.0}), spectra, nside, 95)
     z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
     ratio = env.dust_qu / flat.dust_qu
     assert np.allclose(ratio[:, np.abs(z) < 0.01], 11.0, rtol=0.05)
@@ -167,9 +168,9 @@ def test_galactic_envelope_brightens_the_plane(spectra):
 
 
 def test_same_seed_same_sky_other_seed_other_sky(spectra):
-    a = simulate_parametric_sky(sky_config(seed=3), CMB, spectra, 8, 23)
-    b = simulate_parametric_sky(sky_config(seed=3), CMB, spectra, 8, 23)
-    c = simulate_parametric_sky(sky_config(seed=4), CMB, spectra, 8, 23)
+    a = draw(sky_config(seed=3), spectra, 8, 23)
+    b = draw(sky_config(seed=3), spectra, 8, 23)
+    c = draw(sky_config(seed=4), spectra, 8, 23)
     assert np.array_equal(a.dust_qu, b.dust_qu) and np.array_equal(a.cmb_qu, b.cmb_qu)
     assert not np.allclose(a.dust_qu, c.dust_qu)
 
@@ -177,4 +178,4 @@ def test_same_seed_same_sky_other_seed_other_sky(spectra):
 def test_too_cold_dust_is_a_config_error(spectra):
     cfg = sky_config(dust={"temperature_k": {"mean": 6.0, "amplitude": 500.0, "gamma": -2.0}})
     with pytest.raises(ConfigError, match="dust temperature"):
-        simulate_parametric_sky(cfg, CMB, spectra, 16, 47)
+        draw(cfg, spectra, 16, 47)

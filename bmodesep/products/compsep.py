@@ -1,29 +1,71 @@
-"""Component-separation products: checked readers of the grid selection and the fits.
+"""Component-separation products: a writer and a checked reader of each.
 
-``grid_selection`` (``compsep/{sim}/grid/{zone}/selection.h5``, written by
-:func:`bmodesep.stages.compsep.run_select`): one row per grid configuration, sorted by
-configuration index, with the selected row in the attribute ``best_index``.
+``patch_map`` (written by :func:`bmodesep.stages.compsep.kmeans_patches`): the K-means
+labels of one zone for one patch count, -1 outside the zone.
 
-``compsep_fit`` (``compsep/{sim}/fits/{zone}/{method}.h5``, written by
-:func:`bmodesep.stages.compsep.run_fit`): the per-realisation fits of one method in one
-zone, the reconstructed CMB on the zone's pixels and the full-sky patch maps.
+``grid_point`` (a checkpoint piece of a grid chunk) and ``grid_chunk`` (written by
+:func:`bmodesep.stages.compsep.grid_chunk`): the summary of each grid configuration of one
+slice of the grid, one row per configuration.
+
+``grid_selection`` (written by :func:`bmodesep.stages.compsep.grid_select`): one row per
+grid configuration, sorted by configuration index, with the selected row in the
+attribute ``best_index``.
+
+``compsep_fit`` (written by :func:`bmodesep.stages.compsep.compsep_fit`): the
+per-realisation fits of one method in one zone, the reconstructed CMB on the zone's
+pixels and the full-sky patch maps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bmodesep.core import harmonics
-from bmodesep.core.compsep.likelihood import PARAMETERS
+from bmodesep.core.seds import SPECTRAL_PARAMETERS as PARAMETERS
+
+if TYPE_CHECKING:  # the fit's types; importing them would import JAX for every reader
+    from bmodesep.core.compsep.gridsearch import ConfigResult
+    from bmodesep.core.compsep.likelihood import CellLayout
 from bmodesep.errors import DataError
 from bmodesep.products import io
 
+PATCH_MAP = "patch_map"
+GRID_POINT = "grid_point"
+GRID_CHUNK = "grid_chunk"
 GRID_SELECTION = "grid_selection"
 COMPSEP_FIT = "compsep_fit"
 
 POWER = "uK_CMB^2"
+D = io.Dataset
+
+
+# ---------------------------------------------------------------- patch_map
+LABELS = "labels"  # [npix] patch label per pixel, -1 outside the zone
+
+
+def write_patch_map(path, labels: np.ndarray, zone: str, n_patches: int, provenance) -> None:
+    """The K-means patches of ``zone`` for ``n_patches``."""
+    io.write_product(
+        path,
+        PATCH_MAP,
+        {LABELS: D(labels, "1", "patch label per pixel, -1 outside the zone")},
+        provenance,
+        {"zone": zone, "n_patches": n_patches, "method": "kmeans"},
+    )
+
+
+def read_patch_map(path, npix: int) -> tuple[int, np.ndarray]:
+    """(patch count, labels) of a patch file whose map has ``npix`` pixels."""
+    p = io.read_product(path, PATCH_MAP, {LABELS: ((npix,), "1")})
+    _require_attrs(p, ("zone", "n_patches"))
+    return int(p.attrs["n_patches"]), p[LABELS]
+
+
+# ---------------------------------------------------------------- grid_point, grid_chunk
+INDEX = "index"  # [config] configuration index in the grid
 
 # ---------------------------------------------------------------- grid_selection
 CONFIGURATION = "configuration"  # [config, 3]: K of beta_d, T_d, beta_s
@@ -46,6 +88,79 @@ SELECTION_TABLE = {
 }
 SELECTION_OPTIONAL = (R_HAT, TOTAL_RESIDUAL_CL, SYSTEMATIC_CL)
 SELECTION_ATTRS = ("zone", "best_index", "best_configuration")
+SPECTRUM_FIELDS = (TOTAL_RESIDUAL_CL, SYSTEMATIC_CL)
+PER_REALISATION = ("spatial_variance", "nll")  # [config, realisation] in a grid chunk
+CHUNK_ATTRS = ("zone", "chunk", "chunks", "fsky")
+
+
+def _units(field: str) -> str:
+    power = ("variance", "systematic", "residual_cl")
+    return POWER if any(word in field for word in power) else "1"
+
+
+def grid_point_datasets(result: ConfigResult) -> dict[str, io.Dataset]:
+    """The checkpoint piece of one configuration: its table row and per-realisation arrays."""
+    row = {
+        CMB_VARIANCE: result.cmb_variance,
+        SYSTEMATIC_RESIDUAL: result.systematic_residual,
+        NLL_MEAN: float(result.nll.mean()),
+        "nll_std": float(result.nll.std(ddof=1)),
+        "iterations_median": float(np.median(result.iterations)),
+        "iterations_max": int(result.iterations.max()),
+        "converged_fraction": float(result.converged.mean()),
+        "at_bound_count": int(result.at_bound.any(axis=0).sum()),
+        "spatial_variance": result.spatial_variance,
+        "nll": result.nll,
+    }
+    if result.total_residual_cl is not None:
+        row |= {TOTAL_RESIDUAL_CL: result.total_residual_cl, SYSTEMATIC_CL: result.systematic_cl}
+    return {k: D(np.asarray(v), _units(k)) for k, v in row.items()}
+
+
+def write_grid_chunk(
+    path,
+    index: np.ndarray,
+    configurations: np.ndarray,
+    points: Sequence[io.Product],
+    provenance,
+    attrs: Mapping[str, Any],
+) -> None:
+    """A chunk of the grid from its configurations' checkpoint pieces (``grid_point``)."""
+    data = {
+        INDEX: D(index, "1"),
+        CONFIGURATION: D(configurations.reshape(-1, 3), "1", "K_beta_d, K_T_d, K_beta_s"),
+    }
+    extra = SPECTRUM_FIELDS if points and TOTAL_RESIDUAL_CL in points[0].data else ()
+    for field in (*SELECTION_TABLE, *PER_REALISATION, *extra):
+        data[field] = D(
+            np.stack([r[field] for r in points]) if points else np.zeros(0),
+            points[0].units[field] if points else "1",
+        )
+    missing = [a for a in CHUNK_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"grid chunk attributes missing: {missing}")
+    io.write_product(path, GRID_CHUNK, data, provenance, attrs)
+
+
+def read_grid_chunk(path) -> io.Product:
+    """A grid chunk: index, configuration and the table fields, one row per configuration."""
+    p = io.read_product(path, GRID_CHUNK)
+    _require_attrs(p, CHUNK_ATTRS)
+    for name in (INDEX, CONFIGURATION, *SELECTION_TABLE):
+        if name not in p.data:
+            raise DataError(f"{p.path}: dataset '{name}' is missing")
+    _same_rows(p, p[INDEX].shape[0], (CONFIGURATION, *SELECTION_TABLE), "configurations")
+    return p
+
+
+def write_grid_selection(path, table: Mapping[str, np.ndarray], provenance, attrs) -> None:
+    """The whole grid table of a zone (``configuration`` + fields) and its selection."""
+    missing = [a for a in SELECTION_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"grid selection attributes missing: {missing}")
+    io.write_product(
+        path, GRID_SELECTION, {f: D(v, _units(f)) for f, v in table.items()}, provenance, attrs
+    )
 
 
 def read_grid_selection(path) -> io.Product:
@@ -80,6 +195,49 @@ NLL = "nll"  # [realisation] -ln L
 SPATIAL_VARIANCE = "spatial_variance"  # [realisation] uK_CMB^2
 SYSTEMATIC_COMPONENTS = "systematic_components"  # [CMB dust sync, QU, n_zone] uK_CMB
 FIT_ATTRS = ("zone", "method", "configuration")
+
+
+def write_compsep_fit(
+    path,
+    layout: CellLayout,
+    patches: Mapping[str, np.ndarray],
+    result: ConfigResult,
+    provenance,
+    attrs: Mapping[str, Any],
+) -> None:
+    """One method's fits in one zone (``result`` kept its CMB maps)."""
+    beta_maps = result.params[:, layout.pixel_params].transpose(0, 2, 1)  # [real, 3, n_zone]
+    data = {
+        PIXELS: D(layout.pixels, "1", "HEALPix RING indices of the zone"),
+        **{
+            patches_name(p): D(patches[p], "1", "patch labels, -1 outside the zone")
+            for p in PARAMETERS
+        },
+        "params": D(result.params, "1", "best-fit parameters [realisation, parameter]"),
+        "parameter_maps": D(beta_maps, "1", "beta_d, T_d [K], beta_s per zone pixel"),
+        "at_bound": D(result.at_bound.astype(np.uint8), "1"),
+        NLL: D(result.nll, "1", "-ln L"),
+        "iterations": D(result.iterations, "1"),
+        "converged": D(result.converged.astype(np.uint8), "1"),
+        CMB_QU: D(result.cmb, "uK_CMB", "reconstructed CMB [realisation, QU, zone pixel]"),
+        SPATIAL_VARIANCE: D(result.spatial_variance, POWER),
+        "foreground_params": D(result.foreground_params, "1"),
+        SYSTEMATIC_COMPONENTS: D(
+            result.systematic_components,
+            "uK_CMB",
+            "W(d_fg): CMB, dust, synchrotron [comp, QU, zone pixel]",
+        ),
+    }
+    attrs = dict(attrs)
+    attrs |= {
+        "cmb_variance": result.cmb_variance,
+        "systematic_residual": result.systematic_residual,
+        "n_at_bound": int(result.at_bound.any(axis=0).sum()),
+    }
+    missing = [a for a in FIT_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"compsep_fit attributes missing: {missing}")
+    io.write_product(path, COMPSEP_FIT, data, provenance, attrs)
 
 
 def patches_name(parameter: str) -> str:

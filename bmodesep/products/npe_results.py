@@ -1,31 +1,60 @@
-"""SBI result products: checked readers of posteriors, coverage and observed-sky analyses.
+"""SBI result products: one writer and one checked reader each.
 
-``npe_posteriors`` (``npe/{compression}/posteriors/{set}.h5``, written by
-:func:`bmodesep.stages.npe.posterior_stage`): posterior samples of every data vector of a
+``npe_estimator`` (``npe/{compression}/estimator.h5``, written by
+:func:`bmodesep.stages.npe.npe_train`): the weights and buffers of a trained flow
+(``state/<name>``), its training and validation losses, and the hyperparameters (JSON) that
+rebuild it.
+
+``npe_tuning`` (``npe/{compression}/tuning.h5``, :func:`~bmodesep.stages.npe.npe_tune`): the
+hyperparameters and best validation loss of each completed trial, and the best trial's
+hyperparameters (JSON).
+
+``npe_posteriors`` (``npe/{compression}/posteriors/{set}.h5``,
+:func:`~bmodesep.stages.npe.npe_posterior`): posterior samples of every data vector of a
 test set, the true parameters and summaries (means and 68% HDIs of r, A_lens and the
 spectral-index power sigma_beta).
 
-``npe_coverage`` (``npe/{compression}/coverage.h5``, :func:`~bmodesep.stages.npe.coverage_stage`):
+``npe_coverage`` (``npe/{compression}/coverage.h5``, :func:`~bmodesep.stages.npe.npe_coverage`):
 TARP expected coverage, joint (row 0) then per parameter, at each credibility level.
 
 ``npe_observed`` (``npe/{compression}/observed/{sim}.h5``,
-:func:`~bmodesep.stages.npe.observed_stage`): posteriors of a simulation's NILC maps (one
+:func:`~bmodesep.stages.npe.npe_observed`): posteriors of a simulation's NILC maps (one
 per noise realisation) and the posterior predictive chi^2 check of the first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import h5py
+import numpy as np
 
 from bmodesep.core.npe.prior import PARAMETERS
 from bmodesep.errors import DataError
 from bmodesep.products import io
 
+D = io.Dataset
+
+NPE_ESTIMATOR = "npe_estimator"
+NPE_TUNING = "npe_tuning"
 NPE_POSTERIORS = "npe_posteriors"
 NPE_COVERAGE = "npe_coverage"
 NPE_OBSERVED = "npe_observed"
+
+STATE_PREFIX = "state/"  # state/<name>: a weight or buffer of the flow (torch state_dict)
+TRAINING_LOSS = "training_loss"  # [epoch] nats
+VALIDATION_LOSS = "validation_loss"  # [epoch] nats (estimator), [trial] nats (tuning)
+TRIAL_VALUES = "values"  # [trial, searched hyperparameter]
+TRIAL_EPOCHS = "epochs"  # [trial]
+
+
+def state_name(key: str) -> str:
+    """Dataset of the flow weight or buffer ``key`` of an estimator."""
+    return f"{STATE_PREFIX}{key}"
+
 
 SAMPLES = "samples"  # [dataset, sample, parameter], parameters in prior.PARAMETERS order
 THETA = "theta"  # [dataset, parameter] true parameters
@@ -61,6 +90,181 @@ X_COVARIANCE_SIMS = "ppc/x_covariance_sims"  # [simulation, n]
 _NP = len(PARAMETERS)
 
 
+# ---------------------------------------------------------------- estimator
+def write_estimator(
+    path,
+    state: Mapping[str, np.ndarray],
+    training_loss: np.ndarray,
+    validation_loss: np.ndarray,
+    provenance: Mapping[str, Any],
+    *,
+    compression: str,
+    prior: str,
+    n_data: int,
+    hyperparameters: Mapping[str, Any],
+    hyperparameters_from: str,
+    epochs: int,
+    best_validation_loss: float,
+    training_simulations: int,
+    train_wall_s: float,
+    train_cpu_s: float,
+) -> Path:
+    """A trained flow: ``state`` (weights and buffers by name), its losses per epoch and the
+    ``hyperparameters`` that rebuild it (stored as JSON)."""
+    datasets = {state_name(k): D(v, "1", "flow weight or buffer") for k, v in state.items()}
+    datasets[TRAINING_LOSS] = D(training_loss, "nats", "mean -log q per epoch")
+    datasets[VALIDATION_LOSS] = D(validation_loss, "nats", "on the held-out fraction")
+    return io.write_product(
+        path,
+        NPE_ESTIMATOR,
+        datasets,
+        provenance,
+        {
+            "compression": compression,
+            "prior": prior,
+            "parameters": list(PARAMETERS),
+            "n_data": n_data,
+            "hyperparameters": json.dumps(dict(hyperparameters)),
+            "hyperparameters_from": hyperparameters_from,
+            "epochs": epochs,
+            "best_validation_loss": best_validation_loss,
+            "training_simulations": training_simulations,
+            "train_wall_s": train_wall_s,
+            "train_cpu_s": train_cpu_s,
+        },
+    )
+
+
+def read_estimator(path) -> io.Product:
+    """A trained flow; its weights by name with :func:`estimator_state`, attribute
+    ``hyperparameters`` (JSON), ``n_data``, ``prior``, ``compression``."""
+    p = io.read_product(path, NPE_ESTIMATOR)
+    _check_attrs(p, ("compression", "prior", "parameters", "n_data", "hyperparameters", "epochs"))
+    _check_parameters(p)
+    _check_json(p, "hyperparameters")
+    for name in (TRAINING_LOSS, VALIDATION_LOSS):
+        _check_dataset(p, name, 1, "nats")
+    state = [name for name in p.data if name.startswith(STATE_PREFIX)]
+    if not state:
+        raise DataError(f"{p.path}: no flow weights ('{STATE_PREFIX}*' datasets)")
+    for name in state:
+        _check_dataset(p, name, None, "1")
+    return p
+
+
+def estimator_state(p: io.Product) -> dict[str, np.ndarray]:
+    """The flow weights and buffers of an estimator read by :func:`read_estimator`, by name."""
+    return {
+        k.removeprefix(STATE_PREFIX): v for k, v in p.data.items() if k.startswith(STATE_PREFIX)
+    }
+
+
+# ---------------------------------------------------------------- tuning
+def write_tuning(
+    path,
+    validation_loss: np.ndarray,
+    values: np.ndarray,
+    epochs: np.ndarray,
+    provenance: Mapping[str, Any],
+    *,
+    searched: Sequence[str],
+    best_hyperparameters: Mapping[str, Any],
+    compression: str,
+) -> Path:
+    """Completed trials of a hyperparameter search: best validation loss, hyperparameters
+    (``values``, columns as ``searched``) and epochs of each, and the best trial's values."""
+    return io.write_product(
+        path,
+        NPE_TUNING,
+        {
+            VALIDATION_LOSS: D(validation_loss, "nats", "best per trial"),
+            TRIAL_VALUES: D(values, "1", "trial hyperparameters, columns as attribute 'searched'"),
+            TRIAL_EPOCHS: D(epochs, "1", "per trial"),
+        },
+        provenance,
+        {
+            "searched": list(searched),
+            "best_hyperparameters": json.dumps(dict(best_hyperparameters)),
+            "compression": compression,
+        },
+    )
+
+
+def read_tuning(path) -> io.Product:
+    """A hyperparameter search; attribute ``best_hyperparameters`` (JSON) holds the best
+    trial's values of the ``searched`` hyperparameters."""
+    p = io.read_product(
+        path,
+        NPE_TUNING,
+        {
+            VALIDATION_LOSS: ((None,), "nats"),
+            TRIAL_VALUES: ((None, None), "1"),
+            TRIAL_EPOCHS: ((None,), "1"),
+        },
+    )
+    _check_attrs(p, ("searched", "best_hyperparameters", "compression"))
+    _check_json(p, "best_hyperparameters")
+    trials, searched = p[VALIDATION_LOSS].size, len(p.attrs["searched"])
+    if p[TRIAL_VALUES].shape != (trials, searched):
+        raise DataError(
+            f"{p.path}: dataset '{TRIAL_VALUES}' has shape {p[TRIAL_VALUES].shape}, expected "
+            f"({trials}, {searched}) for {trials} trials of {searched} hyperparameters"
+        )
+    _same_rows(p, trials, (TRIAL_EPOCHS,), "trials")
+    return p
+
+
+# ---------------------------------------------------------------- posteriors
+def _summary_datasets(summary: Mapping[str, np.ndarray]) -> dict[str, io.Dataset]:
+    """``summary/*`` datasets of ``summary`` (``<quantity>_mean`` [dataset] and
+    ``<quantity>_hdi`` [dataset, 2] of each of SUMMARY_QUANTITIES)."""
+    out = {}
+    for q in SUMMARY_QUANTITIES:
+        out[summary_mean(q)] = D(summary[f"{q}_mean"], "1", f"posterior mean of {q}")
+        out[summary_hdi(q)] = D(summary[f"{q}_hdi"], "1", f"68% highest-density interval of {q}")
+    return out
+
+
+def write_posteriors(
+    path,
+    samples: np.ndarray,
+    theta: np.ndarray,
+    x: np.ndarray,
+    seeds: np.ndarray,
+    true_sigma_beta: np.ndarray,
+    summary: Mapping[str, np.ndarray],
+    provenance: Mapping[str, Any],
+    *,
+    set_name: str,
+    fixed: Iterable[str],
+    compression: str,
+    estimator: str,
+) -> Path:
+    """Posteriors of a test set (``samples`` stored as float32); ``summary`` as
+    :func:`bmodesep.stages.npe.summarise` returns it."""
+    datasets = {
+        SAMPLES: D(np.asarray(samples).astype(np.float32), "1", "[dataset, sample, parameter]"),
+        THETA: D(theta, "1", "true parameters"),
+        X: D(x, "uK_CMB^2", "data vectors"),
+        SEED: D(seeds, "1", "simulation seeds"),
+        TRUE_SIGMA_BETA: D(true_sigma_beta, "1", "(sigma_beta_d^2 + sigma_beta_s^2)^1/2"),
+        **_summary_datasets(summary),
+    }
+    return io.write_product(
+        path,
+        NPE_POSTERIORS,
+        datasets,
+        provenance,
+        {
+            "set": set_name,
+            "fixed": list(fixed),
+            "compression": compression,
+            "parameters": list(PARAMETERS),
+            "estimator": str(estimator),
+        },
+    )
+
+
 def _summary_expect() -> dict:
     expect = {}
     for q in SUMMARY_QUANTITIES:
@@ -86,6 +290,41 @@ def read_posteriors(path) -> io.Product:
     return p
 
 
+# ---------------------------------------------------------------- coverage
+def write_coverage(
+    path,
+    credibility: np.ndarray,
+    ecp: np.ndarray,
+    ecp_std: np.ndarray,
+    deviation_sigma: np.ndarray,
+    provenance: Mapping[str, Any],
+    *,
+    names: Sequence[str],
+    flagged: Iterable[bool],
+    compression: str,
+    test_simulations: int,
+) -> Path:
+    """TARP coverage; rows of ``ecp``, ``ecp_std``, ``deviation_sigma`` and ``flagged`` as
+    ``names`` (``joint``, then the parameters)."""
+    return io.write_product(
+        path,
+        NPE_COVERAGE,
+        {
+            CREDIBILITY: D(credibility, "1", "1 - alpha"),
+            ECP: D(ecp, "1", "[joint + parameter, level]"),
+            ECP_STD: D(ecp_std, "1", "bootstrap std"),
+            DEVIATION_SIGMA: D(deviation_sigma, "1", "max |ECP - 1 + alpha|/std"),
+        },
+        provenance,
+        {
+            "names": list(names),
+            "flagged": [bool(f) for f in flagged],
+            "compression": compression,
+            "test_simulations": int(test_simulations),
+        },
+    )
+
+
 def read_coverage(path) -> io.Product:
     """TARP coverage; attribute ``names`` labels the rows (``joint``, then parameters)."""
     expect = {
@@ -106,6 +345,49 @@ def read_coverage(path) -> io.Product:
     if p[DEVIATION_SIGMA].size != rows:
         raise DataError(f"{p.path}: {p[DEVIATION_SIGMA].size} deviations for {rows} names")
     return p
+
+
+# ---------------------------------------------------------------- observed sky
+def write_observed(
+    path,
+    samples: np.ndarray,
+    x: np.ndarray,
+    x_predictive: np.ndarray,
+    chi2_predictive: np.ndarray,
+    x_covariance_sims: np.ndarray,
+    summary: Mapping[str, np.ndarray],
+    provenance: Mapping[str, Any],
+    *,
+    simulation: str,
+    compression: str,
+    chi2_observed: float,
+    ppc_p_value: float,
+    nilc: str,
+) -> Path:
+    """Posteriors of an observed sky (``samples`` stored as float32) and its posterior
+    predictive check; ``summary`` as :func:`bmodesep.stages.npe.summarise` returns it."""
+    datasets = {
+        SAMPLES: D(np.asarray(samples).astype(np.float32), "1", "[realisation, sample, parameter]"),
+        X: D(x, "uK_CMB^2", "observed data vectors, one per noise realisation"),
+        X_PREDICTIVE: D(x_predictive, "uK_CMB^2", "posterior predictive data vectors"),
+        CHI2_PREDICTIVE: D(chi2_predictive, "1", "x^T C^-1 x of the draws"),
+        X_COVARIANCE_SIMS: D(x_covariance_sims, "uK_CMB^2", "simulations at the posterior mean"),
+        **_summary_datasets(summary),
+    }
+    return io.write_product(
+        path,
+        NPE_OBSERVED,
+        datasets,
+        provenance,
+        {
+            "simulation": simulation,
+            "compression": compression,
+            "parameters": list(PARAMETERS),
+            "chi2_observed": chi2_observed,
+            "ppc_p_value": ppc_p_value,
+            "nilc": str(nilc),
+        },
+    )
 
 
 def read_observed(path) -> io.Product:
@@ -154,6 +436,26 @@ def _check_attrs(p: io.Product, names: Iterable[str]) -> None:
     missing = [a for a in names if a not in p.attrs]
     if missing:
         raise DataError(f"{p.path}: attribute(s) {', '.join(missing)} missing")
+
+
+def _check_json(p: io.Product, name: str) -> None:
+    try:
+        value = json.loads(p.attrs[name])
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{p.path}: attribute '{name}' is not JSON text: {err}") from err
+    if not isinstance(value, dict):
+        raise DataError(f"{p.path}: attribute '{name}' is not a JSON object")
+
+
+def _check_dataset(p: io.Product, name: str, ndim: int | None, units: str) -> None:
+    if name not in p.data:
+        raise DataError(f"{p.path}: dataset '{name}' is missing")
+    if ndim is not None and p[name].ndim != ndim:
+        raise DataError(
+            f"{p.path}: dataset '{name}' has shape {p[name].shape}, expected {ndim} axes"
+        )
+    if p.units[name] != units:
+        raise DataError(f"{p.path}: dataset '{name}' is in '{p.units[name]}', expected '{units}'")
 
 
 def _check_parameters(p: io.Product) -> None:

@@ -1,6 +1,6 @@
-"""The r-likelihood product (``rlike/{sim}/{method}.h5``): checked reader.
+"""The r-likelihood product (``rlike/{sim}/{method}.h5``): writer and checked reader.
 
-Written by :func:`bmodesep.stages.rlike.run`: residual BB spectra of one method over its
+Written by :func:`bmodesep.stages.rlike.r_likelihood`: residual BB spectra of one method over its
 zones, the likelihood of r on a grid for the union of zones and per zone, and the
 attributes ``r_hat``, ``r_low``, ``r_high`` (the 68% interval), ``r_simulated``.
 Spectra are per-multipole C_l (``spectrum: fsky``) or MASTER band powers of D_l
@@ -8,6 +8,9 @@ Spectra are per-multipole C_l (``spectrum: fsky``) or MASTER band powers of D_l
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,6 +50,77 @@ ZONE_LIKELIHOOD = "zones/likelihood"  # [zone, grid]
 ZONE_TOTAL_BB_POWER = "zones/total_bb_power"  # [zone, realisation]
 
 ATTRS = ("method", "spectrum", "zones", "r_hat", "r_low", "r_high", "r_simulated")
+D = io.Dataset
+
+
+class ZoneResults(NamedTuple):
+    """Per-zone rows of an r-likelihood product (spectra in the product's units)."""
+
+    fsky: np.ndarray  # [zone]
+    configuration: np.ndarray  # [zone, 3]
+    r_hat: np.ndarray  # [zone]
+    total_residual: np.ndarray  # [zone, n]
+    systematic_residual: np.ndarray  # [zone, n]
+    likelihood: np.ndarray  # [zone, grid] L(r)/L_max
+    total_bb_power: np.ndarray  # [zone, realisation]
+
+
+class Spectra(NamedTuple):
+    """The spectra of the union of zones (``units`` names C_l or D_l band powers)."""
+
+    ell: np.ndarray
+    total_residual: np.ndarray
+    systematic_residual: np.ndarray
+    statistical_residual: np.ndarray
+    tensor_r1: np.ndarray
+    lensing: np.ndarray
+    observed: np.ndarray
+    units: str
+
+
+def write_r_likelihood(
+    path,
+    spectra: Spectra,
+    zones: ZoneResults,
+    r_grid: np.ndarray,
+    likelihood: np.ndarray,
+    zones_mean_likelihood: np.ndarray,
+    r_hat_per_realisation: np.ndarray,
+    provenance,
+    attrs: Mapping[str, Any],
+) -> None:
+    """One method's residual spectra and likelihood of r (``attrs`` as :data:`ATTRS`)."""
+    u = spectra.units
+    if attrs.get("spectrum") not in SPECTRUM_UNITS or SPECTRUM_UNITS[attrs["spectrum"]] != u:
+        raise ValueError(f"spectra in '{u}' do not match spectrum {attrs.get('spectrum')!r}")
+    missing = [a for a in ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"r-likelihood attributes missing: {missing}")
+    data = {
+        ELL: D(spectra.ell, "1", "multipoles, or band centres of master band powers"),
+        ZONE_FSKY: D(zones.fsky, "1"),
+        ZONE_CONFIGURATION: D(zones.configuration, "1", "patches of beta_d, T_d, beta_s"),
+        ZONE_R_HAT: D(zones.r_hat, "1"),
+        ZONE_TOTAL_RESIDUAL: D(zones.total_residual, u, "one row per zone"),
+        ZONE_SYSTEMATIC_RESIDUAL: D(zones.systematic_residual, u),
+        ZONE_LIKELIHOOD: D(zones.likelihood, "1", "L(r)/L_max per zone"),
+        ZONE_TOTAL_BB_POWER: D(
+            zones.total_bb_power, u, "sum over the spectrum of each reconstructed CMB"
+        ),
+        CL_TOTAL_RESIDUAL: D(spectra.total_residual, u),
+        CL_SYSTEMATIC_RESIDUAL: D(spectra.systematic_residual, u),
+        CL_STATISTICAL_RESIDUAL: D(spectra.statistical_residual, u),
+        CL_TENSOR_R1: D(spectra.tensor_r1, u),
+        CL_LENSING: D(spectra.lensing, u),
+        CL_OBSERVED: D(spectra.observed, u),
+        R_GRID: D(r_grid, "1"),
+        LIKELIHOOD: D(likelihood, "1", "L(r)/L_max for the union of zones; 0 where C_model <= 0"),
+        ZONES_MEAN_LIKELIHOOD: D(
+            zones_mean_likelihood, "1", "mean of the zones' normalised likelihoods"
+        ),
+        R_HAT_PER_REALISATION: D(r_hat_per_realisation, "1"),
+    }
+    io.write_product(path, R_LIKELIHOOD, data, provenance, attrs)
 
 
 def read_r_likelihood(path) -> io.Product:

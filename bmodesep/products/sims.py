@@ -19,6 +19,15 @@ from bmodesep.products import io
 
 D = io.Dataset
 
+# dataset names the stages read
+CMB_ALM = "cmb/alm_eb"  # sky: [E B, nalm] uK_CMB
+CMB_QU = "cmb/qu"  # sky: [QU, pix] uK_CMB
+TOTAL_QU = "total_qu"  # signal: [freq, QU, pix] uK_CMB
+FOREGROUND_QU = "foreground_qu"  # signal: [freq, QU, pix] uK_CMB
+TOTAL_B = "total_b"  # signal (optional): [freq, pix] uK_CMB
+NOISE_QU = "qu"  # noise: [realisation, split, freq, QU, pix] uK_CMB
+NOISE_B = "b"  # noise (optional): [realisation, split, freq, pix] uK_CMB
+
 
 # ---------------------------------------------------------------- CMB spectra
 def write_spectra(path, spectra: CMBSpectra, config: Mapping[str, Any]) -> Path:
@@ -84,7 +93,7 @@ def write_sky(
 def read_sky(path, nside: int) -> tuple[io.Product, ParametricSky | None]:
     npx = harmonics.npix(nside)
     with_fg = _has(path, "dust/qu")
-    expect = {"cmb/alm_eb": ((2, None), "uK_CMB"), "cmb/qu": ((2, npx), "uK_CMB")}
+    expect = {CMB_ALM: ((2, None), "uK_CMB"), CMB_QU: ((2, npx), "uK_CMB")}
     if with_fg:
         expect |= {
             "dust/qu": ((2, npx), "uK_CMB"),
@@ -98,8 +107,8 @@ def read_sky(path, nside: int) -> tuple[io.Product, ParametricSky | None]:
     if not with_fg:
         return p, None
     sky = ParametricSky(
-        cmb_alm=p["cmb/alm_eb"],
-        cmb_qu=p["cmb/qu"],
+        cmb_alm=p[CMB_ALM],
+        cmb_qu=p[CMB_QU],
         dust_qu=p["dust/qu"],
         sync_qu=p["synchrotron/qu"],
         beta_d=p["dust/beta"],
@@ -179,22 +188,33 @@ def write_signal(
     total_qu,
     foreground_qu,
     total_b,
-    noise_model: Mapping[str, io.Dataset],
     transfer: np.ndarray,
     config: Mapping[str, Any],
     seed: int,
     nside: int,
     lmax: int,
+    *,
+    noise_cl: np.ndarray | None = None,
+    sigma_pixel: np.ndarray | None = None,
 ) -> Path:
+    """The observed signal and the noise model: ``noise_cl`` (harmonic noise) or
+    ``sigma_pixel`` (white noise per pixel), exactly one of them."""
+    if (noise_cl is None) == (sigma_pixel is None):
+        raise ValueError("give exactly one noise model: noise_cl or sigma_pixel")
     data = {
         "frequencies_ghz": D(np.asarray(instrument.frequencies_ghz), "GHz"),
-        "total_qu": D(total_qu, "uK_CMB", "CMB + foregrounds, [freq, QU, pix]"),
-        "foreground_qu": D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]"),
+        TOTAL_QU: D(total_qu, "uK_CMB", "CMB + foregrounds, [freq, QU, pix]"),
+        FOREGROUND_QU: D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]"),
         "transfer": D(transfer, "1", "beam x high-pass applied to the signal, [freq, l]"),
-        **{f"noise_model/{k}": v for k, v in noise_model.items()},
     }
+    if noise_cl is not None:
+        data["noise_model/noise_cl"] = D(noise_cl, "uK_CMB^2", "N_l of one split, [freq, l]")
+    else:
+        data["noise_model/sigma_pixel"] = D(
+            sigma_pixel, "uK_CMB", "per-pixel Q/U sigma of one split"
+        )
     if total_b is not None:
-        data["total_b"] = D(total_b, "uK_CMB", "B-mode scalar map of total_qu, [freq, pix]")
+        data[TOTAL_B] = D(total_b, "uK_CMB", "B-mode scalar map of total_qu, [freq, pix]")
     return io.write_product(
         path,
         "signal",
@@ -211,15 +231,15 @@ def read_signal(path, instrument: Instrument, nside: int) -> io.Product:
         "signal",
         {
             "frequencies_ghz": ((None,), "GHz"),
-            "total_qu": ((None, 2, npx), "uK_CMB"),
-            "foreground_qu": ((None, 2, npx), "uK_CMB"),
-            "total_b": ((None, npx), "uK_CMB"),
+            TOTAL_QU: ((None, 2, npx), "uK_CMB"),
+            FOREGROUND_QU: ((None, 2, npx), "uK_CMB"),
+            TOTAL_B: ((None, npx), "uK_CMB"),
         },
-        optional=["total_b"],
+        optional=[TOTAL_B],
     )
-    if p["frequencies_ghz"].shape[0] != nf or p["total_qu"].shape[0] != nf:
+    if p["frequencies_ghz"].shape[0] != nf or p[TOTAL_QU].shape[0] != nf:
         raise DataError(
-            f"{path}: {p['total_qu'].shape[0]} frequency maps, instrument "
+            f"{path}: {p[TOTAL_QU].shape[0]} frequency maps, instrument "
             f"{instrument.name} has {nf} bands"
         )
     if not np.allclose(p["frequencies_ghz"], instrument.frequencies_ghz):
@@ -239,9 +259,9 @@ def write_noise(
     instrument: Instrument,
     nside: int,
 ) -> Path:
-    data = {"qu": D(qu, "uK_CMB", "[realisation, split, freq, QU, pix]")}
+    data = {NOISE_QU: D(qu, "uK_CMB", "[realisation, split, freq, QU, pix]")}
     if b is not None:
-        data["b"] = D(b, "uK_CMB", "B-mode scalar maps, [realisation, split, freq, pix]")
+        data[NOISE_B] = D(b, "uK_CMB", "B-mode scalar maps, [realisation, split, freq, pix]")
     return io.write_product(
         path,
         "noise",
@@ -262,6 +282,6 @@ def read_noise(path, instrument: Instrument, nside: int) -> io.Product:
     return io.read_product(
         path,
         "noise",
-        {"qu": ((None, s, nf, 2, npx), "uK_CMB"), "b": ((None, s, nf, npx), "uK_CMB")},
-        optional=["b"],
+        {NOISE_QU: ((None, s, nf, 2, npx), "uK_CMB"), NOISE_B: ((None, s, nf, npx), "uK_CMB")},
+        optional=[NOISE_B],
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
@@ -32,9 +31,9 @@ from bmodesep.core.simulate.instrument import (
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import Progress
 from bmodesep.products import checkpoint, io, sims
+from bmodesep.products import compsep as products
 from bmodesep.settings import bb_estimator, kmeans_counts, r_grid, resolve_instrument
 
-D = io.Dataset
 log = logging.getLogger(__name__)
 
 
@@ -86,15 +85,15 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         model=compsep.SpectralModel(
             inst.frequencies_ghz, cs["dust_freq_ref_ghz"], cs["sync_freq_ref_ghz"]
         ),
-        signal=signal["total_qu"][:, :, pix],
-        foreground=signal["foreground_qu"][:, :, pix],
+        signal=signal[sims.TOTAL_QU][:, :, pix],
+        foreground=signal[sims.FOREGROUND_QU][:, :, pix],
         noise=noise,
         n_realisations=n_real,
         ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
         start=cs["start"],
         bounds=cs["bounds"],
         options=fitting.FitOptions(**cs["fit"]),
-        cmb_true=None if product is None else product["cmb/qu"][:, pix],
+        cmb_true=None if product is None else product[sims.CMB_QU][:, pix],
         bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
@@ -104,8 +103,8 @@ def read_patch_files(paths, zone: np.ndarray) -> dict[int, np.ndarray]:
     """K-means patch maps by patch count, from the files the workflow names."""
     out = {}
     for path in paths:
-        p = io.read_product(path, "patch_map", {"labels": ((zone.size,), "1")})
-        out[int(p.attrs["n_patches"])] = clustering.validate_patch_map(p["labels"], zone, str(path))
+        k, labels = products.read_patch_map(path, zone.size)
+        out[k] = clustering.validate_patch_map(labels, zone, str(path))
     return out
 
 
@@ -137,53 +136,10 @@ def kmeans_patches(config, simulation: str, zone: str, masks, outputs) -> None:
     for k, path in zip(counts, outputs, strict=True):
         t0 = time.perf_counter()
         labels = clustering.kmeans_patches(zone, k, cs["kmeans_seed"])
-        io.write_product(
-            path,
-            "patch_map",
-            {"labels": D(labels, "1", "patch label per pixel, -1 outside the zone")},
-            io.provenance(stage, cs["kmeans_seed"], "patches"),
-            {"zone": zone_name, "n_patches": k, "method": "kmeans"},
+        products.write_patch_map(
+            path, labels, zone_name, k, io.provenance(stage, cs["kmeans_seed"], "patches")
         )
         log.info("K-means K=%d in %s: %.2f s", k, zone_name, time.perf_counter() - t0)
-
-
-TABLE_FIELDS = (
-    "cmb_variance",
-    "systematic_residual",
-    "nll_mean",
-    "nll_std",
-    "iterations_median",
-    "iterations_max",
-    "converged_fraction",
-    "at_bound_count",
-)
-
-
-def _row(result: gridsearch.ConfigResult) -> dict[str, Any]:
-    return {
-        "cmb_variance": result.cmb_variance,
-        "systematic_residual": result.systematic_residual,
-        "nll_mean": float(result.nll.mean()),
-        "nll_std": float(result.nll.std(ddof=1)),
-        "iterations_median": float(np.median(result.iterations)),
-        "iterations_max": int(result.iterations.max()),
-        "converged_fraction": float(result.converged.mean()),
-        "at_bound_count": int(result.at_bound.any(axis=0).sum()),
-        "spatial_variance": result.spatial_variance,
-        "nll": result.nll,
-    } | (
-        {}
-        if result.total_residual_cl is None
-        else {"total_residual_cl": result.total_residual_cl, "systematic_cl": result.systematic_cl}
-    )
-
-
-SPECTRUM_FIELDS = ("total_residual_cl", "systematic_cl")
-
-
-def _units(field: str) -> str:
-    power = ("variance", "systematic", "residual_cl")
-    return "uK_CMB^2" if any(word in field for word in power) else "1"
 
 
 def grid_chunk(
@@ -198,7 +154,7 @@ def grid_chunk(
     points = gridsearch.grid_points(cs["grid"])
     lo, hi = gridsearch.chunk_bounds(len(points), cs["chunks"], chunk)
     job = checkpoint.fingerprint(stage, zone=zone_name, chunk=chunk, sky=sky_path is not None)
-    parts = checkpoint.Parts(output, "grid_point", job)
+    parts = checkpoint.Parts(output, products.GRID_POINT, job)
     done = parts.done(range(lo, hi))
     todo = [j for j in range(lo, hi) if j not in done]
     log.info(
@@ -222,36 +178,21 @@ def grid_chunk(
     )
     for j in todo:
         result = gridsearch.evaluate_configuration(layouts[j - lo], problem)
-        row = _row(result)
         parts.write(
             j,
-            {k: D(np.asarray(v), _units(k)) for k, v in row.items()},
+            products.grid_point_datasets(result),
             io.provenance(stage, cs["kmeans_seed"], "grid_point"),
             {"configuration": list(points[j])},
         )
         progress.step(
-            f"configuration {j} {tuple(points[j])}: sigma2_cmb {row['cmb_variance']:.4e} uK^2, "
-            f"converged {row['converged_fraction']:.0%}"
+            f"configuration {j} {tuple(points[j])}: sigma2_cmb {result.cmb_variance:.4e} uK^2, "
+            f"converged {result.converged.mean():.0%}"
         )
-    rows = [parts.read(j) for j in range(lo, hi)]
-    data = {
-        "index": D(np.arange(lo, hi), "1"),
-        "configuration": D(
-            np.array([points[j] for j in range(lo, hi)]).reshape(-1, 3),
-            "1",
-            "K_beta_d, K_T_d, K_beta_s",
-        ),
-    }
-    extra = SPECTRUM_FIELDS if rows and "total_residual_cl" in rows[0].data else ()
-    for field in (*TABLE_FIELDS, "spatial_variance", "nll", *extra):
-        data[field] = D(
-            np.stack([r[field] for r in rows]) if rows else np.zeros(0),
-            rows[0].units[field] if rows else "1",
-        )
-    io.write_product(
+    products.write_grid_chunk(
         output,
-        "grid_chunk",
-        data,
+        np.arange(lo, hi),
+        np.array([points[j] for j in range(lo, hi)]),
+        [parts.read(j) for j in range(lo, hi)],
         io.provenance(stage, cs["kmeans_seed"], "grid_chunk"),
         {"zone": zone_name, "chunk": chunk, "chunks": cs["chunks"], "fsky": float(zone.mean())},
     )
@@ -288,8 +229,8 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
     name, zone_name, chunk_paths, spectra_path = simulation, zone, chunks, spectra
     stage = _compsep_config(config, name)
     cs = stage["compsep"]
-    chunks = [io.read_product(p, "grid_chunk") for p in chunk_paths]
-    index = np.concatenate([c["index"] for c in chunks])
+    chunks = [products.read_grid_chunk(p) for p in chunk_paths]
+    index = np.concatenate([c[products.INDEX] for c in chunks])
     n_points = len(gridsearch.grid_points(cs["grid"]))
     if sorted(index.tolist()) != list(range(n_points)):
         raise DataError(
@@ -297,23 +238,23 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
             f"{sorted(index.tolist())[:5]}..., expected all {n_points}"
         )
     order = np.argsort(index)
-    fields = ("configuration", *TABLE_FIELDS)
-    if all("total_residual_cl" in c.data for c in chunks):
-        fields = (*fields, *SPECTRUM_FIELDS)
+    fields = (products.CONFIGURATION, *products.SELECTION_TABLE)
+    if all(products.TOTAL_RESIDUAL_CL in c.data for c in chunks):
+        fields = (*fields, *products.SPECTRUM_FIELDS)
     table = {f: np.concatenate([c[f] for c in chunks])[order] for f in fields}
-    if spectra_path is not None and "total_residual_cl" in table:
-        table["r_hat"] = r_hat_per_configuration(
+    if spectra_path is not None and products.TOTAL_RESIDUAL_CL in table:
+        table[products.R_HAT] = r_hat_per_configuration(
             stage,
             name,
             spectra_path,
-            table["total_residual_cl"],
-            table["systematic_cl"],
+            table[products.TOTAL_RESIDUAL_CL],
+            table[products.SYSTEMATIC_CL],
             chunks[0].attrs["fsky"],
         )
     sel = cs["selection"]
     best, honoured = gridsearch.select_best(
-        table["cmb_variance"],
-        table["systematic_residual"],
+        table[products.CMB_VARIANCE],
+        table[products.SYSTEMATIC_RESIDUAL],
         sel["objective"],
         sel["relative_threshold"],
     )
@@ -321,17 +262,16 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
         log.warning(
             "no configuration meets the systematic threshold; selected by the objective alone"
         )
-    chosen = tuple(int(k) for k in table["configuration"][best])
+    chosen = tuple(int(k) for k in table[products.CONFIGURATION][best])
     log.info("%s: selected %s", zone_name, chosen)
-    io.write_product(
+    products.write_grid_selection(
         output,
-        "grid_selection",
-        {f: D(v, _units(f)) for f, v in table.items()},
+        table,
         io.provenance(stage, cs["kmeans_seed"], "grid_selection"),
         {
             "zone": zone_name,
             "best_index": best,
-            "best_configuration": table["configuration"][best].tolist(),
+            "best_configuration": table[products.CONFIGURATION][best].tolist(),
             "objective": sel["objective"],
             "threshold_honoured": honoured,
         },
@@ -358,7 +298,7 @@ def compsep_fit(
     if method == "kmeans":
         if patches is None or selection is None:
             raise ConfigError("the kmeans method needs --patches and --selection")
-        best = io.read_product(selection, "grid_selection").attrs["best_configuration"]
+        best = products.read_grid_selection(selection).attrs["best_configuration"]
         patches = configuration_patches(
             gridsearch.GridPoint(*best), read_patch_files(patches, zone)
         )
@@ -381,40 +321,15 @@ def compsep_fit(
         time.perf_counter() - t0,
         result.cmb_variance,
     )
-    pixel_params = layout.pixel_params
-    beta_maps = result.params[:, pixel_params].transpose(0, 2, 1)  # [real, 3, n_zone]
-    data = {
-        "pixels": D(layout.pixels, "1", "HEALPix RING indices of the zone"),
-        **{
-            f"patches/{p}": D(patches[p], "1", "patch labels, -1 outside the zone")
-            for p in compsep.PARAMETERS
-        },
-        "params": D(result.params, "1", "best-fit parameters [realisation, parameter]"),
-        "parameter_maps": D(beta_maps, "1", "beta_d, T_d [K], beta_s per zone pixel"),
-        "at_bound": D(result.at_bound.astype(np.uint8), "1"),
-        "nll": D(result.nll, "1", "-ln L"),
-        "iterations": D(result.iterations, "1"),
-        "converged": D(result.converged.astype(np.uint8), "1"),
-        "cmb_qu": D(result.cmb, "uK_CMB", "reconstructed CMB [realisation, QU, zone pixel]"),
-        "spatial_variance": D(result.spatial_variance, "uK_CMB^2"),
-        "foreground_params": D(result.foreground_params, "1"),
-        "systematic_components": D(
-            result.systematic_components,
-            "uK_CMB",
-            "W(d_fg): CMB, dust, synchrotron [comp, QU, zone pixel]",
-        ),
-    }
-    io.write_product(
+    products.write_compsep_fit(
         output,
-        "compsep_fit",
-        data,
+        layout,
+        patches,
+        result,
         io.provenance(stage, stage["simulations"][name]["seed"], "compsep_fit"),
         {
             "zone": zone_name,
             "method": method,
             "configuration": configuration,
-            "cmb_variance": result.cmb_variance,
-            "systematic_residual": result.systematic_residual,
-            "n_at_bound": int(result.at_bound.any(axis=0).sum()),
         },
     )

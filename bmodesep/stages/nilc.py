@@ -23,9 +23,9 @@ from bmodesep.core import harmonics
 from bmodesep.core.nilc import ilc
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import io, sims
+from bmodesep.products.nilc import write_nilc
 from bmodesep.settings import ilc_compression, ilc_settings, resolve_instrument
 
-D = io.Dataset
 log = logging.getLogger(__name__)
 
 
@@ -58,14 +58,16 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
     beams = ilc.channel_beams(inst, lmax)
     signal = sims.read_signal(signal_path, inst, nside)
     noise = sims.read_noise(noise_path, inst, nside)
-    key = "b" if nl["input"] == "b" else "qu"
-    if key == "b" and ("total_b" not in signal.data or "b" not in noise.data):
+    b_input = nl["input"] == "b"
+    if b_input and (sims.TOTAL_B not in signal.data or sims.NOISE_B not in noise.data):
         raise DataError(
             f"nilc.input 'b' needs B-mode maps in {signal_path} and {noise_path}; "
             "set nilc.input: qu or use an instrument with b_maps"
         )
-    total = signal["total_b"] if key == "b" else signal["total_qu"]
-    noise_maps = noise[key]  # [real, split, freq, (QU,) pix]
+    total = signal[sims.TOTAL_B] if b_input else signal[sims.TOTAL_QU]
+    noise_maps = (
+        noise[sims.NOISE_B] if b_input else noise[sims.NOISE_QU]
+    )  # [real, split, freq, (QU,) pix]
     mask = None
     if nl["mask"] is not None:
         if masks_path is None:
@@ -108,29 +110,15 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
             for per_split in alm_out.reshape(n_real * n_split, n_out, nalm)
         ]
     ).reshape(n_real, n_split, n_out, -1)
-    data = {
-        "maps": D(maps, "uK_CMB", "B-mode component maps [realisation, split, component, pix]"),
-        "alm_real": D(alm_out.real, "uK_CMB", "component alm, healpy layout, real part"),
-        "alm_imag": D(alm_out.imag, "uK_CMB", "imaginary part"),
-        "mixing": D(
-            ilc.component_seds(inst.frequencies_ghz, compression.components, compression.fiducial),
-            "1",
-            "SEDs A[freq, component] in K_CMB",
-        ),
-        "beams": D(beams, "1", "channel beams b_f(l) divided out (to the smallest beam)"),
-    }
+    needlets = None
     if plan is not None:
-        data |= {
-            "needlet_windows": D(plan.windows, "1", "h_j(l)"),
-            "channels_used": D(plan.used.astype(np.uint8), "1", "[scale, freq]"),
-            "smoothing_fwhm_deg": D(
-                np.degrees(ilc.fwhm_from_sigma(plan.sigma_rad)), "deg", "covariance smoothing"
-            ),
-        }
-    io.write_product(
+        needlets = (plan.windows, plan.used, np.degrees(ilc.fwhm_from_sigma(plan.sigma_rad)))
+    write_nilc(
         output,
-        "nilc",
-        data,
+        maps,
+        alm_out,
+        ilc.component_seds(inst.frequencies_ghz, compression.components, compression.fiducial),
+        beams,
         io.provenance(stage, sim["seed"], "nilc"),
         {
             "compression": compression_name,
@@ -146,4 +134,5 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
             "mask": nl["mask"] or "none",
             "target_beam_fwhm_arcmin": float(min(inst.fwhm_arcmin)) if inst.fwhm_arcmin else 0.0,
         },
+        needlets,
     )

@@ -49,16 +49,16 @@ from bmodesep.core.randomness import rng_for
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import Progress, timed
 from bmodesep.products import checkpoint, io, sims
-from bmodesep.products.nilc import read_nilc
+from bmodesep.products import npe as simulations
+from bmodesep.products import npe_results as results
+from bmodesep.products.nilc import nilc_alm, read_nilc
 from bmodesep.products.npe import read_chunks
-from bmodesep.products.npe_results import read_posteriors
 from bmodesep.settings import npe_setup, simulation_sets
 
 if TYPE_CHECKING:  # torch is imported by the steps that train or sample, not by npe_chunk
     from bmodesep.core.npe import flows
 
 CHECKPOINT_EVERY = 10  # simulations per checkpoint block of a chunk
-D = io.Dataset
 log = logging.getLogger(__name__)
 P = prior.PARAMETERS
 SUMMARY_LEVEL = 0.68
@@ -81,7 +81,7 @@ def _hyperparameters(config, tuning_path) -> tuple[flows.Hyperparameters, str]:
 
     if tuning_path is None:
         return flows.hyperparameters(config["npe"]["hyperparameters"]), "config"
-    tuning = io.read_product(tuning_path, "npe_tuning", {"validation_loss": ((None,), "nats")})
+    tuning = results.read_tuning(tuning_path)
     best = json.loads(tuning.attrs["best_hyperparameters"])
     return flows.hyperparameters(config["npe"]["hyperparameters"] | best), str(tuning_path)
 
@@ -115,13 +115,14 @@ def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) 
     cost = np.empty(n)
     blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
     job = checkpoint.fingerprint(npe_config(config), set=set_name, chunk=chunk)
-    parts = checkpoint.Parts(output, "npe_simulation_block", job)
+    parts = checkpoint.Parts(output, simulations.SIMULATION_BLOCK, job)
+    provenance = io.provenance(npe_config(config), npe["seed"], "npe_simulations")
     done = parts.done(range(len(blocks)))
     for b in done:
-        piece = parts.read(b)
+        piece_x, piece_cost = simulations.block_arrays(parts.read(b), list(xs), len(blocks[b]))
         for c in xs:
-            xs[c][blocks[b]] = piece[f"x/{c}"]
-        cost[blocks[b]] = piece["cpu_s"]
+            xs[c][blocks[b]] = piece_x[c]
+        cost[blocks[b]] = piece_cost
     progress = Progress(
         f"{set_name} chunk {chunk}",
         n,
@@ -137,32 +138,22 @@ def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) 
                 xs[c][i] = x
             cost[i] = time.process_time() - c0
             progress.step(f"{cost[i]:.2f} CPU-s")
-        piece = {f"x/{c}": D(x[block], "uK_CMB^2") for c, x in xs.items()}
-        piece["cpu_s"] = D(cost[block], "s")
-        parts.write(b, piece, io.provenance(npe_config(config), npe["seed"], "npe_simulations"))
+        piece = simulations.block_datasets({c: x[block] for c, x in xs.items()}, cost[block])
+        parts.write(b, piece, provenance)
     first = next(iter(setups.values()))
-    datasets = {
-        "theta": D(thetas, "1", "parameters in the order of prior.PARAMETERS"),
-        "seed": D(seeds, "1", "seed of each simulation"),
-        "cpu_s": D(cost, "s", "CPU seconds of each simulation (all compressions)"),
-    }
-    for c, x in xs.items():
-        datasets[f"x/{c}"] = D(x, "uK_CMB^2", f"data vectors of {c}: binned spectra, pair-major")
-    io.write_product(
+    simulations.write_simulations(
         output,
-        "npe_simulations",
-        datasets,
-        io.provenance(npe_config(config), npe["seed"], "npe_simulations"),
-        {
-            "set": set_name,
-            "chunk": chunk,
-            "fixed": list(sim_set.fixed),
-            "parameters": list(prior.PARAMETERS),
-            "compressions": list(setups),
-            "bin_edges": first.edges.tolist(),
-            "nside": first.nside,
-            "lmax": first.lmax,
-        },
+        thetas,
+        seeds,
+        cost,
+        xs,
+        provenance,
+        set_name=set_name,
+        chunk=chunk,
+        fixed=list(sim_set.fixed),
+        bin_edges=first.edges,
+        nside=first.nside,
+        lmax=first.lmax,
     )
     parts.remove()
 
@@ -195,30 +186,22 @@ def npe_train(config, compression: str, chunks, output, tuning=None, gpus: int =
         cpu,
         trained.best_validation_loss,
     )
-    datasets = {
-        f"state/{k}": D(v, "1", "flow weight or buffer")
-        for k, v in flows.state_arrays(trained.estimator).items()
-    }
-    datasets["training_loss"] = D(trained.training_loss, "nats", "mean -log q per epoch")
-    datasets["validation_loss"] = D(trained.validation_loss, "nats", "on the held-out fraction")
-    io.write_product(
+    results.write_estimator(
         output,
-        "npe_estimator",
-        datasets,
+        flows.state_arrays(trained.estimator),
+        trained.training_loss,
+        trained.validation_loss,
         io.provenance(estimator_config(config, compression), npe["seed"], "npe_train"),
-        {
-            "compression": compression,
-            "prior": npe["prior"],
-            "parameters": list(P),
-            "n_data": x.shape[1],
-            "hyperparameters": json.dumps(hp._asdict()),
-            "hyperparameters_from": source,
-            "epochs": trained.epochs,
-            "best_validation_loss": trained.best_validation_loss,
-            "training_simulations": theta.shape[0],
-            "train_wall_s": wall,
-            "train_cpu_s": cpu,
-        },
+        compression=compression,
+        prior=npe["prior"],
+        n_data=x.shape[1],
+        hyperparameters=hp._asdict(),
+        hyperparameters_from=source,
+        epochs=trained.epochs,
+        best_validation_loss=trained.best_validation_loss,
+        training_simulations=theta.shape[0],
+        train_wall_s=wall,
+        train_cpu_s=cpu,
     )
 
 
@@ -226,9 +209,9 @@ def load_posterior(path) -> tuple[flows.Posterior, io.Product]:
     """The saved estimator rebuilt, with its prior (no pickles: weights + hyperparameters)."""
     from bmodesep.core.npe import flows
 
-    product = io.read_product(path, "npe_estimator")
+    product = results.read_estimator(path)
     hp = flows.hyperparameters(json.loads(product.attrs["hyperparameters"]))
-    state = {k.removeprefix("state/"): v for k, v in product.data.items() if k.startswith("state/")}
+    state = results.estimator_state(product)
     estimator = flows.rebuild(state, hp, len(P), int(product.attrs["n_data"]))
     return flows.Posterior(estimator, prior.prior(product.attrs["prior"])), product
 
@@ -265,16 +248,6 @@ def true_sigma_beta(theta: np.ndarray) -> np.ndarray:
     return np.sqrt(sd**2 + ss**2)
 
 
-def _summary_datasets(summary: Mapping[str, np.ndarray]) -> dict[str, D]:
-    units = {"r": "1", "A_lens": "1", "sigma_beta": "1"}
-    out = {}
-    for key, value in summary.items():
-        name = key.rsplit("_", 1)[0]
-        what = "posterior mean" if key.endswith("mean") else "68% highest-density interval"
-        out[f"summary/{key}"] = D(value, units[name], f"{what} of {name}")
-    return out
-
-
 def npe_posterior(config, estimator, chunks, output) -> None:
     """Rule npe_posterior: posterior samples and summaries for every data vector of a set."""
     estimator_path, chunk_paths = estimator, chunks
@@ -287,30 +260,22 @@ def npe_posterior(config, estimator, chunks, output) -> None:
             f"{chunk_paths[0]}: data vectors of length {x.shape[1]}, "
             f"the estimator {estimator_path} takes {est.attrs['n_data']}"
         )
-    first = io.read_product(chunk_paths[0], "npe_simulations", {})
-    set_name = first.attrs["set"]
+    first = simulations.read_simulations_head(chunk_paths[0])
     with timed(f"{x.shape[0]} posteriors of {npe['posterior_samples']} samples"):
         samples = _sample_all(post, x, npe["posterior_samples"], npe["seed"])
-    datasets = {
-        "samples": D(samples.astype(np.float32), "1", "[dataset, sample, parameter]"),
-        "theta": D(theta, "1", "true parameters"),
-        "x": D(x, "uK_CMB^2", "data vectors"),
-        "seed": D(seeds, "1", "simulation seeds"),
-        "true_sigma_beta": D(true_sigma_beta(theta), "1", "(sigma_beta_d^2 + sigma_beta_s^2)^1/2"),
-    }
-    datasets |= _summary_datasets(summarise(samples))
-    io.write_product(
+    results.write_posteriors(
         output,
-        "npe_posteriors",
-        datasets,
+        samples,
+        theta,
+        x,
+        seeds,
+        true_sigma_beta(theta),
+        summarise(samples),
         io.provenance(estimator_config(config, compression), npe["seed"], "npe_posterior"),
-        {
-            "set": set_name,
-            "fixed": list(first.attrs["fixed"]) if len(first.attrs["fixed"]) else [],
-            "compression": compression,
-            "parameters": list(P),
-            "estimator": str(estimator_path),
-        },
+        set_name=first.attrs["set"],
+        fixed=first.attrs["fixed"],
+        compression=compression,
+        estimator=str(estimator_path),
     )
 
 
@@ -318,36 +283,29 @@ def npe_coverage(config, posteriors, output) -> None:
     """Rule npe_coverage: TARP expected coverage, joint and per parameter."""
     posterior_path = posteriors
     npe = config["npe"]
-    post = read_posteriors(posterior_path)
-    samples, theta = post["samples"].astype(float), post["theta"]
+    post = results.read_posteriors(posterior_path)
+    samples, theta = post[results.SAMPLES].astype(float), post[results.THETA]
     rng = rng_for(npe["seed"], "tarp")
     joint = coverage.tarp(samples, theta, rng)
     marginals = coverage.marginal_tarps(samples, theta, rng)
-    results = [joint, *marginals]
+    tarps = [joint, *marginals]
     names = ["joint", *P]
-    for name, t in zip(names, results, strict=True):
+    for name, t in zip(names, tarps, strict=True):
         flag = " FLAGGED" if t.flagged() else ""
         log.info("TARP %s: max deviation %.1f sigma%s", name, t.deviation_sigma, flag)
-    io.write_product(
+    results.write_coverage(
         output,
-        "npe_coverage",
-        {
-            "credibility": D(joint.credibility, "1", "1 - alpha"),
-            "ecp": D(np.stack([t.ecp for t in results]), "1", "[joint + parameter, level]"),
-            "ecp_std": D(np.stack([t.ecp_std for t in results]), "1", "bootstrap std"),
-            "deviation_sigma": D(
-                np.array([t.deviation_sigma for t in results]), "1", "max |ECP - 1 + alpha|/std"
-            ),
-        },
+        joint.credibility,
+        np.stack([t.ecp for t in tarps]),
+        np.stack([t.ecp_std for t in tarps]),
+        np.array([t.deviation_sigma for t in tarps]),
         io.provenance(
             estimator_config(config, post.attrs["compression"]), npe["seed"], "npe_coverage"
         ),
-        {
-            "names": names,
-            "flagged": [bool(t.flagged()) for t in results],
-            "compression": post.attrs["compression"],
-            "test_simulations": int(theta.shape[0]),
-        },
+        names=names,
+        flagged=[t.flagged() for t in tarps],
+        compression=post.attrs["compression"],
+        test_simulations=theta.shape[0],
     )
 
 
@@ -361,7 +319,7 @@ def _alm_lmax(nalm: int) -> int:
 def observed_data_vectors(nilc_path, setup: simulator.Setup) -> np.ndarray:
     """``[realisation, n]`` data vectors of a NILC product (the two splits' components)."""
     product = read_nilc(nilc_path)
-    alm = product["alm_real"] + 1j * product["alm_imag"]  # [real, split, comp, nalm]
+    alm = nilc_alm(product)  # [real, split, comp, nalm]
     n_comp = len(setup.compression.outputs)
     if alm.shape[1] < 2 or alm.shape[2] != n_comp:
         raise DataError(
@@ -403,27 +361,20 @@ def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
         x_cov = np.stack([simulate(mean, "ppc-cov", i) for i in range(n_cov)])
     check = coverage.predictive_chi2(x_obs[0], x_pred, x_cov)
     log.info("%s: chi2 %.1f, p = %.3f", simulation, check.chi2_observed, check.p_value)
-    datasets = {
-        "samples": D(samples.astype(np.float32), "1", "[realisation, sample, parameter]"),
-        "x": D(x_obs, "uK_CMB^2", "observed data vectors, one per noise realisation"),
-        "ppc/x_predictive": D(x_pred, "uK_CMB^2", "posterior predictive data vectors"),
-        "ppc/chi2_predictive": D(check.chi2_predictive, "1", "x^T C^-1 x of the draws"),
-        "ppc/x_covariance_sims": D(x_cov, "uK_CMB^2", "simulations at the posterior mean"),
-    }
-    datasets |= _summary_datasets(summarise(samples))
-    io.write_product(
+    results.write_observed(
         output,
-        "npe_observed",
-        datasets,
+        samples,
+        x_obs,
+        x_pred,
+        check.chi2_predictive,
+        x_cov,
+        summarise(samples),
         io.provenance(estimator_config(config, compression), npe["seed"], "npe_observed"),
-        {
-            "simulation": simulation,
-            "compression": compression,
-            "parameters": list(P),
-            "chi2_observed": check.chi2_observed,
-            "ppc_p_value": check.p_value,
-            "nilc": str(nilc_path),
-        },
+        simulation=simulation,
+        compression=compression,
+        chi2_observed=check.chi2_observed,
+        ppc_p_value=check.p_value,
+        nilc=str(nilc_path),
     )
 
 
@@ -499,23 +450,14 @@ def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
     study.optimize(objective, n_trials=max(trials - len(finished), 0), callbacks=[report])
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     names = list(flows.SEARCH_SPACE)
-    io.write_product(
+    results.write_tuning(
         output,
-        "npe_tuning",
-        {
-            "validation_loss": D(np.array([t.value for t in done]), "nats", "best per trial"),
-            "values": D(
-                np.array([[t.params[n] for n in names] for t in done], float),
-                "1",
-                "trial hyperparameters, columns as attribute 'searched'",
-            ),
-            "epochs": D(np.array([t.user_attrs["epochs"] for t in done]), "1", "per trial"),
-        },
+        np.array([t.value for t in done]),
+        np.array([[t.params[n] for n in names] for t in done], float),
+        np.array([t.user_attrs["epochs"] for t in done]),
         io.provenance(estimator_config(config, compression), npe["seed"], "npe_tune"),
-        {
-            "searched": names,
-            "best_hyperparameters": json.dumps(study.best_params),
-            "compression": compression,
-        },
+        searched=names,
+        best_hyperparameters=study.best_params,
+        compression=compression,
     )
     shutil.rmtree(parts)

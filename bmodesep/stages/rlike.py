@@ -28,20 +28,21 @@ from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.core.rlike import spectra as bb_spectra
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
 from bmodesep.errors import ConfigError, DataError
+from bmodesep.products import compsep as fit_product
 from bmodesep.products import io, sims
+from bmodesep.products import rlike as products
 from bmodesep.settings import bb_estimator, r_grid
 
-D = io.Dataset
 log = logging.getLogger(__name__)
 
 
 def zone_maps(fit: io.Product, npix: int):
     """Full-sky reconstructed CMB ``[n, 2, npix]``, W(d_fg) CMB ``[2, npix]`` and the zone mask."""
-    pix = fit["pixels"]
-    cmb = np.zeros((fit["cmb_qu"].shape[0], 2, npix))
-    cmb[:, :, pix] = fit["cmb_qu"]
+    pix = fit[fit_product.PIXELS]
+    cmb = np.zeros((fit[fit_product.CMB_QU].shape[0], 2, npix))
+    cmb[:, :, pix] = fit[fit_product.CMB_QU]
     syst = np.zeros((2, npix))
-    syst[:, pix] = fit["systematic_components"][0]
+    syst[:, pix] = fit[fit_product.SYSTEMATIC_COMPONENTS][0]
     mask = np.zeros(npix)
     mask[pix] = 1.0
     return cmb, syst, mask
@@ -60,13 +61,13 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
     camb = sims.read_spectra(spectra_path, est.lmax)
     theory = theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est)
     product, _ = sims.read_sky(sky_path, nside)
-    cmb_true = product["cmb/qu"]
+    cmb_true = product[sims.CMB_QU]
     grid = r_grid(stage)
     npix = harmonics.npix(nside)
     zones, configurations, fskies = [], [], []
     total, syst, per_real, total_power = [], [], [], []
     for path in fit_paths:
-        fit = io.read_product(path, "compsep_fit")
+        fit = fit_product.read_compsep_fit(path, nside)
         if fit.attrs["method"] != method:
             raise DataError(f"{path} holds method '{fit.attrs['method']}', expected '{method}'")
         cmb_hat, syst_map, mask = zone_maps(fit, npix)
@@ -124,41 +125,31 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
         len(zones),
         rl["spectrum"],
     )
-    u = est.units
-    data = {
-        "ell": D(est.ell, "1", "multipoles, or band centres of master band powers"),
-        "zones/fsky": D(np.array(fskies), "1"),
-        "zones/configuration": D(np.stack(configurations), "1", "patches of beta_d, T_d, beta_s"),
-        "zones/r_hat": D(np.array([z.r_hat for z in zone_results]), "1"),
-        "zones/total_residual": D(np.stack(total), u, "one row per zone"),
-        "zones/systematic_residual": D(np.stack(syst), u),
-        "zones/likelihood": D(np.exp(-0.5 * zone_curves), "1", "L(r)/L_max per zone"),
-        "zones/total_bb_power": D(
-            np.stack(total_power), u, "sum over the spectrum of each reconstructed CMB"
-        ),
-        "cl_total_residual": D(c_res, u),
-        "cl_systematic_residual": D(c_syst, u),
-        "cl_statistical_residual": D(c_stat, u),
-        "cl_tensor_r1": D(theory.tensor, u),
-        "cl_lensing": D(theory.lensing, u),
-        "cl_observed": D(theory.observed + c_res, u),
-        "r_grid": D(grid, "1"),
-        "likelihood": D(
-            np.exp(-0.5 * combined.neg2lnl),
-            "1",
-            "L(r)/L_max for the union of zones; 0 where C_model <= 0",
-        ),
-        "zones_mean_likelihood": D(
-            np.exp(-0.5 * rlike.average_likelihood(zone_curves)),
-            "1",
-            "mean of the zones' normalised likelihoods",
-        ),
-        "r_hat_per_realisation": D(r_hats, "1"),
-    }
-    io.write_product(
+    products.write_r_likelihood(
         output,
-        "r_likelihood",
-        data,
+        products.Spectra(
+            ell=est.ell,
+            total_residual=c_res,
+            systematic_residual=c_syst,
+            statistical_residual=c_stat,
+            tensor_r1=theory.tensor,
+            lensing=theory.lensing,
+            observed=theory.observed + c_res,
+            units=est.units,
+        ),
+        products.ZoneResults(
+            fsky=np.array(fskies),
+            configuration=np.stack(configurations),
+            r_hat=np.array([z.r_hat for z in zone_results]),
+            total_residual=np.stack(total),
+            systematic_residual=np.stack(syst),
+            likelihood=np.exp(-0.5 * zone_curves),
+            total_bb_power=np.stack(total_power),
+        ),
+        grid,
+        np.exp(-0.5 * combined.neg2lnl),
+        np.exp(-0.5 * rlike.average_likelihood(zone_curves)),
+        r_hats,
         io.provenance(stage, sim["seed"], "r_likelihood"),
         {
             "method": method,

@@ -12,6 +12,7 @@ and writes one product through :mod:`bmodesep.products.sims`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,8 +45,8 @@ from bmodesep.core.simulate.sky import (
 )
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import timed
-from bmodesep.products import io, sims
-from bmodesep.settings import resolve_instrument
+from bmodesep.products import sims
+from bmodesep.settings import cosmology, resolve_instrument, sky_model
 
 
 def _simulation(config: Mapping[str, Any], name: str):
@@ -60,7 +61,7 @@ def _simulation(config: Mapping[str, Any], name: str):
 def camb_spectra(config: Mapping[str, Any], output) -> None:
     """Rule camb_spectra: lensed-scalar and r = 1 tensor spectra from CAMB."""
     with timed("CAMB spectra"):
-        spectra = cmb.compute_camb_spectra(config["cmb"]["cosmology"], config["cmb"]["lmax"])
+        spectra = cmb.compute_camb_spectra(cosmology(config["cmb"]), config["cmb"]["lmax"])
     sims.write_spectra(output, spectra, config)
 
 
@@ -83,7 +84,7 @@ def sky(config: Mapping[str, Any], simulation: str, spectra, output) -> None:
     if sky_cfg["kind"] == "pysm":
         pysm_cfg = sky_cfg["pysm"]
         if not pysm_cfg["allow_download"]:
-            require_templates(pysm_cfg["preset"], pysm_cfg["cmb_from_pysm"])
+            require_templates(pysm_cfg["preset"], pysm_data_dir(), pysm_cfg["cmb_from_pysm"])
         alm = cmb.cmb_alm(
             camb,
             config["cmb"]["r"],
@@ -105,7 +106,15 @@ def sky(config: Mapping[str, Any], simulation: str, spectra, output) -> None:
         return
     patches = patch_maps(sky_cfg, nside) if sky_cfg["kind"] == "true_patch" else None
     with timed(f"sky {sim['sky']} at nside {nside}"):
-        drawn = simulate_parametric_sky(sky_cfg, config["cmb"], camb, nside, lmax, patches)
+        drawn = simulate_parametric_sky(
+            sky_model(sky_cfg),
+            config["cmb"]["r"],
+            config["cmb"]["a_lens"],
+            camb,
+            nside,
+            lmax,
+            patches,
+        )
     sims.write_sky(
         output, drawn, drawn.cmb_alm, drawn.cmb_qu, stage_config, sky_cfg["seed"], attrs, patches
     )
@@ -119,8 +128,13 @@ def foreground_at(
         return foreground_maps(sky, freqs_ghz)
     p = sky_cfg["pysm"]
     return pysm_frequency_maps(
-        p["preset"], nside, freqs_ghz, p["cmb_from_pysm"], p["allow_download"]
+        p["preset"], nside, freqs_ghz, pysm_data_dir(), p["cmb_from_pysm"], p["allow_download"]
     )
+
+
+def pysm_data_dir() -> str | None:
+    """PySM's template folder, ``$PYSM_LOCAL_DATA`` (None when it is not set)."""
+    return os.environ.get("PYSM_LOCAL_DATA")
 
 
 def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=None) -> None:
@@ -160,40 +174,28 @@ def frequency_maps(config: Mapping[str, Any], simulation: str, sky, output, thre
         fg = foreground_at(sky_cfg, drawn, nside, instrument.frequencies_ghz)
         signal = observe_signal(
             instrument,
-            product["cmb/alm_eb"],
-            product["cmb/qu"],
+            product[sims.CMB_ALM],
+            product[sims.CMB_QU],
             fg,
             nside,
             lmax,
             simulation_analysis_iterations(sim),
             threads,
         )
-    if instrument.noise == "harmonic":
-        noise_model = {
-            "noise_cl": io.Dataset(
-                noise_cl(instrument, lmax), "uK_CMB^2", "N_l of one split, [freq, l]"
-            )
-        }
-    else:
-        noise_model = {
-            "sigma_pixel": io.Dataset(
-                white_noise_sigma_per_pixel(instrument, nside),
-                "uK_CMB",
-                "per-pixel Q/U sigma of one split",
-            )
-        }
+    harmonic = instrument.noise == "harmonic"
     sims.write_signal(
         output,
         instrument,
         signal.total_qu,
         signal.foreground_qu,
         signal.total_b,
-        noise_model,
         signal_transfer(instrument, lmax),
         stage_config,
         sky_cfg["seed"],
         nside,
         lmax,
+        noise_cl=noise_cl(instrument, lmax) if harmonic else None,
+        sigma_pixel=None if harmonic else white_noise_sigma_per_pixel(instrument, nside),
     )
 
 

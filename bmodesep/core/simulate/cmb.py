@@ -9,7 +9,6 @@ Model: C^EE = C^EE_lens + r C^EE_tens,  C^BB = A_lens C^BB_lens + r C^BB_tens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -35,26 +34,38 @@ class CMBSpectra(NamedTuple):
         return lens_scale * self.lensed_scalar[i] + r * self.tensor_r1[i]
 
 
-def _camb_params(cosmology: Mapping[str, float]):
+class Cosmology(NamedTuple):
+    """The LCDM parameters CAMB is given (H0 in km/s/Mpc, neutrino mass in eV)."""
+
+    h0: float
+    ombh2: float
+    omch2: float
+    mnu: float
+    tau: float
+    a_s: float
+    ns: float
+
+
+def _camb_params(cosmology: Cosmology):
     import camb
 
     pars = camb.CAMBparams()
     pars.set_cosmology(
-        H0=cosmology["h0"],
-        ombh2=cosmology["ombh2"],
-        omch2=cosmology["omch2"],
-        mnu=cosmology["mnu"],
-        tau=cosmology["tau"],
+        H0=cosmology.h0,
+        ombh2=cosmology.ombh2,
+        omch2=cosmology.omch2,
+        mnu=cosmology.mnu,
+        tau=cosmology.tau,
     )
     return pars
 
 
-def compute_camb_spectra(cosmology: Mapping[str, float], lmax: int) -> CMBSpectra:
+def compute_camb_spectra(cosmology: Cosmology, lmax: int) -> CMBSpectra:
     """Lensed-scalar and r = 1 (n_t = 0) tensor spectra up to ``lmax`` from CAMB."""
     import camb
 
     scal = _camb_params(cosmology)
-    scal.InitPower.set_params(As=cosmology["as"], ns=cosmology["ns"], r=0.0)
+    scal.InitPower.set_params(As=cosmology.a_s, ns=cosmology.ns, r=0.0)
     scal.set_for_lmax(lmax, lens_potential_accuracy=1)
     res = camb.get_results(scal)
     lensed = res.get_cmb_power_spectra(
@@ -62,7 +73,7 @@ def compute_camb_spectra(cosmology: Mapping[str, float], lmax: int) -> CMBSpectr
     )["lensed_scalar"][: lmax + 1]
 
     tens = _camb_params(cosmology)
-    tens.InitPower.set_params(As=cosmology["as"], ns=cosmology["ns"], r=1.0, nt=0.0)
+    tens.InitPower.set_params(As=cosmology.a_s, ns=cosmology.ns, r=1.0, nt=0.0)
     tens.WantTensors, tens.WantScalars, tens.DoLensing = True, False, False
     tens.set_for_lmax(lmax)
     tens.max_l_tensor = lmax

@@ -11,7 +11,6 @@ by default the CMB comes from the CAMB realisation with the configured r and A_l
 from __future__ import annotations
 
 import configparser
-import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -77,9 +76,9 @@ def foreground_models(preset: str, cmb_from_pysm: bool = False) -> list[str]:
     return [m for m in models if cmb_from_pysm or not m.startswith("c")]
 
 
-def require_templates(preset: str, cmb_from_pysm: bool = False) -> None:
-    """Raise DataError naming every template of ``preset`` missing from PYSM_LOCAL_DATA."""
-    data_dir = os.environ.get("PYSM_LOCAL_DATA")
+def require_templates(preset: str, data_dir: str | None, cmb_from_pysm: bool = False) -> None:
+    """Raise DataError naming every template of ``preset`` missing from ``data_dir``
+    (PySM's ``PYSM_LOCAL_DATA``, None when it is not set)."""
     missing = missing_templates(foreground_models(preset, cmb_from_pysm), data_dir)
     if missing:
         where = f"PYSM_LOCAL_DATA={data_dir}" if data_dir else "PYSM_LOCAL_DATA is not set"
@@ -95,17 +94,21 @@ def pysm_frequency_maps(
     preset: str,
     nside: int,
     freqs_ghz,
+    data_dir: str | None,
     cmb_from_pysm: bool = False,
     allow_download: bool = False,
 ) -> np.ndarray:
-    """Q/U of the PySM models of ``preset`` at each frequency, ``[freq, 2, npix]`` uK_CMB."""
+    """Q/U of the PySM models of ``preset`` at each frequency, ``[freq, 2, npix]`` uK_CMB.
+
+    PySM itself reads its templates from ``$PYSM_LOCAL_DATA``; ``data_dir`` is that
+    value, given by the caller, to check the templates before PySM is asked for them.
+    """
     import pysm3
     import pysm3.units as u
 
     models = foreground_models(preset, cmb_from_pysm)
-    data_dir = os.environ.get("PYSM_LOCAL_DATA")
     if not allow_download:
-        require_templates(preset, cmb_from_pysm)
+        require_templates(preset, data_dir, cmb_from_pysm)
     try:
         sky = pysm3.Sky(nside=nside, preset_strings=models, output_unit="uK_RJ")
         out = []

@@ -17,7 +17,7 @@ beta_d, T_d and beta_s are constant per patch (kabalan2025 sec. 5.1).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import healpy as hp
 import numpy as np
@@ -30,6 +30,39 @@ from bmodesep.errors import ConfigError
 ELL_PIVOT = 80.0
 MIN_DUST_TEMPERATURE_K = 5.0
 PATCH_PARAMETERS = seds.SPECTRAL_PARAMETERS
+
+
+class IndexField(NamedTuple):
+    """A spectral-index (or temperature) field: ``mean + GRF`` with ``C_l = B l^gamma``."""
+
+    mean: float
+    amplitude: float = 0.0  # B; 0 gives a constant field
+    gamma: float = 0.0
+    ell_min: int = 2
+
+
+class Foreground(NamedTuple):
+    """Amplitude spectrum ``D_l^BB = A (l/80)^alpha`` of one component and its SED fields."""
+
+    amplitude_uk2: float
+    alpha: float
+    ee_over_bb: float
+    freq_ref_ghz: float
+    beta: IndexField
+    temperature_k: IndexField | None = None  # dust only
+
+
+class SkyModel(NamedTuple):
+    """A parametric sky (``grf`` or ``true_patch``), built once from its config entry."""
+
+    kind: str
+    seed: int
+    dust: Foreground
+    synchrotron: Foreground
+    rho_ds: float = 0.0
+    b_modes_only: bool = False
+    envelope_amplitude: float = 0.0  # the Galactic envelope; 0: isotropic
+    envelope_scale: float = 1.0
 
 
 class ParametricSky(NamedTuple):
@@ -67,18 +100,18 @@ def index_field_cl(amplitude: float, gamma: float, lmax: int, ell_min: int = 2) 
 
 
 def foreground_amplitude_alm(
-    dust: Mapping[str, Any],
-    sync: Mapping[str, Any],
+    dust: Foreground,
+    sync: Foreground,
     rho_ds: float,
     lmax: int,
     rng: np.random.Generator,
     b_modes_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Correlated (E, B) alm of dust and synchrotron amplitudes, each ``[2, nalm]``."""
-    cl_d = power_law_cl(dust["amplitude_uk2"], dust["alpha"], lmax)
-    cl_s = power_law_cl(sync["amplitude_uk2"], sync["alpha"], lmax)
+    cl_d = power_law_cl(dust.amplitude_uk2, dust.alpha, lmax)
+    cl_s = power_law_cl(sync.amplitude_uk2, sync.alpha, lmax)
     out = []
-    for scale_d, scale_s in ((dust["ee_over_bb"], sync["ee_over_bb"]), (1.0, 1.0)):
+    for scale_d, scale_s in ((dust.ee_over_bb, sync.ee_over_bb), (1.0, 1.0)):
         cd, cs = scale_d * cl_d, scale_s * cl_s
         cross = rho_ds * np.sqrt(cd * cs)
         cov = np.array([[cd, cross], [cross, cs]])
@@ -90,12 +123,12 @@ def foreground_amplitude_alm(
 
 
 def index_field_map(
-    spec: Mapping[str, Any], nside: int, lmax: int, rng: np.random.Generator
+    spec: IndexField, nside: int, lmax: int, rng: np.random.Generator
 ) -> np.ndarray:
     """``mean + GRF`` map of a spectral index (or temperature) field."""
-    field = np.full(harmonics.npix(nside), float(spec["mean"]))
-    if spec["amplitude"] > 0:
-        cl = index_field_cl(spec["amplitude"], spec["gamma"], lmax, spec["ell_min"])
+    field = np.full(harmonics.npix(nside), float(spec.mean))
+    if spec.amplitude > 0:
+        cl = index_field_cl(spec.amplitude, spec.gamma, lmax, spec.ell_min)
         alm = harmonics.gaussian_alm(cl, lmax, rng)
         field += harmonics.synthesis(alm, nside, lmax, spin=0)[0]
     return field
@@ -131,44 +164,38 @@ def patch_mean(field: np.ndarray, patches: np.ndarray) -> np.ndarray:
 
 
 def simulate_parametric_sky(
-    sky: Mapping[str, Any],
-    cmb_config: Mapping[str, Any],
+    sky: SkyModel,
+    r: float,
+    a_lens: float,
     spectra: CMBSpectra,
     nside: int,
     lmax: int,
     patches: Mapping[str, np.ndarray] | None = None,
 ) -> ParametricSky:
-    """Draw a ``grf`` or ``true_patch`` sky from its config; deterministic in ``sky['seed']``."""
-    seed = sky["seed"]
-    b_only = sky["b_modes_only"]
-    alm_cmb = cmb_alm(
-        spectra,
-        cmb_config["r"],
-        cmb_config["a_lens"],
-        lmax,
-        rng_for(seed, "cmb"),
-        b_modes_only=b_only,
-    )
-    dust, sync = sky["dust"], sky["synchrotron"]
+    """Draw a ``grf`` or ``true_patch`` sky with CMB (r, A_lens); deterministic in its seed."""
+    seed, b_only = sky.seed, sky.b_modes_only
+    alm_cmb = cmb_alm(spectra, r, a_lens, lmax, rng_for(seed, "cmb"), b_modes_only=b_only)
+    dust, sync = sky.dust, sky.synchrotron
+    if dust.temperature_k is None:
+        raise ConfigError("the dust component of a parametric sky needs a temperature field")
     alm_d, alm_s = foreground_amplitude_alm(
-        dust, sync, sky["rho_ds"], lmax, rng_for(seed, "foreground_amplitudes"), b_only
+        dust, sync, sky.rho_ds, lmax, rng_for(seed, "foreground_amplitudes"), b_only
     )
     cmb_qu = harmonics.synthesis(alm_cmb, nside, lmax, spin=2)
     dust_qu = harmonics.synthesis(alm_d, nside, lmax, spin=2)
     sync_qu = harmonics.synthesis(alm_s, nside, lmax, spin=2)
-    env = sky["galactic_envelope"]
-    if env["amplitude"] > 0:
-        envelope = galactic_envelope_map(nside, env["amplitude"], env["scale"])
+    if sky.envelope_amplitude > 0:
+        envelope = galactic_envelope_map(nside, sky.envelope_amplitude, sky.envelope_scale)
         dust_qu *= envelope
         sync_qu *= envelope
     fields = {
-        "beta_d": index_field_map(dust["beta"], nside, lmax, rng_for(seed, "beta_d")),
+        "beta_d": index_field_map(dust.beta, nside, lmax, rng_for(seed, "beta_d")),
         "temperature_d": index_field_map(
-            dust["temperature_k"], nside, lmax, rng_for(seed, "temperature_d")
+            dust.temperature_k, nside, lmax, rng_for(seed, "temperature_d")
         ),
-        "beta_s": index_field_map(sync["beta"], nside, lmax, rng_for(seed, "beta_s")),
+        "beta_s": index_field_map(sync.beta, nside, lmax, rng_for(seed, "beta_s")),
     }
-    if sky["kind"] == "true_patch":
+    if sky.kind == "true_patch":
         if patches is None:
             raise ConfigError("a true_patch sky needs patch maps")
         fields = {k: patch_mean(v, np.asarray(patches[k])) for k, v in fields.items()}
@@ -186,8 +213,8 @@ def simulate_parametric_sky(
         beta_d=fields["beta_d"],
         temp_d_k=fields["temperature_d"],
         beta_s=fields["beta_s"],
-        dust_freq_ref_ghz=float(dust["freq_ref_ghz"]),
-        sync_freq_ref_ghz=float(sync["freq_ref_ghz"]),
+        dust_freq_ref_ghz=float(dust.freq_ref_ghz),
+        sync_freq_ref_ghz=float(sync.freq_ref_ghz),
     )
 
 
