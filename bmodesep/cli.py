@@ -4,8 +4,9 @@ One subcommand per stage (named like ``workflow/rules/<stage>.smk`` and
 ``bmodesep/stages/<stage>.py``) and one step per rule (named like the stage function the
 rule runs).  The parser is built from the table below without importing the stages, so
 ``--help`` at every level answers at once; JAX and torch are imported only by the step
-that runs.  Errors of the inputs or the config end as one ``bmodesep: error:`` line and
-exit status 2.
+that runs.  Errors of the inputs, the config or a write (read-only folder, full disk) end
+as one ``bmodesep: error:`` line naming the key or the file, and exit status 2; the
+outputs' folders are checked to be writable before anything is computed.
 """
 
 from __future__ import annotations
@@ -161,8 +162,18 @@ def run(stage: str, step: str, args: dict[str, Any]) -> None:
     from bmodesep.config import load_config
 
     config = load_config(args.pop("config"))
+    check_outputs(args)
     module = importlib.import_module(f"bmodesep.stages.{stage}")
     getattr(module, step)(config, **args)
+
+
+def check_outputs(args: dict[str, Any]) -> None:
+    """Fail before any computing when an output cannot be written (folder read-only...)."""
+    from bmodesep.products.io import prepare_output
+
+    outputs = args.get("output") or args.get("outputs") or []
+    for path in [outputs] if isinstance(outputs, str) else outputs:
+        prepare_output(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(ns.stage, ns.step, args)
     except BmodesepError as exc:
         print(f"bmodesep: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write the products layer does not make (a journal, a folder)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bmodesep: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     logging.getLogger("bmodesep").info("%s %s: wrote %s", ns.stage, ns.step, _outputs(args))
     return 0

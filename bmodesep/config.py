@@ -10,6 +10,7 @@ instrument's length, known presets.
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import json
 from collections.abc import Iterable, Mapping
@@ -58,15 +59,22 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> dict[str,
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{source}: {_where(e)}: {_explain(e)}" for e in errors[:10]]
-        raise ConfigError("invalid configuration\n  " + "\n  ".join(lines))
+        more = f"\n  ({len(errors) - 10} more)" if len(errors) > 10 else ""
+        rest = "".join(f"\n  {line}" for line in lines[1:])
+        raise ConfigError(lines[0] + (f"\nfurther problems:{rest}" if rest else "") + more)
     check_consistency(config, source)
     return config
 
 
 def _explain(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"unknown key(s) {', '.join(map(repr, extra))}"
+        known = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        words = []
+        for key in extra:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            words.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(words)}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         deepest = max(error.context, key=lambda e: len(e.absolute_path), default=None)
         if deepest is not None:
@@ -87,7 +95,9 @@ def _check_instruments(config: Mapping[str, Any]) -> list[str]:
         try:
             resolve_instrument(config, name)
         except ConfigError as exc:
-            problems.append(str(exc))
+            text = str(exc)
+            key = f"instruments.{name}"
+            problems.append(text if text.startswith(key) else f"{key}: {text}")
     return problems
 
 
@@ -259,7 +269,7 @@ def _check_rlike(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     rl = config["rlike"]
     if not rl["r_min"] < rl["r_max"]:
-        problems.append(f"rlike: r_min {rl['r_min']} is not below r_max {rl['r_max']}")
+        problems.append(f"rlike.r_min: {rl['r_min']} is not below rlike.r_max {rl['r_max']}")
     return problems
 
 
@@ -290,7 +300,10 @@ def check_consistency(config: Mapping[str, Any], source: str = "config") -> None
     """Cross-section checks that the schema cannot express, one function per section."""
     problems = [p for check in CHECKS for p in check(config)]
     if problems:
-        raise ConfigError(f"invalid configuration ({source})\n  " + "\n  ".join(problems))
+        rest = "".join(f"\n  {source}: {line}" for line in problems[1:])
+        raise ConfigError(
+            f"{source}: {problems[0]}" + (f"\nfurther problems:{rest}" if rest else "")
+        )
 
 
 def compsep_methods(config: Mapping[str, Any]) -> list[str]:
@@ -337,6 +350,14 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: the parser's problem and where (``line L, column C``)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
     """Load and merge YAML (or ``.json``) files, later ones overriding earlier ones; validate."""
     if isinstance(paths, str | Path):
@@ -346,18 +367,31 @@ def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
     for path in map(Path, paths):
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
         if path.suffix == ".json":  # YAML 1.1 would read JSON's 1e-05 as a string
             try:
-                data = json.loads(path.read_text())
+                data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
         else:
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+                raise ConfigError(
+                    f"config file {path} is not valid YAML: {_yaml_problem(exc)}"
+                ) from exc
+        if data is None:
+            raise ConfigError(f"config file {path} is empty (expected a mapping of settings)")
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
+            raise ConfigError(
+                f"config file {path} holds a {type(data).__name__} at top level, "
+                "expected a mapping of settings"
+            )
         _merge(merged, data)
         names.append(str(path))
     return validate_config(merged, source=" + ".join(names))

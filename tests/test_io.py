@@ -1,6 +1,8 @@
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -63,16 +65,14 @@ def test_killed_writer_leaves_no_product(tmp_path):
     """SIGKILL in the middle of a write: the product path never appears."""
     target = tmp_path / "big.h5"
     script = textwrap.dedent(f"""
-        import time, h5py
+        import os, time
         import numpy as np
         from bmodesep.products import io
-        real = h5py.File.create_dataset
-        def slow(self, *a, **k):
-            out = real(self, *a, **k)
+        def slow(fd, data):
+            os.write(fd, bytes(data[: len(data) // 2]))
             print("writing", flush=True)
             time.sleep(30)
-            return out
-        h5py.Group.create_dataset = slow
+        io._write_all = slow
         io.write_product({str(target)!r}, "example", {{"a": io.Dataset(np.ones(10), "1")}},
                          io.provenance({{}}, None, "test"))
     """)
@@ -83,8 +83,79 @@ def test_killed_writer_leaves_no_product(tmp_path):
     assert not target.exists()
     leftovers = os.listdir(tmp_path)
     assert leftovers and all(name.startswith(".big.h5.tmp-") for name in leftovers)
-    write_example(target)  # the next successful write cleans the stale temporary up
+    write_example(target)  # the next write cleans the temporary of the dead writer up
     assert os.listdir(tmp_path) == ["big.h5"]
+
+
+def test_a_live_writers_temporary_is_kept(tmp_path):
+    """Only temporaries of writers that are gone are removed; a live one's stays."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        theirs = tmp_path / f".x.h5.tmp-{host}-{live.pid}-abcdef12"
+        theirs.write_bytes(b"half a product")
+        dead = tmp_path / f".x.h5.tmp-{host}-{2**22 + 12345}-abcdef12"  # above pid_max
+        dead.write_bytes(b"half a product")
+        other_host_old = tmp_path / ".x.h5.tmp-elsewhere-1-abcdef12"
+        other_host_old.write_bytes(b"old")
+        os.utime(other_host_old, (0, 0))
+        other_host_new = tmp_path / ".x.h5.tmp-elsewhere-2-abcdef12"
+        other_host_new.write_bytes(b"new")
+        write_example(tmp_path / "x.h5")
+        left = sorted(os.listdir(tmp_path))
+        assert left == sorted(["x.h5", theirs.name, other_host_new.name])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_two_writers_of_one_path_both_finish_and_the_last_rename_wins(tmp_path):
+    target = tmp_path / "x.h5"
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from bmodesep.products import io
+        value = float(sys.argv[1])
+        for _ in range(40):
+            io.write_product({str(target)!r}, "example",
+                             {{"a": io.Dataset(np.full(200_000, value), "1")}},
+                             io.provenance({{}}, None, "test"))
+        print("done", flush=True)
+    """)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(v)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for v in (1.0, 2.0)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err.decode()
+        assert out.decode().strip() == "done"
+    a = io.read_product(target, "example")["a"]
+    assert a.shape == (200_000,) and np.unique(a).size == 1 and a[0] in (1.0, 2.0)
+    assert os.listdir(tmp_path) == ["x.h5"]
+
+
+def test_a_product_too_big_for_the_free_space_is_refused_before_hdf5_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "IN_MEMORY_LIMIT", 0)  # the large-product path
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, 1))
+    with pytest.raises(DataError, match=r"cannot write .*x\.h5: No space left on device"):
+        write_example(tmp_path / "x.h5")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(io.os, "fsync", record)
+    write_example(tmp_path / "x.h5")
+    assert synced[-1] == os.path.realpath(tmp_path)
 
 
 def test_readers_name_the_problem_and_the_file(tmp_path):

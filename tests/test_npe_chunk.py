@@ -128,3 +128,42 @@ def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
     again = io.read_product(out, "npe_simulations")
     np.testing.assert_array_equal(again["x/joint"], clean["x/joint"])
     assert not parts.exists()
+
+
+def test_checkpoints_of_other_code_are_discarded(setup, tmp_path):
+    """Kill a chunk, edit the simulator (same version), rerun: no piece of the old code is kept."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    root, cfg = setup
+    cfg = validate_config(dict(cfg, npe=dict(cfg["npe"], simulations_per_chunk=23)))
+    package = Path(npe.__file__).resolve().parents[1]
+    copy = tmp_path / "src"
+    shutil.copytree(package, copy / "bmodesep", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(copy))
+    out = tmp_path / "chunk0.h5"
+    parts = tmp_path / "chunk0.h5.parts"
+    command = [sys.executable, "-m", "bmodesep", "npe", "npe_chunk"]
+    command += ["--config", str(config_file(cfg, tmp_path)), "--spectra", str(root / "camb.h5")]
+    command += ["--set", "train", "--chunk", "0", "--output", str(out)]
+    job = subprocess.Popen(  # run in tmp_path: ``-m`` puts the working folder first on the path
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("*.h5")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not out.exists(), "the job finished before it could be killed"
+    assert list(parts.glob("npe_simulation_block*.h5"))
+    simulator = copy / "bmodesep" / "core" / "npe" / "simulator.py"
+    simulator.write_text(simulator.read_text() + "\n# an edit of the simulator\n")
+    rerun = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "discarding stale checkpoint" in rerun.stdout + rerun.stderr
+    assert "resuming" not in rerun.stdout + rerun.stderr
+    computed = [line for line in rerun.stdout.splitlines() if "/23 simulations," in line]
+    assert len(computed) == 23  # everything recomputed by the new code
+    assert not parts.exists()

@@ -56,6 +56,72 @@ def test_bad_config_stops_the_workflow(tmp_path):
     assert "simulations.lb.nside: 10 is not a power of two" in r.stdout + r.stderr
 
 
+def test_a_config_typo_is_one_line_naming_the_key_with_a_suggestion(tmp_path):
+    cfg = tiny_config()
+    cfg["simulations"]["lb"]["noise_realizations"] = cfg["simulations"]["lb"].pop(
+        "noise_realisations"
+    )
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run(["-n", "--configfile", "c.yaml", "--snakefile", SNAKEFILE], cwd=tmp_path)
+    assert r.returncode != 0
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    first = next(i for i, line in enumerate(lines) if "Error" in line)
+    assert lines[first + 1] == (
+        "config: simulations.lb: unknown key 'noise_realizations' "
+        "(did you mean 'noise_realisations'?)"
+    )
+    assert len(lines) - first < 10  # no schema dump
+
+
+def test_a_misspelled_target_lists_the_targets(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config()))
+    r = run(["-n", "--configfile", "c.yaml", "--snakefile", SNAKEFILE, "compsep_al"], cwd=tmp_path)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "unknown target 'compsep_al' (did you mean 'compsep_all'?)" in out
+    assert "targets: all, " in out and "simulate_all" in out and "npe_all" in out
+
+
+def test_recovery_after_snakemake_itself_is_killed(tmp_path):
+    """kill -9 of Snakemake mid-job (its job runs on): the README's recovery works, and a
+    rerun while the orphan still writes leaves one complete product."""
+    import signal
+    import time
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config()))
+    target = "results/spectra/camb.h5"
+    args = ["--configfile", "c.yaml", "--snakefile", SNAKEFILE, "--profile"]
+    args += [str(REPO / "profiles" / "local"), target]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(
+        [*SNAKEMAKE, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the job is not killed with Snakemake: an orphan
+    )
+    incomplete = tmp_path / ".snakemake" / "incomplete"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (incomplete.is_dir() and any(incomplete.iterdir())):
+        time.sleep(0.05)
+    assert incomplete.is_dir() and any(incomplete.iterdir()), "the job never started"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    locked = run(args, cwd=tmp_path)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    assert run([*args, "--unlock"], cwd=tmp_path).returncode == 0
+    again = run(args, cwd=tmp_path)  # the orphan may still be writing camb.h5 meanwhile
+    assert again.returncode == 0, again.stderr
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        p.name.startswith(".camb.h5.tmp-") for p in (tmp_path / "results" / "spectra").iterdir()
+    ):
+        time.sleep(0.1)  # let the orphan finish
+    assert sims.read_spectra(tmp_path / target, 100).lmax >= 100
+    assert [p.name for p in (tmp_path / "results" / "spectra").iterdir()] == ["camb.h5"]
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path):
     cfg = tiny_workflow_config()

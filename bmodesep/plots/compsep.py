@@ -10,6 +10,9 @@ through the checked readers of :mod:`bmodesep.products.compsep` and
 
 from __future__ import annotations
 
+from io import BytesIO
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -19,11 +22,12 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bmodesep.core.compsep.likelihood import PARAMETERS
+from bmodesep.core.seds import SPECTRAL_PARAMETERS as PARAMETERS
 from bmodesep.errors import DataError
 from bmodesep.products import compsep as cp
 from bmodesep.products import rlike as rl
 from bmodesep.products import sims
+from bmodesep.products.io import write_bytes_atomic
 
 LABELS = {"beta_d": r"$\beta_d$", "temperature_d": r"$T_d$", "beta_s": r"$\beta_s$"}
 MAX_COUNT_TICKS = 8
@@ -31,8 +35,11 @@ RESIDUAL_RANGE_UK = 0.5  # colour range of the residual maps, +- uK
 
 
 def _save(fig, output) -> None:
-    fig.savefig(output, dpi=110, bbox_inches="tight")
+    """Write the figure atomically (a failed write leaves nothing at ``output``)."""
+    buffer = BytesIO()
+    fig.savefig(buffer, format=Path(output).suffix[1:] or "png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    write_bytes_atomic(output, buffer.getvalue())
 
 
 def count_ticks(counts, max_ticks: int = MAX_COUNT_TICKS) -> list[int]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import textwrap
+from io import BytesIO, StringIO
+from pathlib import Path
 
 import matplotlib
 
@@ -26,6 +28,7 @@ from matplotlib.figure import Figure
 
 from bmodesep.core.npe.prior import PARAMETERS
 from bmodesep.products import npe_results as nr
+from bmodesep.products.io import write_bytes_atomic
 
 CORNER = ("r", "A_lens", "B_d", "gamma_d", "B_s", "gamma_s")
 LABELS = {
@@ -40,8 +43,11 @@ SIGMA_BETA = r"$(\sigma_{\beta_d}^2 + \sigma_{\beta_s}^2)^{1/2}$"
 
 
 def _save(fig, output) -> None:
-    fig.savefig(output, dpi=110, bbox_inches="tight")
+    """Write the figure atomically (a failed write leaves nothing at ``output``)."""
+    buffer = BytesIO()
+    fig.savefig(buffer, format=Path(output).suffix[1:] or "png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    write_bytes_atomic(output, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- TARP
@@ -331,7 +337,8 @@ def summary(inputs, output) -> None:
                 "mean_A_lens": f"{p[nr.A_LENS_MEAN].mean():.3f}",
             }
         )
-    with open(output, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(output, text.getvalue().encode())

@@ -6,11 +6,14 @@ product), then assembles the output and removes the folder.  A job killed part-w
 (SLURM time limit, preemption, Ctrl-C) leaves its finished pieces behind; the next run
 of the same job reads them instead of recomputing them.  Each piece records the
 fingerprint of everything its result depends on (stage config, job identity, package
-version); pieces with another fingerprint are stale and are deleted, never mixed in.
+version, and a digest of the package's source files, so that an edited simulator at the
+same version does not resume from pieces of the old code); pieces with another fingerprint
+are stale and are deleted, never mixed in.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,10 +29,31 @@ from bmodesep.products import io
 log = logging.getLogger(__name__)
 
 
+SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+
+
+def source_digest(root: Path) -> str:
+    """SHA-256 over the names and contents of the source files under ``root``."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in SOURCE_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def code_digest() -> str:
+    """Digest of this installed ``bmodesep`` package's code (no git needed)."""
+    return source_digest(Path(__file__).resolve().parents[1])
+
+
 def fingerprint(stage_config: Mapping[str, Any], **job: Any) -> str:
-    """SHA-256 of the stage config, the job's identity and the package version."""
+    """SHA-256 of the stage config, the job's identity, the package version and its code."""
     blob = json.dumps(
-        {"config": stage_config, "job": job, "version": __version__}, sort_keys=True, default=str
+        {"config": stage_config, "job": job, "version": __version__, "code": code_digest()},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -1,8 +1,14 @@
 """HDF5 data products: atomic writes with provenance, and checked reads.
 
 Every product is written to a temporary file in the destination folder and renamed
-into place only when complete, so an interrupted job never leaves a truncated file
-that looks finished.  Every product carries provenance attributes (resolved stage
+into place only when complete (then the folder is fsynced), so an interrupted job never
+leaves a truncated file that looks finished.  A product up to ``IN_MEMORY_LIMIT`` bytes is
+built in memory (HDF5's core driver) and written with plain ``os.write``, so a full or
+read-only disk is one ``DataError`` naming the file, never a crash inside HDF5; a larger
+one is written by HDF5 after checking the free space.  Temporaries carry the writer's
+host and PID: a writer deletes only those whose writer is gone (a dead PID on this host,
+or older than ``STALE_AFTER_S``), so two writers of one path never break each other and
+the last complete rename wins.  Every product carries provenance attributes (resolved stage
 config, package version, git revision, seed, format version, creation time) and
 every dataset a ``units`` attribute.  Readers check kind, format version, shapes,
 units and finiteness, and name the file in every error.
@@ -12,10 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +40,8 @@ from bmodesep.errors import DataError
 
 FORMAT_VERSION = 1
 _TMP_MARK = ".tmp-"
+IN_MEMORY_LIMIT = 1 << 30  # bytes of array data built in memory before writing
+STALE_AFTER_S = 24 * 3600  # a temporary of another host is removed after this age
 
 
 @dataclass(frozen=True)
@@ -79,14 +91,133 @@ def provenance(config: Mapping[str, Any], seed: int | None, stage: str) -> dict[
 
 
 def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    host = socket.gethostname().replace("/", "_") or "host"
+    return path.with_name(f".{path.name}{_TMP_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _writer_is_gone(temporary: Path, mark: str) -> bool:
+    """Whether the job that wrote ``temporary`` (``.<name>.tmp-<host>-<pid>-<hex>``) ended."""
+    try:
+        age = time.time() - temporary.stat().st_mtime
+    except OSError:
+        return False  # already gone
+    parts = temporary.name[len(mark) :].rsplit("-", 2)
+    if len(parts) == 3 and parts[0] == socket.gethostname().replace("/", "_") and parts[1]:
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return age > STALE_AFTER_S
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    return age > STALE_AFTER_S
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove temporaries of ``path`` left by jobs that were killed mid-write."""
-    for stale in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+    """Remove temporaries of ``path`` whose writers were killed mid-write (not live ones)."""
+    mark = f".{path.name}{_TMP_MARK}"
+    for stale in path.parent.glob(f"{mark}*"):
+        if _writer_is_gone(stale, mark):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _cannot_write(path: Path, exc: OSError) -> DataError:
+    cause = exc.strerror or str(exc)
+    return DataError(f"cannot write {path}: {cause}")
+
+
+def prepare_output(path: str | os.PathLike) -> Path:
+    """Create the folder of ``path`` and check that a file can be created in it."""
+    path = Path(path)
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise DataError(f"cannot write {path}: {folder} is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    if path.is_dir():
+        raise DataError(f"cannot write {path}: it is a folder")
+    probe = _temporary_path(path)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
         with contextlib.suppress(OSError):
-            stale.unlink()
+            probe.unlink()
+        raise _cannot_write(path, exc) from exc
+    return path
+
+
+def _fsync_directory(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync folders: the rename stands
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary, fsync, rename, folder fsync).
+
+    Any OSError becomes one DataError naming ``path``; no temporary is left behind.
+    """
+    path = prepare_output(path)
+    _remove_stale_temporaries(path)
+    tmp = _temporary_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _cannot_write(path, exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fill(f: h5py.File, kind, datasets, provenance_attrs, attrs) -> None:
+    f.attrs["kind"] = kind
+    for key, value in provenance_attrs.items():
+        f.attrs[key] = value
+    for key, value in (attrs or {}).items():
+        f.attrs[key] = value
+    for name, ds in datasets.items():
+        h = f.create_dataset(name, data=np.asarray(ds.data))
+        h.attrs["units"] = ds.units
+        if ds.description:
+            h.attrs["description"] = ds.description
 
 
 def write_product(
@@ -99,35 +230,49 @@ def write_product(
     """Write ``datasets`` to ``path`` atomically with ``kind``, provenance and extra ``attrs``.
 
     Dataset names may contain ``/`` to create groups.  Nothing is left at ``path`` if
-    anything fails (including a non-finite array, which is refused).
+    anything fails (including a non-finite array, which is refused); a failed write of
+    the disk is one DataError naming ``path`` and the cause.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
     for name, ds in datasets.items():
         arr = np.asarray(ds.data)
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             raise DataError(f"refusing to write {path}: dataset '{name}' contains NaN or inf")
+    nbytes = sum(np.asarray(ds.data).nbytes for ds in datasets.values())
+    if nbytes <= IN_MEMORY_LIMIT:
+        with h5py.File(f"memory-{uuid.uuid4().hex}", "w", driver="core", backing_store=False) as f:
+            _fill(f, kind, datasets, provenance_attrs, attrs)
+            f.flush()
+            image = f.id.get_file_image()
+        return write_bytes_atomic(path, image)
+    path = prepare_output(path)
+    _remove_stale_temporaries(path)
+    need = int(nbytes * 1.05) + (1 << 20)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    if free < need:
+        raise DataError(
+            f"cannot write {path}: {os.strerror(errno.ENOSPC)} "
+            f"({free / 2**20:.0f} MiB free, {need / 2**20:.0f} MiB needed)"
+        )
     tmp = _temporary_path(path)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["kind"] = kind
-            for key, value in provenance_attrs.items():
-                f.attrs[key] = value
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            for name, ds in datasets.items():
-                h = f.create_dataset(name, data=np.asarray(ds.data))
-                h.attrs["units"] = ds.units
-                if ds.description:
-                    h.attrs["description"] = ds.description
+            _fill(f, kind, datasets, provenance_attrs, attrs)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _cannot_write(path, exc) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    _fsync_directory(path.parent)
     return path
 
 

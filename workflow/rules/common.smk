@@ -9,15 +9,10 @@ import os
 import re
 from pathlib import Path
 
-from bmodesep.config import check_consistency, compsep_methods, npe_config, simulation_config
+from bmodesep.config import compsep_methods, npe_config, simulation_config
 from bmodesep.core.simulate.masks import ZONE_NAMES
-from bmodesep.errors import ConfigError
 from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
 
-try:
-    check_consistency(config, "workflow config")
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
 if not config["simulations"]:
     raise WorkflowError("the config defines no simulations")
 
