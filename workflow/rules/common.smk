@@ -336,3 +336,21 @@ def npe_figure_targets():
         if s != "coverage":
             out += [npe_figure(f"r_vs_sigma_beta_{s}.png"), npe_figure(f"sigma_r_{s}.png")]
     return out
+
+
+# ---------------------------------------------------------------- unknown targets
+def target_rules():
+    """The rules one can ask for by name (those without wildcards)."""
+    return sorted(r.name for r in workflow.rules if not r.wildcard_names and r.name != "all")
+
+
+def unknown_target(wildcards):
+    import difflib
+
+    names = ["all", *target_rules()]
+    close = difflib.get_close_matches(wildcards.target, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise WorkflowError(
+        f"unknown target '{wildcards.target}'{hint}; targets: {', '.join(names)}, "
+        f"or a file under {config['results_dir']}/"
+    )
