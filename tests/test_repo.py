@@ -33,6 +33,7 @@ BENCHMARK_NAMES = [
     "simulate-litebird",
     "simulate-sosat",
     "compsep-multires",
+    "compsep-multires-hard",
     "compsep-multires-100",
     "compsep-kmeans",
     "nilc",

@@ -26,12 +26,16 @@ jax.config.update("jax_enable_x64", True)
 BOUND_PENALTY = 1e3
 
 
+FIT_METHODS = ("lbfgs", "newton")
+
+
 class FitOptions(NamedTuple):
     max_iterations: int = 1000
     rtol: float = 1e-10
     memory_size: int = 20
     max_linesearch_steps: int = 20
     batched: bool = False  # vmap over realisations (slower on CPU; for GPUs)
+    method: str = "lbfgs"  # or "newton": structured Newton (bmodesep.core.compsep.newton)
 
 
 class FitResult(NamedTuple):

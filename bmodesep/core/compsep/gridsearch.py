@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bmodesep.core.compsep import fitting
+from bmodesep.core.compsep import fitting, newton
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.compsep.likelihood import PARAMETERS, CellLayout, SpectralModel
 from bmodesep.errors import ConfigError, DataError
@@ -87,9 +87,38 @@ class ConfigResult(NamedTuple):
 
 @lru_cache(maxsize=32)
 def _compiled_fitter(
-    model: SpectralModel, memory_size: int, max_linesearch_steps: int, batched: bool = False
+    model: SpectralModel,
+    memory_size: int,
+    max_linesearch_steps: int,
+    batched: bool = False,
+    method: str = "lbfgs",
+    k0: int = 0,
 ):
-    """Compiled two-phase fit; tolerance and iteration cap are arguments (no recompilation)."""
+    """Compiled fit; tolerance and iteration cap are arguments (no recompilation).
+
+    ``lbfgs``: bulk with the fast form, exact polish.  ``newton``: the structured Newton
+    fit of :mod:`newton` on the exact form (``k0``: the number of beta_d patches).
+    """
+    if method not in fitting.FIT_METHODS:
+        raise ConfigError(
+            f"unknown fit method '{method}' (known: {', '.join(fitting.FIT_METHODS)})"
+        )
+    if method == "newton":
+
+        def newton_fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
+            def cell(p, r):
+                return compsep.cell_residual(p, r, ninv, model)
+
+            res = newton.minimize_cells(
+                cell, x0, roots, cell_params, k0, lower, upper, max_iterations, rtol
+            )
+            return res._replace(nll=res.nll - compsep.data_term(roots, ninv))
+
+        if batched:
+            return jax.jit(
+                jax.vmap(newton_fit, in_axes=(0, None, None, None, None, None, None, None))
+            )
+        return jax.jit(newton_fit)
 
     def fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
         options = fitting.FitOptions(max_iterations, rtol, memory_size, max_linesearch_steps)
@@ -124,7 +153,14 @@ def fit_cells(
     upper,
 ) -> fitting.FitResult:
     """Fit one data set given its cell statistics (bulk with the fast form, exact polish)."""
-    fitter = _compiled_fitter(model, options.memory_size, options.max_linesearch_steps, False)
+    fitter = _compiled_fitter(
+        model,
+        options.memory_size,
+        options.max_linesearch_steps,
+        False,
+        options.method,
+        layout.n_patches[0],
+    )
     return fitter(
         roots,
         jnp.asarray(layout.cell_params),
@@ -283,7 +319,9 @@ def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
         problem.model,
         problem.options.memory_size,
         problem.options.max_linesearch_steps,
-        batched=True,
+        True,
+        problem.options.method,
+        layout.n_patches[0],
     )
     opts = problem.options
     n = problem.n_realisations

@@ -192,6 +192,11 @@ def residual_cells_fast(params, roots, cell_params, ninv, model: SpectralModel):
     return data_term(roots, ninv) - 0.5 * jnp.einsum("cij,cik,cjk->", k, bl, bl)
 
 
+def cell_residual(p, root, ninv, model: SpectralModel):
+    """chi2/2 of one cell: ``p`` its (beta_d, T_d, beta_s), ``root`` its statistic [f, f]."""
+    return _cell_residuals(p[None, 0], p[None, 1], p[None, 2], root[None], ninv, model)[0]
+
+
 def data_term(roots, ninv):
     """1/2 sum d^T N^-1 d, the constant between :func:`residual_cells` and -ln L."""
     return 0.5 * jnp.einsum("f,cfk->", ninv, roots**2)
