@@ -90,6 +90,19 @@ def test_bad_chunk_index_or_set_writes_nothing(setup):
         read_chunks([root / "c0.h5"], "constrained")
 
 
+def kill_after_first_checkpoint(command, out, parts, env=None, cwd=None) -> None:
+    """Start a chunk job and SIGKILL it once its first checkpoint piece exists."""
+    job = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("*.h5")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not out.exists(), "the job finished before it could be killed"
+
+
 def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
     """SIGKILL mid-chunk: the rerun keeps finished blocks, recomputes none, loses none."""
     root, cfg = setup
@@ -100,13 +113,7 @@ def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
         *("npe", "npe_chunk", "--config", config_file(cfg, tmp_path)),
         *("--spectra", root / "camb.h5", "--set", "train", "--chunk", 0, "--output", out),
     )
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list(parts.glob("*.h5")) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    assert not out.exists(), "the job finished before it could be killed"
+    kill_after_first_checkpoint(command, out, parts)
     blocks = len(list(parts.glob("npe_simulation_block*.h5")))
     assert 1 <= blocks <= 2
     resumed = subprocess.run(command, capture_output=True, text=True)
@@ -148,15 +155,8 @@ def test_checkpoints_of_other_code_are_discarded(setup, tmp_path):
     command = [sys.executable, "-m", "bmodesep", "npe", "npe_chunk"]
     command += ["--config", str(config_file(cfg, tmp_path)), "--spectra", str(root / "camb.h5")]
     command += ["--set", "train", "--chunk", "0", "--output", str(out)]
-    job = subprocess.Popen(  # run in tmp_path: ``-m`` puts the working folder first on the path
-        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    while not list(parts.glob("*.h5")) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    assert not out.exists(), "the job finished before it could be killed"
+    # run in tmp_path: ``-m`` puts the working folder first on the path
+    kill_after_first_checkpoint(command, out, parts, env=env, cwd=tmp_path)
     assert list(parts.glob("npe_simulation_block*.h5"))
     simulator = copy / "bmodesep" / "core" / "npe" / "simulator.py"
     simulator.write_text(simulator.read_text() + "\n# an edit of the simulator\n")

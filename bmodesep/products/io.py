@@ -27,7 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,16 +184,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
     Any OSError becomes one DataError naming ``path``; no temporary is left behind.
     """
-    path = prepare_output(path)
-    _remove_stale_temporaries(path)
-    tmp = _temporary_path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    return _replace_atomically(prepare_output(path), write)
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` a temporary next to ``path``, rename it into place, fsync the folder."""
+    _remove_stale_temporaries(path)
+    tmp = _temporary_path(path)
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -246,7 +254,6 @@ def write_product(
             image = f.id.get_file_image()
         return write_bytes_atomic(path, image)
     path = prepare_output(path)
-    _remove_stale_temporaries(path)
     need = int(nbytes * 1.05) + (1 << 20)
     try:
         free = shutil.disk_usage(path.parent).free
@@ -257,23 +264,14 @@ def write_product(
             f"cannot write {path}: {os.strerror(errno.ENOSPC)} "
             f"({free / 2**20:.0f} MiB free, {need / 2**20:.0f} MiB needed)"
         )
-    tmp = _temporary_path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             _fill(f, kind, datasets, provenance_attrs, attrs)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise _cannot_write(path, exc) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(path.parent)
-    return path
+
+    return _replace_atomically(path, write)
 
 
 @dataclass(frozen=True)
