@@ -38,7 +38,9 @@ def litebird_problem(nside: int, zone, n_realisations: int, seed: int = 3):
         start=START,
         bounds=BOUNDS,
         options=fitting.FitOptions(),
-        noise=lambda i: simulate_noise(inst, nside, lmax, seed, i).qu[0][:, :, pix],
+        noise=gridsearch.memoised_noise(
+            lambda i: simulate_noise(inst, nside, lmax, seed, i).qu[0][:, :, pix], n_realisations
+        ),
     )
 
 
@@ -123,175 +125,232 @@ def fit_once(layout, problem, data, options=None):
     return res
 
 
-@register("compsep-multires")
-def bench_compsep_multires(args):
-    """One converged fit: nside 64, 15 bands, 50% mask, ~1,000 multi-resolution parameters."""
+def _methods_fields(name, layout, problem, data, repeats):
+    """One converged fit of ``data`` timed with each method (Newton, the default, and the
+    L-BFGS baseline, in this process), and a 20,000-iteration L-BFGS reference."""
     from bmodesep.core.compsep import fitting
 
-    _, layout, problem = multires_setup(1)
-    data = problem.signal + problem.noise(0)
-    res = fit_once(layout, problem, data)
-    timing = time_operation(lambda: fit_once(layout, problem, data), args.repeats, warmup=0)
-    long = fit_once(layout, problem, data, fitting.FitOptions(rtol=0.0, max_iterations=20000))
-    out = {
-        "name": "compsep-multires",
-        "median_s": timing.median_s,
-        "cpu_s": timing.median_cpu_s,
-        "runs_s": timing.wall_s,
-        "parameters": layout.n_params,
-        "parameters_touching_mask": int(np.unique(layout.cell_params).size),
-        "cells": layout.n_cells,
-        "iterations": int(res.iterations),
-        "converged": bool(res.converged),
-        "nll": float(res.nll),
-        "nll_long_run": float(long.nll),
-        "long_run_iterations": int(long.iterations),
-        "nll_gap": float(res.nll - long.nll),
-    }
-    out |= cold_start()
-    return out
-
-
-@register("compsep-multires-hard")
-def bench_compsep_multires_hard(args):
-    """One converged fit of the hard multi-resolution problem: Newton, and L-BFGS as baseline."""
-    from bmodesep.core.compsep import fitting
-
-    _, layout, problem = multires_hard_setup()
-    data = problem.signal + problem.noise(0)
-    out = {"name": "compsep-multires-hard", "parameters": layout.n_params}
-    results = {}
-    for method in ("lbfgs", "newton"):
+    out = {"name": name, "parameters": layout.n_params}
+    long = fit_once(
+        layout, problem, data, fitting.FitOptions(method="lbfgs", rtol=0.0, max_iterations=20000)
+    )
+    for method in ("newton", "lbfgs"):
         options = fitting.FitOptions(method=method, max_iterations=5000)
-        results[method] = fit_once(layout, problem, data, options)  # compile
+        res = fit_once(layout, problem, data, options)  # compile
         timing = time_operation(
-            lambda o=options: fit_once(layout, problem, data, o), args.repeats, warmup=0
+            lambda o=options: fit_once(layout, problem, data, o), repeats, warmup=0
         )
-        res = results[method]
         out |= {
             f"{method}_median_s": timing.median_s,
             f"{method}_cpu_s": timing.median_cpu_s,
             f"{method}_iterations": int(res.iterations),
             f"{method}_converged": bool(res.converged),
-            f"{method}_nll": float(res.nll),
             f"{method}_at_bound": int(np.asarray(res.at_bound).sum()),
+            f"{method}_nll_gap": float(res.nll - long.nll),
         }
-    long = fit_once(layout, problem, data, fitting.FitOptions(rtol=0.0, max_iterations=30000))
     out |= {
         "median_s": out["newton_median_s"],
         "cpu_s": out["newton_cpu_s"],
         "speedup_cpu_vs_lbfgs": out["lbfgs_cpu_s"] / out["newton_cpu_s"],
-        "nll_long_lbfgs_run": float(long.nll),
-        "newton_nll_gap": out["newton_nll"] - float(long.nll),
-        "lbfgs_nll_gap": out["lbfgs_nll"] - float(long.nll),
+        "long_lbfgs_iterations": int(long.iterations),
     }
     return out
 
 
+@register("compsep-multires")
+def bench_compsep_multires(args):
+    """One converged fit: nside 64, 15 bands, 50% mask, ~1,000 multi-resolution parameters."""
+    _, layout, problem = multires_setup(1)
+    data = problem.signal + problem.noise(0)
+    out = _methods_fields("compsep-multires", layout, problem, data, args.repeats)
+    return out | {
+        "parameters_touching_mask": int(np.unique(layout.cell_params).size),
+        "cells": layout.n_cells,
+        "note": "from the configured start (cold); statistics of the data included",
+    }
+
+
+@register("compsep-multires-hard")
+def bench_compsep_multires_hard(args):
+    """One converged fit of the hard multi-resolution problem: Newton, and L-BFGS as baseline."""
+    _, layout, problem = multires_hard_setup()
+    data = problem.signal + problem.noise(0)
+    return _methods_fields("compsep-multires-hard", layout, problem, data, args.repeats)
+
+
 COLD_START_SCRIPT = """
-import time
-t_import = time.perf_counter()
+import sys, time
+t_import, c_import = time.perf_counter(), time.process_time()
+from bmodesep import jaxcache
+jaxcache.enable(sys.argv[1])
 import jax, optax
 from benchmarks import compsep as bench
 from bmodesep.core.compsep import fitting, gridsearch, likelihood
-t_import = time.perf_counter() - t_import
+t_import, c_import = time.perf_counter() - t_import, time.process_time() - c_import
 zone, layout, problem = bench.multires_setup(1)
 data = problem.signal + problem.noise(0)
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 res = bench.fit_once(layout, problem, data)
-print("COLD", t_import, time.perf_counter() - t, int(res.iterations))
+t, c = time.perf_counter() - t, time.process_time() - c
+print("COLD", t_import, t, c_import + c, int(res.iterations))
 """
 
 
-def cold_start() -> dict[str, float]:
-    """Wall time of import + compile + first fit in a fresh process (data simulation excluded).
+def cold_start(cache: str = "off") -> dict[str, float]:
+    """Wall time of import + compile + first fit in a fresh process (data simulation
+    excluded), with the compilation cache folder ``cache`` (``off``: none).
 
     The child runs in the repository root (so that ``import benchmarks`` finds this
     package) with this process's environment, thread settings included.
     """
     out = subprocess.run(
-        [sys.executable, "-c", COLD_START_SCRIPT], capture_output=True, text=True, cwd=REPO_ROOT
+        [sys.executable, "-c", COLD_START_SCRIPT, cache],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
     )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("COLD")]
     if not line:
-        return {"cold_start_error": out.stderr[-500:]}
-    _, t_import, t_fit, _ = line[0].split()
+        raise RuntimeError(f"cold-start child failed: {out.stderr[-2000:]}")
+    _, t_import, t_fit, cpu, _ = line[0].split()
     return {
         "cold_import_s": float(t_import),
         "cold_compile_and_fit_s": float(t_fit),
         "cold_start_s": float(t_import) + float(t_fit),
+        "cold_start_cpu_s": float(cpu),
     }
+
+
+@register("compsep-cold")
+def bench_compsep_cold(args):
+    """A fresh process with a warm compilation cache: import + one multires fit (wall)."""
+    import statistics
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        first = cold_start(cache)  # fills the cache
+        runs = [cold_start(cache) for _ in range(max(1, args.repeats))]
+        size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*")) / 1e6
+    no_cache = cold_start("off")
+    wall = [r["cold_start_s"] for r in runs]
+    return {
+        "name": "compsep-cold",
+        "median_s": statistics.median(wall),
+        "cpu_s": statistics.median(r["cold_start_cpu_s"] for r in runs),
+        "runs_s": wall,
+        "import_s": statistics.median(r["cold_import_s"] for r in runs),
+        "compile_and_fit_s": statistics.median(r["cold_compile_and_fit_s"] for r in runs),
+        "first_run_filling_cache_s": first["cold_start_s"],
+        "without_cache_s": no_cache["cold_start_s"],
+        "cache_mb": size_mb,
+        "note": "wall of the child's import + first fit; its data simulation is excluded",
+    }
+
+
+def _evaluate_methods(layout, problem, repeats, methods=("newton", "lbfgs")):
+    """Time ``evaluate_configuration`` (all realisations + the noiseless fit, CMB variance)
+    with each method; noise is drawn once beforehand, as a grid-search job keeps it for all
+    its configurations (``gridsearch.memoised_noise``)."""
+    from bmodesep.core.compsep import fitting, gridsearch
+
+    for i in range(problem.n_realisations):
+        problem.noise(i)
+    out, results = {}, {}
+    for method in methods:
+        p = problem._replace(options=fitting.FitOptions(method=method))
+        gridsearch.evaluate_configuration(layout, p._replace(n_realisations=2))  # compile
+        runs: list = []
+        timing = time_operation(
+            lambda p=p, runs=runs: runs.append(gridsearch.evaluate_configuration(layout, p)),
+            max(1, min(repeats, 3)),
+            warmup=0,
+        )
+        res = results[method] = runs[-1]
+        out |= {
+            f"{method}_s": timing.median_s,
+            f"{method}_cpu_s": timing.median_cpu_s,
+            f"{method}_runs_s": timing.wall_s,
+            f"{method}_converged_fraction": float(res.converged.mean()),
+            f"{method}_iterations_median": float(np.median(res.iterations)),
+            f"{method}_iterations_max": int(res.iterations.max()),
+            f"{method}_cmb_variance_uk2": res.cmb_variance,
+        }
+    if "lbfgs" in results:
+        out["max_nll_difference_newton_minus_lbfgs"] = float(
+            (results["newton"].nll - results["lbfgs"].nll).max()
+        )
+        out["speedup_vs_lbfgs"] = out["lbfgs_s"] / out["newton_s"]
+    return out
 
 
 @register("compsep-multires-100")
 def bench_compsep_multires_100(args):
-    """The compsep-multires fit on 100 noise realisations, including noise and statistics."""
-    from bmodesep.core.compsep import gridsearch
-
+    """The compsep-multires fit on 100 noise realisations (+ the noiseless fit), with
+    statistics, reconstruction and CMB variance; noise drawn beforehand."""
     _, layout, problem = multires_setup(100)
-    gridsearch.evaluate_configuration(layout, problem._replace(n_realisations=2))  # compile
-
-    results = []
-
-    def op():
-        results.append(gridsearch.evaluate_configuration(layout, problem))
-
-    timing = time_operation(op, max(1, min(args.repeats, 3)), warmup=0)
-    res = results[-1]
+    t = time_operation(lambda: problem.noise(0), 1, warmup=0)  # before it is kept
+    out = _evaluate_methods(layout, problem, args.repeats)
     return {
         "name": "compsep-multires-100",
-        "median_s": timing.median_s,
-        "cpu_s": timing.median_cpu_s,
-        "runs_s": timing.wall_s,
+        "median_s": out["newton_s"],
+        "cpu_s": out["newton_cpu_s"],
         "realisations": 100,
         "parameters": layout.n_params,
-        "converged_fraction": float(res.converged.mean()),
-        "iterations_median": float(np.median(res.iterations)),
-        "iterations_max": int(res.iterations.max()),
-        "cmb_variance_uk2": res.cmb_variance,
-        "note": "loop of compiled single fits (batched fits measured ~10x slower on CPU)",
-    }
+        "noise_draw_s_per_realisation": t.median_s,
+    } | out
 
 
 @register("compsep-kmeans")
 def bench_compsep_kmeans(args):
-    """Fits/s, K-means (beta_d 100, T_d 20, beta_s 20) in a GAL020-like zone; K-means s per K."""
+    """Fits/s, K-means (beta_d 100, T_d 20, beta_s 20) in a GAL020-like zone, and one large
+    configuration (beta_d 3,000, T_d 40, beta_s 40) in a 20% zone; K-means s per K."""
     import healpy as hp
 
-    from bmodesep.core.compsep import clustering, gridsearch
+    from bmodesep.core.compsep import clustering
     from bmodesep.core.compsep import likelihood as compsep
 
     nside = 64
     z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
-    zone = z > 0.8  # 10% of the sky: one half of a GAL020-like mask
     kmeans_s = {}
-    patches = {}
-    for k in (20, 100, 500):
-        clustering.kmeans_patches(zone, k, 0)  # compile
-        t = time_operation(lambda k=k: clustering.kmeans_patches(zone, k, 0), 3, warmup=0)
+    for k in (20, 100, 500, 3000):
+        clustering.kmeans_patches(z > 0.6, k, 0)  # compile
+        t = time_operation(lambda k=k: clustering.kmeans_patches(z > 0.6, k, 0), 3, warmup=0)
         kmeans_s[str(k)] = t.median_s
-    for param, k in zip(compsep.PARAMETERS, (100, 20, 20), strict=True):
-        patches[param] = clustering.kmeans_patches(zone, k, 0)
-    layout = compsep.cell_layout(patches, zone)
+
+    def configuration(zone, counts):
+        patches = {
+            param: clustering.kmeans_patches(zone, k, 0)
+            for param, k in zip(compsep.PARAMETERS, counts, strict=True)
+        }
+        return compsep.cell_layout(patches, zone)
+
+    zone = z > 0.8  # 10% of the sky: one half of a GAL020-like mask
+    layout = configuration(zone, (100, 20, 20))
     problem = litebird_problem(nside, zone, 10)
-    gridsearch.evaluate_configuration(layout, problem._replace(n_realisations=2))  # compile
-    results = []
-    timing = time_operation(
-        lambda: results.append(gridsearch.evaluate_configuration(layout, problem)),
-        max(1, min(args.repeats, 3)),
-        warmup=0,
-    )
+    out = _evaluate_methods(layout, problem, args.repeats)
     fits = problem.n_realisations + 1  # realisations + the foreground-only fit
+    big_zone = z > 0.6  # 20% of the sky
+    big = configuration(big_zone, (3000, 40, 40))
+    big_out = _evaluate_methods(big, litebird_problem(nside, big_zone, 10), 1, ("newton",))
+    rate = fits / out["newton_s"]
+    rate_big = fits / big_out["newton_s"]
     return {
         "name": "compsep-kmeans",
-        "median_s": timing.median_s / fits,
-        "cpu_s": timing.median_cpu_s / fits,
-        "fits_per_s": fits / timing.median_s,
+        "median_s": out["newton_s"] / fits,
+        "cpu_s": out["newton_cpu_s"] / fits,
+        "fits_per_s": rate,
+        "fits_per_s_lbfgs": fits / out["lbfgs_s"],
         "zone_pixels": int(zone.sum()),
         "cells": layout.n_cells,
         "parameters": layout.n_params,
-        "kmeans_s_per_K": kmeans_s,
-        "converged_fraction": float(results[-1].converged.mean()),
+        "large_zone_pixels": int(big_zone.sum()),
+        "large_cells": big.n_cells,
+        "large_parameters": big.n_params,
+        "large_fits_per_s": rate_big,
+        "large_converged_fraction": big_out["newton_converged_fraction"],
+        "large_iterations_median": big_out["newton_iterations_median"],
+        "kmeans_s_per_K_20pct_zone": kmeans_s,
         "paper_fits": 1_920_000,
-        "paper_scan_cpu_hours_at_this_rate": 1_920_000 / (fits / timing.median_s) / 3600,
-    }
+        "paper_grid_hours_at_this_rate": 1_920_000 / rate / 3600,
+        "paper_grid_hours_at_large_rate": 1_920_000 / rate_big / 3600,
+    } | out

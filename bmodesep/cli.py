@@ -159,10 +159,12 @@ def parser() -> argparse.ArgumentParser:
 
 def run(stage: str, step: str, args: dict[str, Any]) -> None:
     """Load the config files and call ``bmodesep.stages.<stage>.<step>(config, **args)``."""
+    from bmodesep import jaxcache
     from bmodesep.config import load_config
 
     config = load_config(args.pop("config"))
     check_outputs(args)
+    jaxcache.enable(config.get("compilation_cache"))
     module = importlib.import_module(f"bmodesep.stages.{stage}")
     getattr(module, step)(config, **args)
 

@@ -2,16 +2,28 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import atexit
 import copy
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bmodesep import jaxcache
 from bmodesep.config import load_config, validate_config
 from bmodesep.core.simulate.cmb import compute_camb_spectra
 from bmodesep.settings import cosmology
+
+if jaxcache.ENV not in os.environ:
+    # one compilation cache for the session and every process it starts (workflow and
+    # SLURM jobs), kept out of the user's ~/.cache and removed at the end
+    _cache = tempfile.mkdtemp(prefix="bmodesep-test-jax-cache-")
+    os.environ[jaxcache.ENV] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
+jaxcache.enable()  # before the first compilation
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -87,7 +87,7 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         ),
         signal=signal[sims.TOTAL_QU][:, :, pix],
         foreground=signal[sims.FOREGROUND_QU][:, :, pix],
-        noise=noise,
+        noise=gridsearch.memoised_noise(noise, n_real),
         n_realisations=n_real,
         ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
         start=cs["start"],

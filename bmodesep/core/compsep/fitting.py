@@ -35,7 +35,8 @@ class FitOptions(NamedTuple):
     memory_size: int = 20
     max_linesearch_steps: int = 20
     batched: bool = False  # vmap over realisations (slower on CPU; for GPUs)
-    method: str = "lbfgs"  # or "newton": structured Newton (bmodesep.core.compsep.newton)
+    method: str = "newton"  # structured Newton (bmodesep.core.compsep.newton), or "lbfgs"
+    warm_start: bool = True  # realisations start from the noiseless (foreground-only) fit
 
 
 class FitResult(NamedTuple):

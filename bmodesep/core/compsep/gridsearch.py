@@ -69,6 +69,29 @@ class Problem(NamedTuple):
     devices: int = 1
 
 
+NOISE_CACHE_BYTES = 2 * 1024**3
+
+
+def memoised_noise(
+    noise: Callable[[int], np.ndarray], n_realisations: int, limit_bytes: int = NOISE_CACHE_BYTES
+) -> Callable[[int], np.ndarray]:
+    """``noise`` whose realisations are drawn once and kept, when all of them fit in
+    ``limit_bytes``: every configuration of a grid search fits the same realisations, and
+    drawing them (full-sky maps in 15 bands) cost more than a warm-started fit."""
+    kept: dict[int, np.ndarray] = {}
+
+    def draw(i: int) -> np.ndarray:
+        if i in kept:
+            return kept[i]
+        maps = noise(i)
+        if maps.nbytes * n_realisations <= limit_bytes:
+            maps.setflags(write=False)
+            kept[i] = maps
+        return maps
+
+    return draw
+
+
 class ConfigResult(NamedTuple):
     params: np.ndarray  # [n_real, n_params] best fit per realisation
     nll: np.ndarray  # [n_real]
@@ -105,22 +128,39 @@ def _compiled_fitter(
         )
     if method == "newton":
 
-        def newton_fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
-            def cell(p, r):
-                return compsep.cell_residual(p, r, ninv, model)
+        def newton_fit(roots, cells, ninv, x0, lower, upper, max_iterations, rtol, lam):
+            cell_params, cell_pairs = cells
+
+            def objective(x):
+                return compsep.residual_cells(x, roots, cell_params, ninv, model)
+
+            def derivatives(x):
+                return compsep.cell_derivatives(x, roots, cell_params, ninv, model)
 
             res = newton.minimize_cells(
-                cell, x0, roots, cell_params, k0, lower, upper, max_iterations, rtol
+                objective,
+                derivatives,
+                x0,
+                cell_params,
+                cell_pairs,
+                k0,
+                lower,
+                upper,
+                max_iterations,
+                rtol,
+                lam,
             )
             return res._replace(nll=res.nll - compsep.data_term(roots, ninv))
 
         if batched:
             return jax.jit(
-                jax.vmap(newton_fit, in_axes=(0, None, None, None, None, None, None, None))
+                jax.vmap(newton_fit, in_axes=(0, None, None, None, None, None, None, None, None))
             )
         return jax.jit(newton_fit)
 
-    def fit(roots, cell_params, ninv, x0, lower, upper, max_iterations, rtol):
+    def fit(roots, cells, ninv, x0, lower, upper, max_iterations, rtol, lam):
+        del lam  # Newton's damping; L-BFGS has none
+        cell_params = cells[0]
         options = fitting.FitOptions(max_iterations, rtol, memory_size, max_linesearch_steps)
 
         def fast(x, data):
@@ -138,7 +178,7 @@ def _compiled_fitter(
         )
 
     if batched:
-        return jax.jit(jax.vmap(fit, in_axes=(0, None, None, None, None, None, None, None)))
+        return jax.jit(jax.vmap(fit, in_axes=(0, None, None, None, None, None, None, None, None)))
     return jax.jit(fit)
 
 
@@ -151,8 +191,10 @@ def fit_cells(
     x0,
     lower,
     upper,
+    warm: bool = False,
 ) -> fitting.FitResult:
-    """Fit one data set given its cell statistics (bulk with the fast form, exact polish)."""
+    """Fit one data set given its cell statistics; ``warm``: ``x0`` lies near the optimum
+    (Newton starts with little damping)."""
     fitter = _compiled_fitter(
         model,
         options.memory_size,
@@ -163,24 +205,28 @@ def fit_cells(
     )
     return fitter(
         roots,
-        jnp.asarray(layout.cell_params),
+        _cells(layout),
         jnp.asarray(ninv),
         x0,
         lower,
         upper,
         jnp.asarray(options.max_iterations),
         jnp.asarray(float(options.rtol)),
+        jnp.asarray(newton.LAMBDA_WARM if warm else newton.LAMBDA_START),
     )
 
 
+def _cells(layout: CellLayout):
+    """The layout's cells as the compiled fits take them: (cell_params, cell_pairs)."""
+    pairs = layout.cell_pairs
+    if pairs is None:
+        pairs = compsep.beta_d_pairs(layout.cell_params)
+    return jnp.asarray(layout.cell_params), jnp.asarray(pairs)
+
+
 @lru_cache(maxsize=32)
-def _compiled_reconstruction(model: SpectralModel):
-    return jax.jit(lambda p, d, ninv_pix, pp: compsep.reconstruct(p, d, ninv_pix, pp, model))
-
-
-@lru_cache(maxsize=8)
-def _compiled_statistics(n_cells: int):
-    return jax.jit(lambda d, cop: compsep.cell_statistics(d, cop, n_cells))
+def _compiled_weights(model: SpectralModel):
+    return jax.jit(lambda p, ninv, cp: compsep.cell_weights(p, ninv, cp, model))
 
 
 def parameter_vectors(
@@ -212,9 +258,8 @@ def fit_data(
     with the fast form, exact polish), without the CMB reconstruction; ``options``
     replaces ``problem.options``.  Compiled once per model, cell count and fit options.
     """
-    stats_fn = _compiled_statistics(layout.n_cells)
     x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
-    roots = stats_fn(jnp.asarray(data), jnp.asarray(layout.cell_of_pixel))
+    roots = compsep.cell_statistics(data, layout.cell_of_pixel, layout.n_cells)
     return fit_cells(
         problem.model,
         problem.options if options is None else options,
@@ -236,41 +281,39 @@ def evaluate_configuration(
     for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
         if not np.all(np.isfinite(arr)):
             raise DataError(f"the {what} maps of the zone contain NaN or inf")
-    recon = _compiled_reconstruction(problem.model)
-    stats_fn = _compiled_statistics(layout.n_cells)
+    weights_fn = _compiled_weights(problem.model)
+    index = compsep.cell_index(layout.cell_of_pixel, layout.n_cells)
     ninv = jnp.asarray(problem.ninv)
-    ninv_pix = jnp.broadcast_to(ninv[:, None], (ninv.size, layout.pixels.size))
-    pixel_params = jnp.asarray(layout.pixel_params)
-    cell_of_pixel = jnp.asarray(layout.cell_of_pixel)
+    cell_params = jnp.asarray(layout.cell_params)
     x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
 
-    def fit_and_reconstruct(d):
-        d = jnp.asarray(d)
-        res = fit_cells(
-            problem.model,
-            problem.options,
-            stats_fn(d, cell_of_pixel),
-            layout,
-            ninv,
-            x0,
-            lower,
-            upper,
-        )
-        return res, recon(res.params, d, ninv_pix, pixel_params)
+    def reconstruct(params, d, components=3):
+        weights = np.asarray(weights_fn(params, ninv, cell_params))[:, :components]
+        return compsep.apply_weights(weights, d, layout.cell_of_pixel)
 
-    fg_fit, fg_components = fit_and_reconstruct(problem.foreground)
+    def fit_and_reconstruct(d, start, warm, components=3):
+        roots = compsep.cell_statistics(d, layout.cell_of_pixel, layout.n_cells, index)
+        res = fit_cells(
+            problem.model, problem.options, roots, layout, ninv, start, lower, upper, warm
+        )
+        return res, reconstruct(res.params, d, components)
+
+    fg_fit, fg_components = fit_and_reconstruct(problem.foreground, x0, False)
+    # warm start: every realisation starts from the noiseless (foreground-only) fit
+    warm = problem.options.warm_start
+    start = fg_fit.params if warm else x0
     batched = problem.options.batched or problem.devices > 1
     if batched:
-        batch = _batched_fits(layout, problem, x0, lower, upper)
+        batch = _batched_fits(layout, problem, start, lower, upper, warm)
     fits, cmb_maps, spatial = [], [], []
     mean = m2 = total_cl = None
     for i in range(problem.n_realisations):  # default a loop: batched was ~10x slower on CPU
         if batched:
-            d = jnp.asarray(problem.signal + problem.noise(i))
             res = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], batch)
-            comps = recon(res.params, d, ninv_pix, pixel_params)
+            comps = reconstruct(res.params, problem.signal + problem.noise(i), components=1)
         else:
-            res, comps = fit_and_reconstruct(problem.signal + problem.noise(i))
+            d = problem.signal + problem.noise(i)
+            res, comps = fit_and_reconstruct(d, start, warm, components=1)
         cmb = np.asarray(comps[0])
         if problem.bb_spectrum is not None:
             cl = problem.bb_spectrum(cmb - problem.cmb_true)
@@ -305,15 +348,18 @@ def evaluate_configuration(
     )
 
 
-def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
+def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper, warm: bool):
     """All realisations fitted at once with ``vmap`` (the batch runs as long as its slowest)."""
-    stats_fn = _compiled_statistics(layout.n_cells)
-    cop = jnp.asarray(layout.cell_of_pixel)
-    roots = jnp.stack(
-        [
-            stats_fn(jnp.asarray(problem.signal + problem.noise(i)), cop)
-            for i in range(problem.n_realisations)
-        ]
+    index = compsep.cell_index(layout.cell_of_pixel, layout.n_cells)
+    roots = jnp.asarray(
+        np.stack(
+            [
+                compsep.cell_statistics(
+                    problem.signal + problem.noise(i), layout.cell_of_pixel, layout.n_cells, index
+                )
+                for i in range(problem.n_realisations)
+            ]
+        )
     )
     fitter = _compiled_fitter(
         problem.model,
@@ -328,13 +374,14 @@ def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper):
     roots = shard_over_devices(roots, problem.devices)
     result = fitter(
         roots,
-        jnp.asarray(layout.cell_params),
+        _cells(layout),
         jnp.asarray(problem.ninv),
         x0,
         lower,
         upper,
         jnp.asarray(opts.max_iterations),
         jnp.asarray(float(opts.rtol)),
+        jnp.asarray(newton.LAMBDA_WARM if warm else newton.LAMBDA_START),
     )
     return jax.tree_util.tree_map(lambda leaf: leaf[:n], result)
 
@@ -372,7 +419,8 @@ def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:
     """Pad a batch of layouts to common cell and parameter counts (one compilation)."""
     n_cells = max(lay.n_cells for lay in layouts)
     n_patches = [max(lay.n_patches[i] for lay in layouts) for i in range(3)]
-    return [compsep.pad_layout(lay, n_cells, n_patches) for lay in layouts]
+    n_pairs = max(len(lay.cell_pairs) for lay in layouts)
+    return [compsep.pad_layout(lay, n_cells, n_patches, n_pairs) for lay in layouts]
 
 
 SELECTION_OBJECTIVES = ("variance", "variance_plus_systematic")
