@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import healpy as hp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,6 +212,8 @@ def relabel_contiguous(labels) -> np.ndarray:
 
 def _zone_pixels(zone_mask) -> tuple[np.ndarray, int]:
     """(zone as a boolean map, its nside); DataError if not a non-empty HEALPix mask."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     zone = np.asarray(zone_mask)
     if zone.ndim != 1 or not hp.isnpixok(zone.size):
         raise DataError(f"zone mask must be a HEALPix map [npix], got shape {zone.shape}")
@@ -254,6 +255,8 @@ def kmeans_patches(zone_mask, n_patches: int, seed: int) -> np.ndarray:
     Deterministic in (zone, n_patches, seed); labels numbered by first occurrence in
     RING order.  ``n_patches`` 1 gives the single patch without running K-means.
     """
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     zone, nside = _zone_pixels(zone_mask)
     pixels = np.flatnonzero(zone)
     if not 1 <= n_patches <= pixels.size:

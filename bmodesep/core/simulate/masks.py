@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 
-import healpy as hp
 import numpy as np
 
 from bmodesep.core import harmonics
@@ -45,6 +44,8 @@ def threshold_masks(intensity: np.ndarray, sky_fractions: Mapping[str, float]) -
 
 def masks_from_planck_maps(maps: Mapping[str, np.ndarray], nside: int, source: str) -> dict:
     """Binary masks at ``nside`` from Planck GAL maps (any nside, RING): mean >= 0.5 is kept."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     out = {}
     for name, m in maps.items():
         if not np.all(np.isfinite(m)):
@@ -61,6 +62,8 @@ def masks_from_planck_maps(maps: Mapping[str, np.ndarray], nside: int, source: s
 
 def galactic_zones(masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The six zones from nested masks GAL020 < GAL040 < GAL060."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     nside = hp.get_nside(masks[MASK_NAMES[0]])
     upper = hp.pix2vec(nside, np.arange(harmonics.npix(nside)))[2] >= 0
     zones = {}

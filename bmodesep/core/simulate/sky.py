@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-import healpy as hp
 import numpy as np
 
 from bmodesep.core import harmonics, seds
@@ -136,12 +135,16 @@ def index_field_map(
 
 def galactic_envelope_map(nside: int, amplitude: float, scale: float) -> np.ndarray:
     """``1 + amplitude exp(-|sin b| / scale)`` in Galactic coordinates (RING)."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     z = hp.pix2vec(nside, np.arange(harmonics.npix(nside)))[2]
     return 1.0 + amplitude * np.exp(-np.abs(z) / scale)
 
 
 def superpixel_patches(nside: int, patch_nside: int) -> np.ndarray:
     """Integer patch map: the HEALPix pixel at ``patch_nside`` holding each pixel (0: one patch)."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
     pix = np.arange(harmonics.npix(nside))
     if patch_nside == 0:
         return np.zeros_like(pix)
