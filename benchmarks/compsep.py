@@ -285,8 +285,7 @@ def _evaluate_methods(layout, problem, repeats, methods=("newton", "lbfgs")):
 
 @register("compsep-multires-100")
 def bench_compsep_multires_100(args):
-    """The compsep-multires fit on 100 noise realisations (+ the noiseless fit), with
-    statistics, reconstruction and CMB variance; noise drawn beforehand."""
+    """The multires configuration on 100 realisations + the noiseless fit, as the grid does."""
     _, layout, problem = multires_setup(100)
     t = time_operation(lambda: problem.noise(0), 1, warmup=0)  # before it is kept
     out = _evaluate_methods(layout, problem, args.repeats)
@@ -302,8 +301,7 @@ def bench_compsep_multires_100(args):
 
 @register("compsep-kmeans")
 def bench_compsep_kmeans(args):
-    """Fits/s, K-means (beta_d 100, T_d 20, beta_s 20) in a GAL020-like zone, and one large
-    configuration (beta_d 3,000, T_d 40, beta_s 40) in a 20% zone; K-means s per K."""
+    """Fits/s of K-means configurations 100/20/20 (10% zone) and 3,000/40/40 (20% zone)."""
     import healpy as hp
 
     from bmodesep.core.compsep import clustering

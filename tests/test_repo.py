@@ -34,6 +34,7 @@ BENCHMARK_NAMES = [
     "simulate-sosat",
     "compsep-multires",
     "compsep-multires-hard",
+    "compsep-cold",
     "compsep-multires-100",
     "compsep-kmeans",
     "nilc",

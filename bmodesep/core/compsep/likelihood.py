@@ -335,57 +335,54 @@ def _gram_matrices(bd, td, bs, roots, ninv, model: SpectralModel):
     )
 
 
-def _mixing_products(gram):
-    """From ``V^T Q V``: ``A^T Q A`` [c,3,3], its first [c,a,3,3] and second [c,a,b,3,3]
-    parameter derivatives."""
-    n = gram.shape[0]
-    base = gram[:, _BASE][:, :, _BASE]
-
-    def symmetric_row(column, vector):
-        r = jnp.zeros((n, 3, 3), gram.dtype).at[:, column, :].set(gram[:, vector, _BASE])
-        return r + jnp.swapaxes(r, 1, 2)
-
-    first = jnp.stack([symmetric_row(_COLUMN[a], _FIRST[a]) for a in range(3)], axis=1)
-    second = []
-    for a in range(3):
-        for b in range(3):
-            ca, cb = _COLUMN[a], _COLUMN[b]
-            key = (min(a, b), max(a, b))
-            m = symmetric_row(ca, _SECOND[key]) if key in _SECOND else jnp.zeros_like(base)
-            m = m.at[:, ca, cb].add(gram[:, _FIRST[a], _FIRST[b]])
-            second.append(m.at[:, cb, ca].add(gram[:, _FIRST[b], _FIRST[a]]))
-    return base, first, jnp.stack(second, axis=1).reshape(n, 3, 3, 3, 3)
-
-
 def cell_derivatives(params, roots, cell_params, ninv, model: SpectralModel):
     """Exact gradient ``[cell, 3]`` and Hessian ``[cell, 3, 3]`` of each cell's chi2/2
     with respect to its (beta_d, T_d, beta_s), in closed form.
 
-    With q = tr(X G), X = M^-1, Y = X G X:  dq_a = tr(X G_a) - tr(Y M_a) and
-    d2q_ab = tr(X G_ab) - tr(Y M_ab) - 2 sym tr(X M_b X G_a) + 2 sym tr(X M_b Y M_a);
-    chi2/2 = 1/2 tr S - q/2.  Five times cheaper than autodiff Hessians of the residual
-    on the CPU (measured); agrees with them to ~1e-12 relative (the spectral form's
-    rounding, harmless for a Newton step).
+    chi2/2 = 1/2 tr S - q/2 with q = tr(X G), X = M^-1, Y = X G X (M = A^T A, G = A^T S A,
+    whitened).  A parameter moves one column j of A, so M_a = e_j r_a^T + r_a e_j^T (and
+    G_a likewise with s_a): every trace of the first and second derivatives of q reduces to
+    products of 3-vectors and entries of X and Y, e.g. dq_a = 2 (X s_a)_j - 2 (Y r_a)_j.
+    Agrees with autodiff Hessians of the residual to ~1e-12 relative (the spectral form's
+    rounding, harmless for a Newton step), at a fraction of their cost (BENCHMARKS.md).
     """
     gam, sig = _gram_matrices(*_split(params, cell_params), roots, ninv, model)
-    m, m1, m2 = _mixing_products(gam)
-    g, g1, g2 = _mixing_products(sig)
+    col = np.array(_COLUMN)
+    first = np.array(_FIRST)
+    m = gam[:, _BASE][:, :, _BASE]
+    g = sig[:, _BASE][:, :, _BASE]
     x = _inv3_sym(m)
-    y = jnp.einsum("cij,cjk,ckl->cil", x, g, x)
-    grad = jnp.einsum("cij,caji->ca", x, g1) - jnp.einsum("cij,caji->ca", y, m1)
-    xm = jnp.einsum("cij,cajk->caik", x, m1)
-    xg = jnp.einsum("cij,cajk->caik", x, g1)
-    ym = jnp.einsum("cij,cajk->caik", y, m1)
-    k = jnp.einsum("cbij,caji->cab", xm, xg)
-    j = jnp.einsum("cbij,caji->cab", xm, ym)
-    hess = (
-        jnp.einsum("cij,cabji->cab", x, g2)
-        - jnp.einsum("cij,cabji->cab", y, m2)
-        - k
-        - jnp.swapaxes(k, 1, 2)
-        + j
-        + jnp.swapaxes(j, 1, 2)
-    )
+    y = jnp.matmul(jnp.matmul(x, g), x)
+    r = gam[:, first][:, :, _BASE]  # [c, a, 3]: d(column)/d(parameter a) . columns
+    s = sig[:, first][:, :, _BASE]
+    xr = jnp.einsum("cij,caj->cai", x, r)
+    xs = jnp.einsum("cij,caj->cai", x, s)
+    yr = jnp.einsum("cij,caj->cai", y, r)
+    pick = np.arange(3)
+    grad = 2.0 * xs[:, pick, col] - 2.0 * yr[:, pick, col]
+    xjj = x[:, col[:, None], col[None, :]]  # [c, a, b] = X[j_a, j_b]
+    yjj = y[:, col[:, None], col[None, :]]
+    # second derivatives: cross terms of the two moved columns, and second-derivative vectors
+    t1 = 2.0 * xjj * sig[:, first[:, None], first[None, :]]
+    t6 = 2.0 * yjj * gam[:, first[:, None], first[None, :]]
+    for (a, b), v in _SECOND.items():
+        j = _COLUMN[a]
+        extra_x = 2.0 * jnp.einsum("ci,ci->c", x[:, j], sig[:, v, _BASE])
+        extra_y = 2.0 * jnp.einsum("ci,ci->c", y[:, j], gam[:, v, _BASE])
+        t1 = t1.at[:, a, b].add(extra_x)
+        t6 = t6.at[:, a, b].add(extra_y)
+        if a != b:
+            t1 = t1.at[:, b, a].add(extra_x)
+            t6 = t6.at[:, b, a].add(extra_y)
+    # K[a, b] = tr(X M_b X G_a), J[a, b] = tr(X M_b Y M_a); v[c, a, b] = (V r_a)_{j_b}
+    xr_j, xs_j, yr_j = xr[:, :, col], xs[:, :, col], yr[:, :, col]
+    r_xs = jnp.einsum("cbi,cai->cab", r, xs)  # r_b . X s_a
+    r_yr = jnp.einsum("cbi,cai->cab", r, yr)  # r_b . Y r_a
+    r_xr = jnp.einsum("cai,cbi->cab", r, xr)  # r_a . X r_b
+    xr_t, yr_t = jnp.swapaxes(xr_j, 1, 2), jnp.swapaxes(yr_j, 1, 2)  # (X r_b)_{j_a}, ...
+    k = 2.0 * xr_t * xs_j + 2.0 * xjj * r_xs
+    j_ab = yr_t * xr_j + xjj * r_yr + jnp.swapaxes(yjj, 1, 2) * r_xr + yr_j * xr_t
+    hess = t1 - t6 - k - jnp.swapaxes(k, 1, 2) + j_ab + jnp.swapaxes(j_ab, 1, 2)
     return -0.5 * grad, -0.5 * hess
 
 

@@ -168,8 +168,9 @@ def minimize_cells(
         dec = 0.5 * jnp.abs(jnp.dot(c.g * free, step))
         denom = jnp.maximum(jnp.abs(c.f), 1.0)
         small = (decrease <= rtol * denom) & (dec <= rtol * denom)
+        # derivatives at the new point, unless the fit ends here (the loop stops on done)
         g_new, blocks_new = jax.lax.cond(
-            accept, lambda: derivatives(x_new), lambda: (c.g, c.blocks)
+            accept & ~small, lambda: derivatives(x_new), lambda: (c.g, c.blocks)
         )
         lam = jnp.where(accept, jnp.maximum(c.lam * LAMBDA_DOWN, 1e-15), c.lam * LAMBDA_UP)
         return Carry(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special, stats
 
 from bmodesep.errors import ConfigError
 
@@ -45,6 +44,8 @@ class Normal(NamedTuple):
         return (self.low - self.mu) / self.sigma, (self.high - self.mu) / self.sigma
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        from scipy import special  # here: scipy.stats costs ~1 s of every command's start
+
         a, b = self._ab
         # inverse CDF between the bounds: exact for any truncation
         lo, hi = special.ndtr(a), special.ndtr(b)
@@ -52,6 +53,8 @@ class Normal(NamedTuple):
         return self.mu + self.sigma * special.ndtri(u)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
+        from scipy import stats
+
         a, b = self._ab
         x = np.asarray(x, float)
         inside = (x >= self.low) & (x <= self.high)
@@ -59,6 +62,8 @@ class Normal(NamedTuple):
         return np.where(inside, logp, -np.inf)
 
     def mean(self) -> float:
+        from scipy import stats
+
         a, b = self._ab
         return float(stats.truncnorm.mean(a, b, loc=self.mu, scale=self.sigma))
 
