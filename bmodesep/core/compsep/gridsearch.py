@@ -1,8 +1,9 @@
 """Fits of patch configurations over noise realisations, and the grid search (kabalan2025).
 
 A configuration is a patch map per spectral parameter.  For each configuration every
-noise realisation is fitted (L-BFGS, :mod:`bmodesep.fitting`) and the CMB is
-reconstructed; the grid objective is eq. (9),
+noise realisation is fitted (structured Newton, :mod:`newton`, starting from the
+configuration's noiseless fit; or L-BFGS, :mod:`fitting`) and the CMB is reconstructed;
+the grid objective is eq. (9),
 
     sigma^2_CMB = < Var_i[ s_CMB^(i) ] >_pixels        (Q and U, over the zone's pixels),
 
@@ -254,9 +255,10 @@ def fit_data(
 ) -> fitting.FitResult:
     """Fit one data set ``[freq, 2, n_zone]`` of ``problem``'s zone with ``layout``'s patches.
 
-    The fit of each realisation of :func:`evaluate_configuration` (cell statistics, bulk
-    with the fast form, exact polish), without the CMB reconstruction; ``options``
-    replaces ``problem.options``.  Compiled once per model, cell count and fit options.
+    The fit of each realisation of :func:`evaluate_configuration` from the configured
+    start (cell statistics and the fit of ``options.method``), without the CMB
+    reconstruction; ``options`` replaces ``problem.options``.  Compiled once per model,
+    cell count and fit options.
     """
     x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
     roots = compsep.cell_statistics(data, layout.cell_of_pixel, layout.n_cells)
