@@ -71,6 +71,11 @@ def enable(setting: str | None = None) -> Path | None:
     if folder is None:
         return None
     try:
+        import filelock  # noqa: F401 - JAX needs it to lock a size-limited cache
+    except ImportError:
+        log.warning("compilation_cache: filelock is not installed; compiling without a cache")
+        return None
+    try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
