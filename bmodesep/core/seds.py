@@ -34,7 +34,8 @@ def cmb_sed(freq_ghz, xp=np):
 def synchrotron_sed(freq_ghz, beta_s, freq_ref_ghz=23.0, xp=np):
     """Power law in K_RJ with index ``beta_s``, converted to K_CMB, 1 at ``freq_ref_ghz``."""
     nu = xp.asarray(freq_ghz)
-    return (nu / freq_ref_ghz) ** beta_s * rj_to_cmb(nu, xp) / rj_to_cmb(freq_ref_ghz, xp)
+    power = xp.exp(beta_s * xp.log(nu / freq_ref_ghz))  # (nu/nu0)^beta_s: one exp, no pow
+    return power * rj_to_cmb(nu, xp) / rj_to_cmb(freq_ref_ghz, xp)
 
 
 def dust_sed(freq_ghz, beta_d, temp_d_k, freq_ref_ghz=353.0, xp=np):
@@ -44,7 +45,7 @@ def dust_sed(freq_ghz, beta_d, temp_d_k, freq_ref_ghz=353.0, xp=np):
         H_OVER_K_K_PER_GHZ * nu / temp_d_k
     )
     return (
-        (nu / freq_ref_ghz) ** (beta_d + 1.0)
+        xp.exp((beta_d + 1.0) * xp.log(nu / freq_ref_ghz))  # one exp, no pow
         * ratio
         * rj_to_cmb(nu, xp)
         / rj_to_cmb(freq_ref_ghz, xp)

@@ -293,11 +293,16 @@ _SECOND = {(0, 0): 4, (0, 1): 5, (1, 1): 6, (2, 2): 9}  # second derivatives (ot
 
 
 def _planck_log_slope(y, temp_k):
-    """-d/dT ln(expm1(y/T)) = (y/T^2) / (1 - exp(-y/T)), and its T derivative."""
+    """-d/dT ln(expm1(y/T)) = (y/T^2) / (1 - exp(-y/T)), and its T derivative.
+
+    Written through ``expm1(y/T)``, the very expression of :func:`seds.dust_sed`, so that
+    the compiler computes that transcendental once for both (measured: it dominates).
+    """
     u = y / temp_k
-    om = -jnp.expm1(-u)
-    phi = u / temp_k / om
-    dphi = -phi / temp_k - (u / temp_k**2) * (om - u * jnp.exp(-u)) / om**2
+    e = jnp.expm1(u)
+    ratio = (1.0 + e) / e  # 1 / (1 - exp(-u))
+    phi = u / temp_k * ratio
+    dphi = -phi / temp_k - (u / temp_k**2) * (e - u) * ratio / e
     return phi, dphi
 
 
