@@ -34,7 +34,11 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
         "CMB spectra, skies, masks, frequency maps and noise realisations",
         _steps(
             camb_spectra=("CAMB lensed-scalar and r = 1 tensor spectra", "output"),
-            sky=("the sky of a simulation: CMB, dust, synchrotron", f"{SIM} spectra output"),
+            true_patches=("K-means patch maps of a true-patch sky", f"{SIM} masks output"),
+            sky=(
+                "the sky of a simulation: CMB, dust, synchrotron",
+                f"{SIM} spectra ?patches output",
+            ),
             masks=("Galactic masks and zones", f"{SIM} ?sky ?planck output"),
             frequency_maps=("signal maps in every band", f"{SIM} sky #threads output"),
             noise=("noise realisations of every split and band", f"{SIM} #threads output"),
@@ -55,6 +59,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             compsep_fit=(
                 "the fits of one method in one zone",
                 f"{SIM} zone method masks signal ?*patches ?selection #devices output",
+            ),
+            recovery=(
+                "the configuration each selection rule picks, against the true patches",
+                f"{SIM} *selections ?spectra output",
             ),
         ),
     ),
@@ -106,12 +114,18 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             fig_residual_spectra=("residual spectra (Fig. 10)", "*rlike output"),
             fig_r_likelihood=("r likelihoods (Fig. 12)", "*rlike output"),
             fig_r_hat_vs_k=("r-hat against K_beta_d (Fig. 13)", "*selections *rlike output"),
+            r_summary=("r-hat, intervals and upper limits per method (CSV)", "*rlike output"),
             fig_tarp=("TARP coverage (duivenvoorden2025 Figs. 1, 11)", "coverage output"),
             fig_corner=("corner plot of posteriors (Figs. 2, 5)", "*posteriors output"),
             fig_predictive=("posterior predictive chi^2 (Fig. 9)", "*observed output"),
             fig_r_vs_sigma_beta=("r against the index power (Fig. 3)", "*posteriors output"),
             fig_sigma_r=("sigma_r per compression (Fig. 4)", "*posteriors output"),
             npe_summary=("summary table of the SBI run (Table 3)", "*posteriors output"),
+            fig_recovery=(
+                "the selection objectives around the true patch counts (sec. 5.1)",
+                "recovery *selections output",
+            ),
+            recovery_table=("the recovery tables of all simulations in one", "*parts output"),
         ),
     ),
 }

@@ -123,6 +123,9 @@ def _check_simulations(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+PATCH_SOURCES = ("superpixel_nside", "file", "kmeans")  # how a true patch map is made
+
+
 def _check_skies(config: Mapping[str, Any]) -> list[str]:
     """True-patch skies have their patch maps; PySM presets are known."""
     problems: list[str] = []
@@ -135,10 +138,18 @@ def _check_skies(config: Mapping[str, Any]) -> list[str]:
                     f"{', '.join(sorted(missing))}"
                 )
             for param, spec in sky["patches"].items():
-                if ("superpixel_nside" in spec) == ("file" in spec):
+                given = [k for k in PATCH_SOURCES if k in spec]
+                if len(given) != 1:
                     problems.append(
                         f"skies.{name}.patches.{param}: give exactly one of "
-                        "superpixel_nside or file"
+                        f"{', '.join(PATCH_SOURCES)}"
+                    )
+                elif "kmeans" in spec and config["masks"]["source"] == "synthetic":
+                    problems.append(
+                        f"skies.{name}.patches.{param}.kmeans: K-means true patches are "
+                        "drawn in the zones, so the masks must not depend on the sky: set "
+                        "masks.source to latitude or planck (synthetic masks threshold "
+                        "this very sky)"
                     )
                 elif (
                     "superpixel_nside" in spec

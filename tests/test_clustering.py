@@ -15,6 +15,7 @@ from bmodesep.core.compsep.clustering import (
     single_patch,
     spherical_kmeans,
     validate_patch_map,
+    zone_kmeans_patches,
 )
 from bmodesep.core.simulate.sky import superpixel_patches
 from bmodesep.errors import ConfigError, DataError
@@ -247,3 +248,21 @@ def test_validate_patch_map_rejects_wrong_shape_and_type(zone_and_map):
         validate_patch_map(patches[:-1], zone, "p")
     with pytest.raises(DataError, match=r"'p'.*integers"):
         validate_patch_map(patches.astype(float), zone, "p")
+
+
+def test_zone_kmeans_patches_are_the_grids_kmeans_in_each_zone():
+    nside = 16
+    z = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2]
+    zones = {"north": z > 0.5, "south": z < -0.5}
+    labels = zone_kmeans_patches(zones, 6, 3)
+    # 6 patches per zone, numbered zone after zone, one more patch for the rest of the sky
+    assert set(labels[zones["north"]]) == set(range(6))
+    assert set(labels[zones["south"]]) == set(range(6, 12))
+    rest = ~(zones["north"] | zones["south"])
+    assert set(labels[rest]) == {12}
+    # the same partition as the grid search's K-means of that zone with that seed
+    grid = kmeans_patches(zones["south"], 6, 3)
+    pairs = set(zip(grid[zones["south"]], labels[zones["south"]], strict=True))
+    assert len(pairs) == 6
+    with pytest.raises(ConfigError, match="overlap"):
+        zone_kmeans_patches({"a": z > 0, "b": z > 0.5}, 2, 0)

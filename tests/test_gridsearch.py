@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import bmodesep_command, config_file, tiny_config
 
-from bmodesep.core.compsep import clustering, fitting, gridsearch
+from bmodesep.core.compsep import clustering, fitting, gridsearch, selection
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
 from bmodesep.errors import ConfigError, DataError
@@ -37,18 +37,6 @@ def test_grid_is_sliced_evenly_whether_or_not_p_divides_n(n, p):
 def test_grid_points_are_the_product():
     pts = gridsearch.grid_points({"beta_d": [10, 20], "temperature_d": [1], "beta_s": [1, 5]})
     assert [tuple(p) for p in pts] == [(10, 1, 1), (10, 1, 5), (20, 1, 1), (20, 1, 5)]
-
-
-def test_selection_rules():
-    var = np.array([1.0, 1.1, 1.2])
-    syst = np.array([0.3, 1e-6, 0.0])
-    assert gridsearch.select_best(var, syst) == (0, True)
-    assert gridsearch.select_best(var, syst, "variance_plus_systematic") == (1, True)
-    assert gridsearch.select_best(var, syst, "variance", 1e-3) == (1, True)
-    assert gridsearch.select_best(var, syst, "variance", 0.0) == (2, True)
-    assert gridsearch.select_best(var, syst + 1, "variance", 1e-3) == (0, False)
-    with pytest.raises(ConfigError, match="unknown selection objective 'mse'"):
-        gridsearch.select_best(var, syst, "mse")
 
 
 def test_grid_search_selects_the_true_patch_configuration():
@@ -113,14 +101,15 @@ def test_grid_search_selects_the_true_patch_configuration():
     assert all(r.converged.all() for r in results)
     var = np.array([r.cmb_variance for r in results])
     syst = np.array([r.systematic_residual for r in results])
-    best_mse, _ = gridsearch.select_best(var, syst, "variance_plus_systematic")
-    best_thr, honoured = gridsearch.select_best(var, syst, "variance", 1e-4)
+    criteria = selection.Criteria(var, syst)
+    best_mse, _ = selection.select(criteria, selection.Rule("variance_plus_systematic"))
+    best_thr, honoured = selection.select(criteria, selection.Rule("threshold", 1e-4))
     assert points[best_mse] == truth
     assert points[best_thr] == truth and honoured
     # the true configuration is the only one that leaves no systematic residual
     assert syst[points.index(truth)] < 1e-3 * np.sort(syst)[1]
     # eq. 9 alone sees no deterministic residual: it keeps the right K_beta_d
-    best_var, _ = gridsearch.select_best(var, syst, "variance")
+    best_var, _ = selection.select(criteria, selection.Rule("variance"))
     assert points[best_var].beta_d == truth.beta_d
 
 
@@ -221,8 +210,13 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     assert "r_hat" not in sel.data  # without the sky and the spectra: no residual spectra
     assert sel["configuration"].tolist() == [[2, 1, 1], [2, 1, 2], [4, 1, 1], [4, 1, 2]]
     best = sel.attrs["best_index"]
-    score = sel["cmb_variance"] + sel["systematic_residual"]
-    assert best == int(np.argmin(score))
+    # the default rule, the paper's: least variance with systematic <= 1e-2 variance, or
+    # (no configuration eligible at this size) eq. 9 alone, flagged
+    eligible = sel["systematic_residual"] <= 1e-2 * sel["cmb_variance"]
+    score = np.where(eligible, sel["cmb_variance"], np.inf)
+    expected = int(np.argmin(score)) if eligible.any() else int(np.argmin(sel["cmb_variance"]))
+    assert sel.attrs["rule"] == "threshold" and best == expected
+    assert bool(sel.attrs["threshold_honoured"]) == bool(eligible.any())
     with pytest.raises(DataError, match="cover configurations"):
         separate.grid_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
 

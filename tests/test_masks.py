@@ -6,6 +6,7 @@ from bmodesep.core.simulate.masks import (
     MASK_NAMES,
     ZONE_NAMES,
     galactic_zones,
+    latitude_masks,
     masks_from_planck_maps,
     smoothed_polarised_intensity,
     threshold_masks,
@@ -65,3 +66,16 @@ def test_planck_masks_downgrade_and_check_nesting():
     nan = dict(maps, GAL060=np.full_like(maps["GAL060"], np.nan))
     with pytest.raises(DataError, match=r"planck\.fits: mask GAL060 contains NaN"):
         masks_from_planck_maps(nan, nside, "planck.fits")
+
+
+def test_latitude_masks_are_nested_exact_and_independent_of_the_sky():
+    nside = 16
+    fractions = {"GAL020": 0.2, "GAL040": 0.4, "GAL060": 0.6}
+    m = latitude_masks(nside, fractions)
+    npix = hp.nside2npix(nside)
+    for name, f in fractions.items():
+        assert m[name].sum() == round(f * npix)
+    assert np.all(m["GAL020"] <= m["GAL040"]) and np.all(m["GAL040"] <= m["GAL060"])
+    z = np.abs(hp.pix2vec(nside, np.arange(npix))[2])
+    # every kept pixel lies at a higher latitude than every masked one
+    assert z[m["GAL020"]].min() >= z[~m["GAL020"]].max()

@@ -73,7 +73,7 @@ def write_grid_selection(path, zone="GAL020_U", grid=GRID, r_hat=True, seed=0):
             "zone": zone,
             "best_index": best,
             "best_configuration": conf[best].tolist(),
-            "objective": "cmb_variance",
+            "rule": "threshold",
             "threshold_honoured": True,
         },
     )

@@ -132,3 +132,17 @@ def test_band_power_estimator_bookkeeping():
     flat_dl[2:] = 2.5 / dl_factor(40)[2:]
     assert np.allclose(est.theory(flat_dl), 2.5)
     assert np.allclose(BBEstimator(10, 40).theory(flat_dl), flat_dl[10:])
+
+
+def test_upper_limit_of_a_half_gaussian_and_of_a_distant_peak():
+    from scipy.stats import norm
+
+    from bmodesep.core.rlike.likelihood import upper_limit
+
+    r = np.linspace(-0.01, 0.05, 60001)
+    sigma = 2e-3
+    half = np.exp(-0.5 * (r / sigma) ** 2)  # peak at 0: the half-normal's 68% quantile
+    np.testing.assert_allclose(upper_limit(r, half), sigma * norm.ppf(0.84), rtol=1e-4)
+    far = np.exp(-0.5 * ((r - 0.02) / sigma) ** 2)  # far from 0: the Gaussian's 68% quantile
+    np.testing.assert_allclose(upper_limit(r, far), 0.02 + sigma * norm.ppf(0.68), rtol=1e-4)
+    assert np.isnan(upper_limit(r, np.zeros_like(r)))

@@ -27,7 +27,7 @@ from bmodesep.errors import DataError
 from bmodesep.products import compsep as cp
 from bmodesep.products import rlike as rl
 from bmodesep.products import sims
-from bmodesep.products.io import write_bytes_atomic
+from bmodesep.products.io import write_bytes_atomic, write_csv_atomic
 
 LABELS = {"beta_d": r"$\beta_d$", "temperature_d": r"$T_d$", "beta_s": r"$\beta_s$"}
 MAX_COUNT_TICKS = 8
@@ -306,6 +306,47 @@ def r_likelihood(inputs, output, **_) -> None:
     _save(_figure_r_likelihood(inputs), output)
 
 
+# ---------------------------------------------------------------- r summary table
+R_SUMMARY_COLUMNS = (
+    "method",
+    "patches",
+    "r_true",
+    "r_hat",
+    "lo68",
+    "hi68",
+    "upper68",
+    "sigma_r",
+)
+
+
+def r_summary(inputs, output, **_) -> None:
+    """One row per method: patch counts per zone, r-hat, its 68% interval, the 68% upper
+    limit on r >= 0 and sigma(r) = half the 68% interval (kabalan2025 Table 6 style)."""
+    from bmodesep.core.rlike.likelihood import upper_limit
+
+    rows = []
+    for path in inputs:
+        p = rl.read_r_likelihood(path)
+        a = p.attrs
+        patches = "; ".join(
+            f"{zone} {'/'.join(str(int(k)) for k in conf)}"
+            for zone, conf in zip(a["zones"], p[rl.ZONE_CONFIGURATION], strict=True)
+        )
+        rows.append(
+            {
+                "method": a["method"],
+                "patches": patches,
+                "r_true": f"{a['r_simulated']:g}",
+                "r_hat": f"{a['r_hat']:.3e}",
+                "lo68": f"{a['r_low']:.3e}",
+                "hi68": f"{a['r_high']:.3e}",
+                "upper68": f"{upper_limit(p[rl.R_GRID], p[rl.LIKELIHOOD]):.3e}",
+                "sigma_r": f"{0.5 * (a['r_high'] - a['r_low']):.3e}",
+            }
+        )
+    write_csv_atomic(output, rows, R_SUMMARY_COLUMNS)
+
+
 # ---------------------------------------------------------------- r-hat against K
 def _figure_r_hat_vs_k(inputs, rlike=()) -> Figure:
     sels = [cp.read_grid_selection(p) for p in inputs]
@@ -358,3 +399,68 @@ def r_hat_vs_k(inputs, output, rlike=(), **_) -> None:
     """r-hat of every grid configuration against K_beta_d, one panel per zone (Fig. 13),
     with the multi-resolution and single-patch fits of the same zone as labelled points."""
     _save(_figure_r_hat_vs_k(inputs, rlike=rlike), output)
+
+
+# ---------------------------------------------------------------- recovery (sec. 5.1)
+RULE_LABELS = {
+    "variance": "eq.9",
+    "threshold": "thr",
+    "variance_plus_systematic": "var+syst",
+    "nll": "nll",
+    "r_aware": "r-aware",
+}
+
+
+def recovery(recovery_path, selections, output, **_) -> None:
+    """Per zone (two rows) and parameter (columns): the selection objectives along the
+    grid line through the true counts (the two other counts at their true values).  Top:
+    sigma^2_CMB (eq. 9) and sigma^2_CMB + systematic; bottom: the systematic residual
+    (log, floored at 1e-12 of its largest value) and the mean -ln L.  The truth is
+    marked and each rule's choice is listed in the titles."""
+    rows = cp.read_recovery(recovery_path)
+    sels = [cp.read_grid_selection(p) for p in selections]
+    fig, axes = plt.subplots(
+        2 * len(sels), 3, figsize=(14, 5.6 * len(sels)), squeeze=False, constrained_layout=True
+    )
+    for z, sel in enumerate(sels):
+        zone = sel.attrs["zone"]
+        mine = [r for r in rows if r["zone"] == zone]
+        if not mine:
+            raise DataError(f"{recovery_path}: no row for zone {zone}")
+        truth = np.array([int(mine[0][f"true_k_{p}"]) for p in PARAMETERS])
+        conf = sel[cp.CONFIGURATION]
+        var, syst, nll = sel[cp.CMB_VARIANCE], sel[cp.SYSTEMATIC_RESIDUAL], sel[cp.NLL_MEAN]
+        floor = 1e-12 * max(float(syst.max()), 1e-300)
+        for col, name in enumerate(PARAMETERS):
+            top, bottom = axes[2 * z, col], axes[2 * z + 1, col]
+            others = [i for i in range(3) if i != col]
+            line = np.all(conf[:, others] == truth[others], axis=1)
+            if not line.any():
+                top.set_title(f"{zone}: the truth is not on the grid")
+                continue
+            order = np.argsort(conf[line, col])
+            k = conf[line, col][order]
+            top.plot(k, var[line][order], "o-", label=r"$\sigma^2_{\rm CMB}$ (eq. 9)")
+            top.plot(k, (var + syst)[line][order], "s--", label=r"$\sigma^2_{\rm CMB}$ + syst.")
+            top.set_ylabel("uK$^2$")
+            bottom.plot(k, np.maximum(syst[line][order], floor), "o-", color="C2", label="syst.")
+            bottom.set_yscale("log")
+            bottom.set_ylabel("systematic residual [uK$^2$]")
+            twin = bottom.twinx()
+            twin.plot(k, (nll[line] - nll[line].min())[order], "k:", label=r"$-\ln L$ - min")
+            twin.set_ylabel(r"mean $-\ln L$ minus its line minimum")
+            for ax in (top, bottom):
+                ax.axvline(truth[col], color="red", lw=2, alpha=0.4)
+                patch_count_axis(ax, k)
+            bottom.set_xlabel(f"number of patches of {LABELS[name]} (truth {truth[col]})")
+            picks = ", ".join(
+                f"{RULE_LABELS.get(r['rule'], r['rule'])} {int(r[f'selected_k_{name}'])}"
+                for r in mine
+            )
+            top.set_title(f"{zone}, selected: {picks}", fontsize=8)
+            if z == 0 and col == 0:
+                top.legend(fontsize=7)
+                bottom.legend(fontsize=7, loc="upper left")
+                twin.legend(fontsize=7, loc="upper right")
+    fig.suptitle("selection objectives through the true patch counts (red), kabalan2025 sec. 5.1")
+    _save(fig, output)

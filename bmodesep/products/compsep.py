@@ -188,6 +188,29 @@ def read_grid_selection(path) -> io.Product:
     return p
 
 
+# ---------------------------------------------------------------- recovery (sec. 5.1)
+# which configuration each selection rule picks on a sky of known patch counts
+RECOVERY_COLUMNS = (
+    "zone",
+    "rule",
+    *(f"true_k_{p}" for p in PARAMETERS),
+    *(f"selected_k_{p}" for p in PARAMETERS),
+    "simulation",
+    "condition_met",
+)
+
+
+def write_recovery(path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The recovery table (:data:`RECOVERY_COLUMNS`), one row per zone and rule."""
+    if not rows:
+        raise ValueError("a recovery table needs rows")
+    io.write_csv_atomic(path, rows, RECOVERY_COLUMNS)
+
+
+def read_recovery(path) -> list[dict[str, str]]:
+    return io.read_csv(path, RECOVERY_COLUMNS)
+
+
 # ---------------------------------------------------------------- compsep_fit
 PIXELS = "pixels"  # [n_zone] HEALPix RING indices of the zone
 CMB_QU = "cmb_qu"  # [realisation, QU, n_zone] uK_CMB

@@ -196,6 +196,35 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return _replace_atomically(prepare_output(path), write)
 
 
+def write_csv_atomic(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """A CSV table (header ``columns``, one line per row) written atomically."""
+    import csv
+    from io import StringIO
+
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_bytes_atomic(path, text.getvalue().encode())
+
+
+def read_csv(path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a CSV table written by :func:`write_csv_atomic`, its header checked."""
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if header != list(columns):
+        raise DataError(f"{path}: columns {header}, expected {list(columns)}")
+    return rows
+
+
 def _replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """``write`` a temporary next to ``path``, rename it into place, fsync the folder."""
     _remove_stale_temporaries(path)

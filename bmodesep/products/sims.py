@@ -151,6 +151,15 @@ def read_patch_map(path, dataset: str, nside: int) -> np.ndarray:
     return labels
 
 
+def write_true_patches(path, maps: Mapping[str, np.ndarray], config, seed, attrs) -> Path:
+    """The patch maps of a true-patch sky, one integer dataset per spectral parameter
+    (read back with :func:`read_patch_map`, the dataset named by the parameter)."""
+    data = {name: D(np.asarray(m, dtype=np.int64), "1", "patch label") for name, m in maps.items()}
+    return io.write_product(
+        path, "true_patches", data, io.provenance(config, seed, "true_patches"), attrs
+    )
+
+
 # ---------------------------------------------------------------- masks
 def write_masks(
     path,

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from bmodesep.config import multires_table, simulation_config, simulation_lmax
-from bmodesep.core.compsep import clustering, fitting, gridsearch
+from bmodesep.core.compsep import clustering, fitting, gridsearch, selection
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
 from bmodesep.core.simulate.instrument import (
@@ -205,16 +205,21 @@ def jax_platform() -> str:
     return ", ".join(sorted({d.platform for d in jax.devices()}))
 
 
-def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
-    """r-hat of eq. 15 for each configuration's residual spectra (one zone)."""
+def _residual_theory(stage, name, spectra_path, n_elements: int):
+    """The r stage's estimator, theory spectra and r grid for a simulation's residuals."""
     est = bb_estimator(stage, stage["simulations"][name]["nside"])
-    if total_cl.shape[-1] != est.ell.size:
+    if n_elements != est.ell.size:
         raise DataError(
-            f"grid residual spectra have {total_cl.shape[-1]} elements, rlike expects "
+            f"grid residual spectra have {n_elements} elements, rlike expects "
             f"{est.ell.size}: re-run the grid chunks after changing rlike"
         )
     camb = sims.read_spectra(spectra_path, est.lmax)
-    theory = theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est)
+    return est, theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est)
+
+
+def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:
+    """r-hat of eq. 15 for each configuration's residual spectra (one zone)."""
+    est, theory = _residual_theory(stage, name, spectra_path, total_cl.shape[-1])
     grid = r_grid(stage)
     return np.array(
         [
@@ -224,10 +229,39 @@ def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) 
     )
 
 
-def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
-    """Rule grid_select: the whole grid table of a zone and its selected configuration."""
-    name, zone_name, chunk_paths, spectra_path = simulation, zone, chunks, spectra
-    stage = _compsep_config(config, name)
+def selection_criteria(stage, name, table, spectra_path, fsky) -> selection.Criteria:
+    """What the selection rules read from a zone's grid table (BB powers with spectra)."""
+    criteria = selection.Criteria(
+        table[products.CMB_VARIANCE],
+        table[products.SYSTEMATIC_RESIDUAL],
+        table[products.NLL_MEAN],
+    )
+    if spectra_path is None or products.TOTAL_RESIDUAL_CL not in table:
+        return criteria
+    total, syst = table[products.TOTAL_RESIDUAL_CL], table[products.SYSTEMATIC_CL]
+    est, theory = _residual_theory(stage, name, spectra_path, total.shape[-1])
+    modes = est.modes(fsky)
+    return criteria._replace(
+        systematic_bb=selection.bb_power(syst, modes),
+        statistical_bb=selection.bb_power(np.clip(total - syst, 0.0, None), modes),
+        tensor_bb=float(selection.bb_power(theory.tensor, modes)),
+    )
+
+
+def selection_rule(stage) -> selection.Rule:
+    """The configured rule (``compsep.selection``)."""
+    sel = stage["compsep"]["selection"]
+    return selection.Rule(
+        sel["rule"],
+        sel["relative_threshold"],
+        sel["fraction"],
+        sel["reference"],
+        sel["reference_r"],
+    )
+
+
+def grid_table(stage, zone_name: str, chunk_paths) -> tuple[dict[str, np.ndarray], float]:
+    """The whole grid table of a zone from its chunks, and the zone's f_sky."""
     cs = stage["compsep"]
     chunks = [products.read_grid_chunk(p) for p in chunk_paths]
     index = np.concatenate([c[products.INDEX] for c in chunks])
@@ -242,6 +276,15 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
     if all(products.TOTAL_RESIDUAL_CL in c.data for c in chunks):
         fields = (*fields, *products.SPECTRUM_FIELDS)
     table = {f: np.concatenate([c[f] for c in chunks])[order] for f in fields}
+    return table, float(chunks[0].attrs["fsky"])
+
+
+def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
+    """Rule grid_select: the whole grid table of a zone and its selected configuration."""
+    name, zone_name, chunk_paths, spectra_path = simulation, zone, chunks, spectra
+    stage = _compsep_config(config, name)
+    cs = stage["compsep"]
+    table, fsky = grid_table(stage, zone_name, chunk_paths)
     if spectra_path is not None and products.TOTAL_RESIDUAL_CL in table:
         table[products.R_HAT] = r_hat_per_configuration(
             stage,
@@ -249,21 +292,19 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
             spectra_path,
             table[products.TOTAL_RESIDUAL_CL],
             table[products.SYSTEMATIC_CL],
-            chunks[0].attrs["fsky"],
+            fsky,
         )
-    sel = cs["selection"]
-    best, honoured = gridsearch.select_best(
-        table[products.CMB_VARIANCE],
-        table[products.SYSTEMATIC_RESIDUAL],
-        sel["objective"],
-        sel["relative_threshold"],
-    )
+    rule = selection_rule(stage)
+    criteria = selection_criteria(stage, name, table, spectra_path, fsky)
+    best, honoured = selection.select(criteria, rule)
     if not honoured:
         log.warning(
-            "no configuration meets the systematic threshold; selected by the objective alone"
+            "no configuration meets the condition of selection rule %s; selected %s",
+            rule.name,
+            "by eq. 9 alone" if rule.name == "threshold" else "the closest to it",
         )
     chosen = tuple(int(k) for k in table[products.CONFIGURATION][best])
-    log.info("%s: selected %s", zone_name, chosen)
+    log.info("%s: selected %s by rule %s", zone_name, chosen, rule.name)
     products.write_grid_selection(
         output,
         table,
@@ -272,10 +313,65 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
             "zone": zone_name,
             "best_index": best,
             "best_configuration": table[products.CONFIGURATION][best].tolist(),
-            "objective": sel["objective"],
+            "rule": rule.name,
             "threshold_honoured": honoured,
+            "fsky": fsky,
         },
     )
+
+
+def true_counts(stage, name: str) -> tuple[int, int, int]:
+    """The K-means patch counts of a simulation's true-patch sky (sec. 5.1's truth)."""
+    sky_cfg = stage["skies"][stage["simulations"][name]["sky"]]
+    specs = sky_cfg.get("patches", {}) if sky_cfg["kind"] == "true_patch" else {}
+    if any("kmeans" not in specs.get(p, {}) for p in compsep.PARAMETERS):
+        raise ConfigError(
+            f"simulation {name}: the recovery test needs a true_patch sky with K-means patches "
+            "(patches.<parameter>.kmeans) for beta_d, temperature_d and beta_s"
+        )
+    return tuple(int(specs[p]["kmeans"]) for p in compsep.PARAMETERS)
+
+
+def recovery(config, simulation, selections, output, spectra=None) -> None:
+    """Rule recovery: the configuration every selection rule picks in each zone of a sky
+    whose patch counts are known (kabalan2025 sec. 5.1), against the truth."""
+    stage = _compsep_config(config, simulation)
+    truth = true_counts(stage, simulation)
+    configured = selection_rule(stage)
+    rows = []
+    for path in selections:
+        sel = products.read_grid_selection(path)
+        table = dict(sel.data)
+        fsky = float(sel.attrs.get("fsky", 1.0))  # only scales the BB powers, never a ratio
+        criteria = selection_criteria(stage, simulation, table, spectra, fsky)
+        for name in selection.RULES:
+            if name == "r_aware" and criteria.systematic_bb is None:
+                continue  # no spectra: the rule cannot be evaluated
+            best, met = selection.select(criteria, configured._replace(name=name))
+            chosen = [int(k) for k in table[products.CONFIGURATION][best]]
+            rows.append(
+                {
+                    "zone": sel.attrs["zone"],
+                    "rule": name,
+                    **{f"true_k_{p}": k for p, k in zip(compsep.PARAMETERS, truth, strict=True)},
+                    **{
+                        f"selected_k_{p}": k
+                        for p, k in zip(compsep.PARAMETERS, chosen, strict=True)
+                    },
+                    "simulation": simulation,
+                    "condition_met": met,
+                }
+            )
+            log.info(
+                "%s %s: rule %s selects %s (truth %s)%s",
+                simulation,
+                sel.attrs["zone"],
+                name,
+                tuple(chosen),
+                truth,
+                "" if met else ", its condition unmet",
+            )
+    products.write_recovery(output, rows)
 
 
 def compsep_fit(

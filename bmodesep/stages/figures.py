@@ -45,6 +45,11 @@ def fig_r_likelihood(config, rlike, output) -> None:
     kabalan.r_likelihood(rlike, output)
 
 
+def r_summary(config, rlike, output) -> None:
+    """r-hat, 68% interval, 68% upper limit and sigma(r) per method (CSV)."""
+    kabalan.r_summary(rlike, output)
+
+
 def fig_r_hat_vs_k(config, selections, rlike, output) -> None:
     """r-hat of every grid configuration against K_beta_d (Fig. 13)."""
     kabalan.r_hat_vs_k(selections, output, rlike=rlike)
@@ -78,3 +83,15 @@ def fig_sigma_r(config, posteriors, output) -> None:
 def npe_summary(config, posteriors, output) -> None:
     """Summary table of every test set and observed sky (Table 3 style)."""
     sbi.summary(posteriors, output)
+
+
+def fig_recovery(config, recovery, selections, output) -> None:
+    """The selection objectives through the true patch counts, per zone (sec. 5.1)."""
+    kabalan.recovery(recovery, selections, output)
+
+
+def recovery_table(config, parts, output) -> None:
+    """The recovery tables of the simulations, one after the other."""
+    from bmodesep.products import compsep as cp
+
+    cp.write_recovery(output, [row for part in parts for row in cp.read_recovery(part)])

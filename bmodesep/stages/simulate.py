@@ -1,8 +1,10 @@
 """Simulation stage (``workflow/rules/simulate.smk``): one function per rule.
 
     bmodesep simulate camb_spectra   --config C --output results/spectra/camb.h5
-    bmodesep simulate sky            --config C --simulation NAME --spectra CAMB --output SKY
-    bmodesep simulate masks          --config C --simulation NAME --sky SKY --output MASKS
+    bmodesep simulate sky            --config C --simulation NAME --spectra CAMB
+                                     [--patches TRUE_PATCHES] --output SKY
+    bmodesep simulate masks          --config C --simulation NAME [--sky SKY] --output MASKS
+    bmodesep simulate true_patches   --config C --simulation NAME --masks MASKS --output F
     bmodesep simulate frequency_maps --config C --simulation NAME --sky SKY --output SIGNAL
     bmodesep simulate noise          --config C --simulation NAME --output NOISE
 
@@ -65,18 +67,48 @@ def camb_spectra(config: Mapping[str, Any], output) -> None:
     sims.write_spectra(output, spectra, config)
 
 
-def patch_maps(sky_cfg: Mapping[str, Any], nside: int) -> dict[str, np.ndarray]:
+def patch_maps(sky_cfg: Mapping[str, Any], nside: int, true_patches=None) -> dict[str, np.ndarray]:
+    """The patch maps of a true-patch sky: superpixels, a user's file, or the K-means
+    patches of rule true_patches (the file ``true_patches``)."""
     out = {}
     for name in PATCH_PARAMETERS:
         spec = sky_cfg["patches"][name]
         if "file" in spec:
             out[name] = sims.read_patch_map(spec["file"], spec["dataset"], nside)
+        elif "kmeans" in spec:
+            if true_patches is None:
+                raise ConfigError(
+                    f"patches.{name}.kmeans: the sky needs --patches (rule true_patches)"
+                )
+            out[name] = sims.read_patch_map(true_patches, name, nside)
         else:
             out[name] = superpixel_patches(nside, spec["superpixel_nside"])
     return out
 
 
-def sky(config: Mapping[str, Any], simulation: str, spectra, output) -> None:
+def true_patches(config: Mapping[str, Any], simulation: str, masks, output) -> None:
+    """Rule true_patches: K-means patch maps of a true-patch sky, drawn in the zones of
+    masks that do not depend on the sky (kabalan2025 sec. 5.1)."""
+    from bmodesep.core.compsep.clustering import zone_kmeans_patches
+
+    stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
+    _, zones = sims.read_masks(masks, nside)
+    maps, counts = {}, {}
+    for name in PATCH_PARAMETERS:
+        spec = sky_cfg["patches"].get(name, {})
+        if "kmeans" not in spec:
+            continue
+        with timed(f"K-means true patches of {name}: {spec['kmeans']} per zone"):
+            maps[name] = zone_kmeans_patches(zones, spec["kmeans"], spec["kmeans_seed"])
+        counts[f"kmeans_{name}"] = int(spec["kmeans"])
+    if not maps:
+        raise ConfigError(f"simulation {simulation}: its sky has no K-means patches")
+    sims.write_true_patches(
+        output, maps, stage_config, sky_cfg["seed"], {"zones": list(zones), **counts}
+    )
+
+
+def sky(config: Mapping[str, Any], simulation: str, spectra, output, patches=None) -> None:
     """Rule sky: CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     camb = sims.read_spectra(spectra, lmax)
@@ -104,7 +136,7 @@ def sky(config: Mapping[str, Any], simulation: str, spectra, output) -> None:
             attrs | {"pysm_preset": pysm_cfg["preset"]},
         )
         return
-    patches = patch_maps(sky_cfg, nside) if sky_cfg["kind"] == "true_patch" else None
+    patches = patch_maps(sky_cfg, nside, patches) if sky_cfg["kind"] == "true_patch" else None
     with timed(f"sky {sim['sky']} at nside {nside}"):
         drawn = simulate_parametric_sky(
             sky_model(sky_cfg),
@@ -138,7 +170,8 @@ def pysm_data_dir() -> str | None:
 
 
 def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=None) -> None:
-    """Rule masks: GAL020/040/060 masks (synthetic from the sky, or Planck's) and the zones."""
+    """Rule masks: GAL020/040/060 masks (synthetic from the sky, by latitude, or Planck's)
+    and the zones."""
     stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
     mcfg = stage_config["masks"]
     if mcfg["source"] == "planck":
@@ -150,6 +183,9 @@ def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=N
         except (OSError, IndexError, ValueError) as exc:
             raise DataError(f"cannot read Planck masks from {path}: {exc}") from exc
         gal = galactic.masks_from_planck_maps(maps, nside, path)
+        intensity = None
+    elif mcfg["source"] == "latitude":
+        gal = galactic.latitude_masks(nside, mcfg["sky_fractions"])
         intensity = None
     else:
         if sky is None:

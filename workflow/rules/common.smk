@@ -75,6 +75,10 @@ def masks_file(sim="{sim}"):
     return f"{RESULTS}/sims/{sim}/masks.h5"
 
 
+def true_patch_file(sim="{sim}"):
+    return f"{RESULTS}/sims/{sim}/true_patches.h5"
+
+
 def signal_file(sim="{sim}"):
     return f"{RESULTS}/sims/{sim}/signal.h5"
 
@@ -97,6 +101,14 @@ def selection_file(sim="{sim}", zone="{zone}"):
 
 def fit_file(sim="{sim}", zone="{zone}", method="{method}"):
     return f"{RESULTS}/compsep/{sim}/{zone}/{method}.h5"
+
+
+def recovery_file(sim="{sim}"):
+    return f"{RESULTS}/compsep/{sim}/recovery.csv"
+
+
+def recovery_table_file():
+    return f"{RESULTS}/recovery.csv"
 
 
 def rlike_file(sim="{sim}", method="{method}"):
@@ -131,8 +143,8 @@ def observed_file(compression="{compression}", sim="{sim}"):
     return f"{RESULTS}/npe/{compression}/observed/{sim}.h5"
 
 
-def compsep_figure(name, sim="{sim}"):
-    return f"{FIGURES}/{sim}/{name}.png"
+def compsep_figure(name, sim="{sim}", ext="png"):
+    return f"{FIGURES}/{sim}/{name}.{ext}"
 
 
 def npe_figure(name, compression=None):
@@ -222,13 +234,39 @@ def simulation_nside(wildcards):
 def masks_inputs(wildcards):
     if config["masks"]["source"] == "planck":
         return {"planck": config["masks"]["planck_file"]}
+    if config["masks"]["source"] == "latitude":
+        return {}
     return {"sky": sky_file(wildcards.sim)}
 
 
 def masks_args(wildcards, input):
     if config["masks"]["source"] == "planck":
         return f"--planck {input.planck}"
+    if config["masks"]["source"] == "latitude":
+        return ""
     return f"--sky {input.sky}"
+
+
+def has_kmeans_true_patches(sim):
+    sky = config["skies"][config["simulations"][sim]["sky"]]
+    patches = sky.get("patches", {}) if sky["kind"] == "true_patch" else {}
+    return any("kmeans" in spec for spec in patches.values())
+
+
+def sky_inputs(wildcards):
+    inputs = {"spectra": spectra_file()}
+    if has_kmeans_true_patches(wildcards.sim):
+        inputs["patches"] = true_patch_file(wildcards.sim)
+    return inputs
+
+
+def sky_args(wildcards, input):
+    return f"--patches {input.patches}" if has_kmeans_true_patches(wildcards.sim) else ""
+
+
+def validation_simulations():
+    """The separated simulations whose skies have K-means true patches (sec. 5.1)."""
+    return [s for s in COMPSEP_SIMULATIONS if has_kmeans_true_patches(s)]
 
 
 def kmeans_patch_files(wildcards):
@@ -335,6 +373,21 @@ def npe_figure_targets():
     for s in NPE_TEST_SETS:
         if s != "coverage":
             out += [npe_figure(f"r_vs_sigma_beta_{s}.png"), npe_figure(f"sigma_r_{s}.png")]
+    return out
+
+
+def validation_targets(wildcards):
+    """The products of target validation_all (kabalan2025 sec. 5.1)."""
+    sims = validation_simulations()
+    if not sims:
+        raise WorkflowError(
+            "validation_all: no simulation of compsep.simulations has a true_patch sky with "
+            "K-means patches (skies.<name>.patches.<parameter>.kmeans); see "
+            "config/validation.yaml"
+        )
+    out = [recovery_table_file()]
+    out += [compsep_figure("recovery", s) for s in sims]
+    out += [compsep_figure(f"grid_search_{z}", s) for s in sims for z in COMPSEP_ZONES]
     return out
 
 

@@ -111,3 +111,28 @@ rule compsep_all:
             for z in COMPSEP_ZONES
             for m in COMPSEP_METHODS
         ],
+
+
+rule recovery:
+    input:
+        selections=zone_selections,
+        spectra=spectra_file(),
+    output:
+        recovery_file(),
+    params:
+        config=compsep_config,
+    log:
+        log_file("recovery", "{sim}"),
+    benchmark:
+        benchmark_file("recovery", "{sim}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JAX_ENV
+    shell:
+        "bmodesep compsep recovery --config {params.config} --simulation {wildcards.sim} "
+        "--selections {input.selections} --spectra {input.spectra} --output {output} "
+        "> {log} 2>&1"
+

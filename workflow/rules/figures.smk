@@ -195,6 +195,33 @@ rule fig_r_hat_vs_k:
         "{input.selections} --rlike {input.rlike} --output {output} > {log} 2>&1"
 
 
+rule r_summary:
+    input:
+        rlike=method_r_likelihoods,
+    output:
+        report(
+            compsep_figure("r_summary", ext="csv"),
+            category="kabalan2025",
+            subcategory="{sim}",
+            caption="../report/r_summary.rst",
+        ),
+    params:
+        config=simulation_stage_config,
+    log:
+        log_file("figures", "r_summary", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "r_summary", "{sim}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures r_summary --config {params.config} --rlike {input.rlike} "
+        "--output {output} > {log} 2>&1"
+
+
 rule fig_tarp:
     input:
         coverage=coverage_file(),
@@ -385,6 +412,56 @@ rule npe_summary:
         "--output {output} > {log} 2>&1"
 
 
+rule fig_recovery:
+    input:
+        recovery=recovery_file(),
+        selections=zone_selections,
+    output:
+        compsep_figure("recovery"),
+    params:
+        config=simulation_stage_config,
+    log:
+        log_file("figures", "fig_recovery", "{sim}"),
+    benchmark:
+        benchmark_file("figures", "fig_recovery", "{sim}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_recovery --config {params.config} --recovery {input.recovery} "
+        "--selections {input.selections} --output {output} > {log} 2>&1"
+
+
+rule recovery_table:
+    input:
+        parts=[recovery_file(s) for s in validation_simulations()],
+    output:
+        recovery_table_file(),
+    params:
+        config=cmb_config,
+    log:
+        log_file("figures", "recovery_table"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures recovery_table --config {params.config} --parts {input.parts} "
+        "--output {output} > {log} 2>&1"
+
+
+# kabalan2025 sec. 5.1: which selection rules recover the true patch counts
+# (config/validation.yaml; the simulations with K-means true patches)
+rule validation_all:
+    input:
+        validation_targets,
+
+
 rule figures:
     input:
         [
@@ -398,4 +475,5 @@ rule figures:
             for s in COMPSEP_SIMULATIONS
             for name in ("residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k")
         ],
+        [compsep_figure("r_summary", s, ext="csv") for s in COMPSEP_SIMULATIONS],
         npe_figure_targets(),

@@ -1,5 +1,7 @@
 # Simulation stage (bmodesep/stages/simulate.py): CAMB spectra -> sky -> masks, frequency
-# maps, noise realisations.
+# maps, noise realisations.  A true-patch sky with K-means patches is drawn after its
+# masks instead (masks -> true_patches -> sky), which is why those masks must not depend
+# on the sky (masks.source latitude or planck; the config check says so).
 
 
 rule camb_spectra:
@@ -21,13 +23,36 @@ rule camb_spectra:
         "bmodesep simulate camb_spectra --config {params.config} --output {output} > {log} 2>&1"
 
 
+rule true_patches:
+    input:
+        masks=masks_file(),
+    output:
+        true_patch_file(),
+    params:
+        config=simulation_stage_config,
+    log:
+        log_file("true_patches", "{sim}"),
+    benchmark:
+        benchmark_file("true_patches", "{sim}")
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        JAX_ENV
+    shell:
+        "bmodesep simulate true_patches --config {params.config} --simulation {wildcards.sim} "
+        "--masks {input.masks} --output {output} > {log} 2>&1"
+
+
 rule sky:
     input:
-        spectra=spectra_file(),
+        unpack(sky_inputs),
     output:
         sky_file(),
     params:
         config=simulation_stage_config,
+        patches=sky_args,
     log:
         log_file("sky", "{sim}"),
     benchmark:
@@ -40,7 +65,7 @@ rule sky:
         SIM_ENV
     shell:
         "bmodesep simulate sky --config {params.config} --simulation {wildcards.sim} "
-        "--spectra {input.spectra} --output {output} > {log} 2>&1"
+        "--spectra {input.spectra} {params.patches} --output {output} > {log} 2>&1"
 
 
 rule masks:

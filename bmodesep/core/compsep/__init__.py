@@ -3,7 +3,8 @@
 ``likelihood`` (mixing matrix, per-cell sufficient statistics, spectral likelihood,
 reconstruction), ``clustering`` (spherical K-means, multi-resolution and single patches),
 ``fitting`` (bounded L-BFGS), ``gridsearch`` (one configuration's fits over noise
-realisations, chunks of the K_beta_d x K_T_d x K_beta_s grid, the selection).
+realisations, chunks of the K_beta_d x K_T_d x K_beta_s grid), ``selection`` (the rules
+that pick a configuration), ``newton`` (the structured Newton fit).
 """
 
 from bmodesep.core.compsep.clustering import kmeans_patches, multires_patches, single_patch
@@ -14,7 +15,6 @@ from bmodesep.core.compsep.gridsearch import (
     Problem,
     evaluate_configuration,
     grid_points,
-    select_best,
 )
 from bmodesep.core.compsep.likelihood import (
     PARAMETERS,
@@ -40,6 +40,5 @@ __all__ = [
     "minimize",
     "mixing_matrix",
     "multires_patches",
-    "select_best",
     "single_patch",
 ]

@@ -19,6 +19,7 @@ several times slower than the dot products themselves on CPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -272,6 +273,26 @@ def kmeans_patches(zone_mask, n_patches: int, seed: int) -> np.ndarray:
     patches = np.full(zone.size, OUTSIDE, dtype=np.int64)
     patches[pixels] = np.asarray(labels)
     return relabel_contiguous(patches)
+
+
+def zone_kmeans_patches(zones: Mapping[str, np.ndarray], n_patches: int, seed: int) -> np.ndarray:
+    """A full-sky patch map: ``n_patches`` spherical K-means patches in each zone (as
+    :func:`kmeans_patches` makes them for the grid search), numbered zone after zone in
+    the order given; the pixels outside every zone form one more patch."""
+    zone_list = list(zones.values())
+    if not zone_list:
+        raise ConfigError("K-means true patches need at least one zone")
+    out = np.full(np.asarray(zone_list[0]).size, -1, dtype=np.int64)
+    offset = 0
+    for mask in zone_list:
+        mask = np.asarray(mask, dtype=bool)
+        if np.any(out[mask] >= 0):
+            raise ConfigError("the zones of K-means true patches overlap")
+        labels = kmeans_patches(mask, n_patches, seed)
+        out[mask] = labels[mask] + offset
+        offset += n_patches
+    out[out < 0] = offset
+    return out
 
 
 def validate_patch_map(patch_map, zone_mask, name: str) -> np.ndarray:

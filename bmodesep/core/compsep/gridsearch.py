@@ -429,39 +429,3 @@ def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:
     n_patches = [max(lay.n_patches[i] for lay in layouts) for i in range(3)]
     n_pairs = max(len(lay.cell_pairs) for lay in layouts)
     return [compsep.pad_layout(lay, n_cells, n_patches, n_pairs) for lay in layouts]
-
-
-SELECTION_OBJECTIVES = ("variance", "variance_plus_systematic")
-
-
-def select_best(
-    cmb_variance,
-    systematic_residual,
-    objective: str = "variance",
-    relative_threshold: float | None = None,
-) -> tuple[int, bool]:
-    """Index of the selected configuration, and whether the threshold could be honoured.
-
-    ``variance``: least sigma^2_CMB (eq. 9).  A deterministic foreground residual is the
-    same in every noise realisation, so it never enters this variance: on its own the
-    criterion favours too few patches (seen in our validation, and by kabalan2025 sec. 6).
-    ``relative_threshold``: as the paper's sec. 6, only configurations whose systematic
-    residual is at most this fraction of their sigma^2_CMB are eligible.
-    ``variance_plus_systematic``: least sigma^2_CMB + systematic residual, the mean squared
-    error of the reconstructed CMB (variance plus squared bias).
-    """
-    variance = np.asarray(cmb_variance, dtype=float)
-    syst = np.asarray(systematic_residual, dtype=float)
-    if objective not in SELECTION_OBJECTIVES:
-        raise ConfigError(
-            f"unknown selection objective '{objective}' (known: {', '.join(SELECTION_OBJECTIVES)})"
-        )
-    score = variance + syst if objective == "variance_plus_systematic" else variance.copy()
-    honoured = True
-    if relative_threshold is not None:
-        eligible = syst <= relative_threshold * variance
-        if eligible.any():
-            score = np.where(eligible, score, np.inf)
-        else:
-            honoured = False
-    return int(np.argmin(score)), honoured

@@ -84,6 +84,19 @@ def analyse(r_grid, c_obs, c_tensor, c_lens, c_stat, modes) -> RResult:
     return RResult(r, n2l - n2l.min(), float(r_hat), r_low, r_high, sigma)  # inf: invalid r
 
 
+def upper_limit(r_grid, likelihood, level: float = 0.68) -> float:
+    """The one-sided upper limit: the r below which ``level`` of the likelihood's mass on
+    r >= 0 lies (flat prior on r >= 0, trapezoid rule on the grid)."""
+    r = np.asarray(r_grid, float)
+    like = np.asarray(likelihood, float)
+    keep = r >= 0
+    r, like = r[keep], like[keep]
+    if r.size < 2 or not np.any(like > 0):
+        return float("nan")
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (like[1:] + like[:-1]) * np.diff(r))])
+    return float(np.interp(level * cdf[-1], cdf, r))
+
+
 def combine_zones(spectra: Sequence[np.ndarray], fskies: Sequence[float]):
     """Spectra of several zones as one region: f_sky-weighted mean and the union's f_sky."""
     f = np.asarray(fskies, float)

@@ -4,7 +4,9 @@ Masks GAL020, GAL040, GAL060 keep the 20, 40, 60 % of the sky with the least
 foreground emission.  Synthetic masks threshold the dust polarised intensity at a
 reference frequency (353 GHz, as Planck's masks were built from 353 GHz intensity)
 after Gaussian smoothing, so they are nested and their sky fractions are exact to a
-pixel.  Planck's GAL masks are read from a user-given file instead when configured.
+pixel.  Latitude masks keep the highest Galactic latitudes (they do not depend on the
+sky, so a sky may be built on their zones).  Planck's GAL masks are read from a
+user-given file instead when configured.
 Zones (kabalan2025 sec. 5.2): GAL020, GAL040 minus GAL020, GAL060 minus GAL040, each
 split at the Galactic equator into upper (z >= 0) and lower (z < 0) halves.
 """
@@ -40,6 +42,15 @@ def threshold_masks(intensity: np.ndarray, sky_fractions: Mapping[str, float]) -
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return {name: rank < round(f * intensity.size) for name, f in sky_fractions.items()}
+
+
+def latitude_masks(nside: int, sky_fractions: Mapping[str, float]) -> dict:
+    """Masks keeping the given sky fractions of highest Galactic latitude |b| (nested, exact
+    to a pixel): independent of the sky, for skies whose patches live in the zones."""
+    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
+
+    z = hp.pix2vec(nside, np.arange(harmonics.npix(nside)))[2]
+    return threshold_masks(1.0 - np.abs(z), sky_fractions)
 
 
 def masks_from_planck_maps(maps: Mapping[str, np.ndarray], nside: int, source: str) -> dict:
