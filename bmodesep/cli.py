@@ -64,6 +64,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
                 "the configuration each selection rule picks, against the true patches",
                 f"{SIM} *selections ?spectra output",
             ),
+            selection_rules=(
+                "the configuration each selection rule picks, with its r-hat",
+                f"{SIM} *selections ?spectra output",
+            ),
         ),
     ),
     "rlike": (

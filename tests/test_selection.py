@@ -32,9 +32,10 @@ def test_the_papers_threshold_excludes_biased_configurations():
     assert selection.select(CRITERIA, Rule("threshold", relative_threshold=1.0)) == (0, True)
 
 
-def test_threshold_nobody_meets_falls_back_to_eq9_and_says_so():
+def test_threshold_nobody_meets_takes_the_smallest_ratio_and_says_so():
     biased = CRITERIA._replace(systematic_residual=SYSTEMATIC + 1.0)
-    assert selection.select(biased, Rule("threshold", relative_threshold=1e-2)) == (0, False)
+    # ratios 1.2, 0.99, 0.91, 0.77, 0.625: the last, not eq. 9's first
+    assert selection.select(biased, Rule("threshold", relative_threshold=1e-2)) == (4, False)
 
 
 def test_variance_plus_systematic_is_the_least_mean_squared_error():

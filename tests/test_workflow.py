@@ -154,6 +154,22 @@ def test_tiny_end_to_end_run(tmp_path):
         "r_hat_vs_k",
     ):
         assert (results / "figures" / "lb" / f"{name}.png").stat().st_size > 10_000
+    summary_rows = (results / "figures" / "lb" / "r_summary.csv").read_text().splitlines()
+    assert summary_rows[0] == "method,patches,r_true,r_hat,lo68,hi68,upper68,sigma_r"
+    assert sorted(row.split(",")[0] for row in summary_rows[1:]) == [
+        "kmeans",
+        "multires",
+        "multires_table5",
+        "single",
+    ]
+    rules = (results / "figures" / "lb" / "selection_rules.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in rules[1:]] == [
+        "variance",
+        "threshold",
+        "variance_plus_systematic",
+        "nll",
+        "r_aware",
+    ]
     npe_dir = results / "npe" / "joint"
     observed = io.read_product(npe_dir / "observed" / "so.h5", "npe_observed")
     assert observed["samples"].shape == (1, 50, 13) and 0 <= observed.attrs["ppc_p_value"] <= 1

@@ -351,13 +351,18 @@ def r_summary(inputs, output, **_) -> None:
 def _figure_r_hat_vs_k(inputs, rlike=()) -> Figure:
     sels = [cp.read_grid_selection(p) for p in inputs]
     others = [rl.read_r_likelihood(p) for p in rlike]
-    fig, axes = plt.subplots(1, len(sels), figsize=(6 * len(sels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(sels), figsize=(6 * len(sels), 5.5), squeeze=False, layout="constrained"
+    )
+    smallest = np.inf
     for ax, sel in zip(axes[0], sels, strict=True):
         if cp.R_HAT not in sel.data:
             raise DataError(
                 f"{sel.path}: no r_hat per configuration (select the grid with --spectra)"
             )
         conf, r_hat = sel[cp.CONFIGURATION], sel[cp.R_HAT]
+        nonzero = np.abs(r_hat[r_hat != 0])
+        smallest = min(smallest, float(nonzero.min()) if nonzero.size else np.inf)
         for td, bs in sorted({(int(a), int(b)) for a, b in conf[:, 1:]}):
             rows = (conf[:, 1] == td) & (conf[:, 2] == bs)
             order = np.argsort(conf[rows, 0])
@@ -389,9 +394,21 @@ def _figure_r_hat_vs_k(inputs, rlike=()) -> Figure:
             )
         patch_count_axis(ax, counts)
         ax.set_xlabel(r"number of patches of $\beta_d$")
-        ax.set_ylabel(r"$\hat r$")
+        ax.set_ylabel(r"$\hat r$ (symmetric log)")
         ax.set_title(sel.attrs["zone"])
-        ax.legend(fontsize=7)
+        ax.axhline(0.0, color="gray", lw=0.8)
+        # the grid's lines in one legend below the panels, the marked fits in each panel
+        lines = [h for h in ax.get_lines() if h.get_label().startswith("K T_d")]
+        marked = [h for h in ax.get_lines() if h not in lines and not h.get_label().startswith("_")]
+        ax.legend(handles=marked, fontsize=7, loc="upper right")
+    # log scale down to the smallest |r-hat| of the grid (small biases stay visible)
+    linthresh = 1e-5 if not np.isfinite(smallest) else max(smallest, 1e-6)
+    for ax in axes[0]:
+        ax.set_yscale("symlog", linthresh=linthresh)
+        values = np.concatenate([h.get_ydata() for h in ax.get_lines()][:-1] or [[0.0]])
+        if values.min() >= 0:  # nothing negative: no empty negative decades
+            ax.set_ylim(bottom=-linthresh)
+    fig.legend(handles=lines, loc="outside lower center", ncol=8, fontsize=7)
     return fig
 
 

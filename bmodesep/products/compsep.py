@@ -211,6 +211,24 @@ def read_recovery(path) -> list[dict[str, str]]:
     return io.read_csv(path, RECOVERY_COLUMNS)
 
 
+# what every selection rule picks in each zone of any simulation
+RULE_CHOICE_COLUMNS = (
+    "zone",
+    "rule",
+    *(f"selected_k_{p}" for p in PARAMETERS),
+    "r_hat",
+    "cmb_variance",
+    "systematic_residual",
+    "condition_met",
+)
+
+
+def write_rule_choices(path, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        raise ValueError("a rule-choice table needs rows")
+    io.write_csv_atomic(path, rows, RULE_CHOICE_COLUMNS)
+
+
 # ---------------------------------------------------------------- compsep_fit
 PIXELS = "pixels"  # [n_zone] HEALPix RING indices of the zone
 CMB_QU = "cmb_qu"  # [realisation, QU, n_zone] uK_CMB

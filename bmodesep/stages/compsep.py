@@ -299,9 +299,8 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
     best, honoured = selection.select(criteria, rule)
     if not honoured:
         log.warning(
-            "no configuration meets the condition of selection rule %s; selected %s",
+            "no configuration meets the condition of selection rule %s; selected the closest to it",
             rule.name,
-            "by eq. 9 alone" if rule.name == "threshold" else "the closest to it",
         )
     chosen = tuple(int(k) for k in table[products.CONFIGURATION][best])
     log.info("%s: selected %s by rule %s", zone_name, chosen, rule.name)
@@ -332,13 +331,11 @@ def true_counts(stage, name: str) -> tuple[int, int, int]:
     return tuple(int(specs[p]["kmeans"]) for p in compsep.PARAMETERS)
 
 
-def recovery(config, simulation, selections, output, spectra=None) -> None:
-    """Rule recovery: the configuration every selection rule picks in each zone of a sky
-    whose patch counts are known (kabalan2025 sec. 5.1), against the truth."""
-    stage = _compsep_config(config, simulation)
-    truth = true_counts(stage, simulation)
+def rule_choices(stage, simulation: str, selections, spectra=None) -> list[dict]:
+    """The configuration every selection rule picks in each zone's grid table: rows of
+    zone, rule, the table row picked and whether the rule's condition was met."""
     configured = selection_rule(stage)
-    rows = []
+    out = []
     for path in selections:
         sel = products.read_grid_selection(path)
         table = dict(sel.data)
@@ -349,29 +346,70 @@ def recovery(config, simulation, selections, output, spectra=None) -> None:
                 continue  # no spectra: the rule cannot be evaluated
             best, met = selection.select(criteria, configured._replace(name=name))
             chosen = [int(k) for k in table[products.CONFIGURATION][best]]
-            rows.append(
-                {
-                    "zone": sel.attrs["zone"],
-                    "rule": name,
-                    **{f"true_k_{p}": k for p, k in zip(compsep.PARAMETERS, truth, strict=True)},
-                    **{
-                        f"selected_k_{p}": k
-                        for p, k in zip(compsep.PARAMETERS, chosen, strict=True)
-                    },
-                    "simulation": simulation,
-                    "condition_met": met,
-                }
-            )
             log.info(
-                "%s %s: rule %s selects %s (truth %s)%s",
+                "%s %s: rule %s selects %s%s",
                 simulation,
                 sel.attrs["zone"],
                 name,
                 tuple(chosen),
-                truth,
                 "" if met else ", its condition unmet",
             )
+            out.append(
+                {
+                    "zone": sel.attrs["zone"],
+                    "rule": name,
+                    "counts": chosen,
+                    "met": met,
+                    "r_hat": float(table[products.R_HAT][best])
+                    if products.R_HAT in table
+                    else float("nan"),
+                    "cmb_variance": float(table[products.CMB_VARIANCE][best]),
+                    "systematic_residual": float(table[products.SYSTEMATIC_RESIDUAL][best]),
+                }
+            )
+    return out
+
+
+def _counts(prefix: str, counts) -> dict:
+    return {f"{prefix}_{p}": int(k) for p, k in zip(compsep.PARAMETERS, counts, strict=True)}
+
+
+def recovery(config, simulation, selections, output, spectra=None) -> None:
+    """Rule recovery: the configuration every selection rule picks in each zone of a sky
+    whose patch counts are known (kabalan2025 sec. 5.1), against the truth."""
+    stage = _compsep_config(config, simulation)
+    truth = true_counts(stage, simulation)
+    rows = [
+        {
+            "zone": c["zone"],
+            "rule": c["rule"],
+            **_counts("true_k", truth),
+            **_counts("selected_k", c["counts"]),
+            "simulation": simulation,
+            "condition_met": c["met"],
+        }
+        for c in rule_choices(stage, simulation, selections, spectra)
+    ]
     products.write_recovery(output, rows)
+
+
+def selection_rules(config, simulation, selections, output, spectra=None) -> None:
+    """Rule selection_rules: what each selection rule would pick in each zone, with the
+    r-hat (eq. 15), sigma^2_CMB and systematic residual of its pick."""
+    stage = _compsep_config(config, simulation)
+    rows = [
+        {
+            "zone": c["zone"],
+            "rule": c["rule"],
+            **_counts("selected_k", c["counts"]),
+            "r_hat": f"{c['r_hat']:.4e}",
+            "cmb_variance": f"{c['cmb_variance']:.5e}",
+            "systematic_residual": f"{c['systematic_residual']:.4e}",
+            "condition_met": c["met"],
+        }
+        for c in rule_choices(stage, simulation, selections, spectra)
+    ]
+    products.write_rule_choices(output, rows)
 
 
 def compsep_fit(

@@ -136,3 +136,27 @@ rule recovery:
         "--selections {input.selections} --spectra {input.spectra} --output {output} "
         "> {log} 2>&1"
 
+
+rule selection_rules:
+    input:
+        selections=zone_selections,
+        spectra=spectra_file(),
+    output:
+        compsep_figure("selection_rules", ext="csv"),
+    params:
+        config=compsep_config,
+    log:
+        log_file("selection_rules", "{sim}"),
+    benchmark:
+        benchmark_file("selection_rules", "{sim}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JAX_ENV
+    shell:
+        "bmodesep compsep selection_rules --config {params.config} --simulation "
+        "{wildcards.sim} --selections {input.selections} --spectra {input.spectra} "
+        "--output {output} > {log} 2>&1"
+

@@ -476,4 +476,5 @@ rule figures:
             for name in ("residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k")
         ],
         [compsep_figure("r_summary", s, ext="csv") for s in COMPSEP_SIMULATIONS],
+        [compsep_figure("selection_rules", s, ext="csv") for s in COMPSEP_SIMULATIONS],
         npe_figure_targets(),

@@ -10,8 +10,10 @@ the selected index and whether its condition could be met:
 ``threshold``
     the paper's sec. 6 rule: least sigma^2_CMB among the configurations whose systematic
     residual (the CMB reconstructed from the noiseless foregrounds, mean square over the
-    zone) is at most ``relative_threshold`` x sigma^2_CMB.  None eligible: eq. 9 alone,
-    flagged.
+    zone) is at most ``relative_threshold`` x sigma^2_CMB.  None eligible: the least
+    systematic / variance ratio, flagged (the paper does not say; falling back to eq. 9
+    alone, as we first did, picked the coarsest configurations of GRF skies, where no
+    configuration meets a 1e-2 threshold).
 ``variance_plus_systematic``
     least sigma^2_CMB + systematic residual, the mean squared error of the CMB map.
     Dominated by white noise, it accepts a systematic as large as the noise variance
@@ -83,7 +85,8 @@ def select(criteria: Criteria, rule: Rule) -> tuple[int, bool]:
             raise ConfigError("selection rule nll needs the mean -ln L of each configuration")
         return int(np.argmin(np.asarray(criteria.nll_mean, dtype=float))), True
     if rule.name == "threshold":
-        return _least_eligible(variance, syst / variance, rule.relative_threshold, variance)
+        ratio = syst / variance
+        return _least_eligible(variance, ratio, rule.relative_threshold, ratio)
     if rule.name == "r_aware":
         if criteria.systematic_bb is None:
             raise ConfigError(
