@@ -22,7 +22,13 @@ from bmodesep.core.npe.sets import SimulationSet
 from bmodesep.core.seds import SPECTRAL_PARAMETERS
 from bmodesep.core.simulate.cmb import Cosmology
 from bmodesep.core.simulate.instrument import PRESETS, Instrument
-from bmodesep.core.simulate.sky import Foreground, IndexField, SkyModel
+from bmodesep.core.simulate.sky import (
+    PARAMETRIC_KINDS,
+    DustLayer,
+    Foreground,
+    IndexField,
+    SkyModel,
+)
 from bmodesep.errors import ConfigError, DataError
 
 PARAMETERS = SPECTRAL_PARAMETERS
@@ -65,10 +71,15 @@ def _foreground(spec: Mapping[str, Any], with_temperature: bool) -> Foreground:
 
 
 def sky_model(sky: Mapping[str, Any]) -> SkyModel:
-    """A ``grf`` or ``true_patch`` entry of the config's ``skies`` (validated, defaults in)."""
-    if sky["kind"] not in ("grf", "true_patch"):
-        raise ConfigError(f"sky kind '{sky['kind']}' is not parametric (grf or true_patch)")
+    """A parametric entry of the config's ``skies`` (validated, defaults in): ``grf``,
+    ``true_patch`` or a misspecified kind."""
+    if sky["kind"] not in PARAMETRIC_KINDS:
+        raise ConfigError(
+            f"sky kind '{sky['kind']}' is not parametric ({', '.join(PARAMETRIC_KINDS)})"
+        )
     envelope = sky["galactic_envelope"]
+    lognormal, curvature = sky["lognormal"], sky["curvature"]
+    tied = sky["amplitude_correlation"]
     return SkyModel(
         kind=sky["kind"],
         seed=int(sky["seed"]),
@@ -78,6 +89,20 @@ def sky_model(sky: Mapping[str, Any]) -> SkyModel:
         b_modes_only=bool(sky["b_modes_only"]),
         envelope_amplitude=float(envelope["amplitude"]),
         envelope_scale=float(envelope["scale"]),
+        lognormal=IndexField(
+            float(lognormal["sigma"]), 1.0, float(lognormal["gamma"]), int(lognormal["ell_min"])
+        ),
+        dust_layers=tuple(
+            DustLayer(
+                float(layer["weight"]),
+                _index_field(layer["beta"]),
+                _index_field(layer["temperature_k"]),
+            )
+            for layer in sky["dust_layers"]
+        ),
+        sync_curvature=float(curvature["value"]),
+        sync_curvature_freq_ghz=float(curvature["freq_ghz"]),
+        amplitude_correlation=(float(tied["beta_d"]), float(tied["beta_s"])),
     )
 
 

@@ -87,3 +87,84 @@ def test_indices_follow_the_amplitude_with_the_chosen_strength():
     assert tied.mean() == pytest.approx(beta.mean(), abs=1e-12)
     with pytest.raises(ValueError, match="not constant"):
         ms.correlate_with_amplitude(beta, np.ones(5000), 0.1)
+
+
+# ---------------------------------------------------------------- the sky kinds
+@pytest.fixture(scope="module")
+def camb(spectra):
+    return spectra
+
+
+def draw_kind(camb, kind, nside=16, **extra):
+    from bmodesep.config import validate_config
+    from bmodesep.core.simulate.sky import simulate_parametric_sky
+    from bmodesep.settings import sky_model
+
+    sky = {
+        "kind": kind,
+        "seed": 3,
+        "dust": {"beta": {"mean": 1.54, "amplitude": 0.1}},
+        "synchrotron": {"beta": {"mean": -3.0, "amplitude": 0.1}},
+        **extra,
+    }
+    cfg = validate_config({"skies": {"s": sky}})["skies"]["s"]
+    return simulate_parametric_sky(sky_model(cfg), 0.0, 1.0, camb, nside, 3 * nside - 1)
+
+
+def test_layered_sky_decorrelates_and_survives_its_product(camb, tmp_path):
+    from bmodesep.core.simulate.sky import foreground_maps
+    from bmodesep.products import sims
+
+    layered = draw_kind(camb, "layered")
+    assert len(layered.dust_layers) == 1  # the schema's default: one extra layer
+    maps = foreground_maps(layered, [90.0, 353.0])
+    plain = draw_kind(camb, "grf")
+    plain_maps = foreground_maps(plain, [90.0, 353.0])
+    # the main layer is the grf sky's own dust; the extra layer decorrelates 90 from 353
+    np.testing.assert_array_equal(layered.dust_qu, plain.dust_qu)
+    sync = seds.synchrotron_sed(np.array([90.0, 353.0])[:, None], plain.beta_s[None])
+    dust_90 = maps[0] - sync[0] * layered.sync_qu
+    dust_353 = maps[1] - sync[1] * layered.sync_qu
+    assert correlation(dust_90, dust_353) < 0.995
+    plain_90 = plain_maps[0] - sync[0] * plain.sync_qu
+    plain_353 = plain_maps[1] - sync[1] * plain.sync_qu
+    assert correlation(plain_90, plain_353) > correlation(dust_90, dust_353)
+    path = sims.write_sky(tmp_path / "sky.h5", layered, layered.cmb_alm, layered.cmb_qu, {}, 3, {})
+    _, back = sims.read_sky(path, 16)
+    np.testing.assert_array_equal(foreground_maps(back, [90.0, 353.0]), maps)
+
+
+def test_curved_synchrotron_sky_runs_its_index(camb):
+    from bmodesep.core.simulate.sky import foreground_maps
+
+    sky = draw_kind(camb, "curved_synchrotron", curvature={"value": -0.1})
+    assert sky.sync_curvature == -0.1
+    nu = [23.0, 40.0, 90.0]
+    no_dust = sky._replace(dust_qu=np.zeros_like(sky.dust_qu))
+    maps = foreground_maps(no_dust, nu)
+    pixel = int(np.argmax(np.abs(sky.sync_qu[0])))
+    low = ms.effective_index(maps[0, 0, pixel], maps[1, 0, pixel], 23.0, 40.0)
+    high = ms.effective_index(maps[1, 0, pixel], maps[2, 0, pixel], 40.0, 90.0)
+    lg = np.log(np.array(nu) / 23.0)
+    beta = sky.beta_s[pixel]
+    assert low == pytest.approx(beta - 0.1 * (lg[0] + lg[1]), rel=1e-10)
+    assert high == pytest.approx(beta - 0.1 * (lg[1] + lg[2]), rel=1e-10)
+
+
+def test_lognormal_sky_has_heavier_tails_than_the_grf_sky(camb):
+    plain = draw_kind(camb, "grf")
+    lognormal = draw_kind(camb, "lognormal", lognormal={"sigma": 1.0})
+    p_plain = np.hypot(*plain.dust_qu)
+    p_log = np.hypot(*lognormal.dust_qu)
+    assert stats.skew(p_log) > stats.skew(p_plain) + 0.5  # Rayleigh-like: ~0.6
+    assert stats.kurtosis(lognormal.dust_qu[0]) > stats.kurtosis(plain.dust_qu[0]) + 1.0
+
+
+def test_correlated_sky_ties_the_indices_to_the_amplitude(camb):
+    plain = draw_kind(camb, "grf")
+    tied = draw_kind(camb, "correlated", amplitude_correlation={"beta_d": 0.2, "beta_s": -0.2})
+    log_pd = np.log(np.hypot(*tied.dust_qu))
+    log_ps = np.log(np.hypot(*tied.sync_qu))
+    assert np.corrcoef(tied.beta_d, log_pd)[0, 1] > 0.5
+    assert np.corrcoef(tied.beta_s, log_ps)[0, 1] < -0.5
+    assert abs(np.corrcoef(plain.beta_d, np.log(np.hypot(*plain.dust_qu)))[0, 1]) < 0.2

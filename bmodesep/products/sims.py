@@ -81,9 +81,18 @@ def write_sky(
             "synchrotron/qu": D(sky.sync_qu, "uK_CMB", "synchrotron Q/U at sync_freq_ref_ghz"),
             "synchrotron/beta": D(sky.beta_s, "1"),
         }
+        for i, (qu, beta, temp) in enumerate(sky.dust_layers):
+            data |= {
+                f"dust_layers/{i}/qu": D(qu, "uK_CMB", "layer Q/U at dust_freq_ref_ghz"),
+                f"dust_layers/{i}/beta": D(beta, "1"),
+                f"dust_layers/{i}/temperature": D(temp, "K"),
+            }
         attrs = dict(attrs) | {
             "dust_freq_ref_ghz": sky.dust_freq_ref_ghz,
             "sync_freq_ref_ghz": sky.sync_freq_ref_ghz,
+            "dust_layers": len(sky.dust_layers),
+            "sync_curvature": sky.sync_curvature,
+            "sync_curvature_freq_ghz": sky.sync_curvature_freq_ghz,
         }
     for name, labels in (patches or {}).items():
         data[f"patches/{name}"] = D(np.asarray(labels, dtype=np.int64), "1", "patch labels")
@@ -103,9 +112,25 @@ def read_sky(path, nside: int) -> tuple[io.Product, ParametricSky | None]:
             "synchrotron/beta": ((npx,), "1"),
         }
     expect |= {f"patches/{n}": ((npx,), "1") for n in PATCH_PARAMETERS}
-    p = io.read_product(path, "sky", expect, optional=[f"patches/{n}" for n in PATCH_PARAMETERS])
+    optional = [f"patches/{n}" for n in PATCH_PARAMETERS]
+    n_layers = _layer_count(path) if with_fg else 0
+    for i in range(n_layers):
+        expect |= {
+            f"dust_layers/{i}/qu": ((2, npx), "uK_CMB"),
+            f"dust_layers/{i}/beta": ((npx,), "1"),
+            f"dust_layers/{i}/temperature": ((npx,), "K"),
+        }
+    p = io.read_product(path, "sky", expect, optional=optional)
     if not with_fg:
         return p, None
+    layers = tuple(
+        (
+            p[f"dust_layers/{i}/qu"],
+            p[f"dust_layers/{i}/beta"],
+            p[f"dust_layers/{i}/temperature"],
+        )
+        for i in range(n_layers)
+    )
     sky = ParametricSky(
         cmb_alm=p[CMB_ALM],
         cmb_qu=p[CMB_QU],
@@ -116,8 +141,20 @@ def read_sky(path, nside: int) -> tuple[io.Product, ParametricSky | None]:
         beta_s=p["synchrotron/beta"],
         dust_freq_ref_ghz=float(p.attrs["dust_freq_ref_ghz"]),
         sync_freq_ref_ghz=float(p.attrs["sync_freq_ref_ghz"]),
+        dust_layers=layers,
+        sync_curvature=float(p.attrs.get("sync_curvature", 0.0)),
+        sync_curvature_freq_ghz=float(p.attrs.get("sync_curvature_freq_ghz", 23.0)),
     )
     return p, sky
+
+
+def _layer_count(path) -> int:
+    """The number of extra dust layers a sky file declares (0 for files without any)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f.attrs.get("dust_layers", 0))
+    except OSError:
+        return 0  # read_product reports the unreadable file
 
 
 def _has(path, name: str) -> bool:

@@ -16,8 +16,9 @@ sky-models.md``):
 * :func:`correlate_with_amplitude`: spectral indices that follow the log amplitude (the
   amplitude-index correlation behind the paper's Fig. 8 deviation).
 
-Pure NumPy: maps in, maps out.  Not yet sky kinds of the config (the next step of the
-issue wires them into the sky stage).
+Pure NumPy: maps in, maps out.  The sky kinds ``lognormal``, ``layered``,
+``curved_synchrotron`` and ``correlated`` of :mod:`bmodesep.core.simulate.sky` are built
+from them.
 """
 
 from __future__ import annotations

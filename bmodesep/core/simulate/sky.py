@@ -11,7 +11,10 @@ Q/U:
   amplitudes, so that Galactic masks made from the sky look Galactic (a = 0 keeps
   the statistically isotropic model of the paper).
 A *true-patch* sky replaces each index field by its mean over given patches, so
-beta_d, T_d and beta_s are constant per patch (kabalan2025 sec. 5.1).
+beta_d, T_d and beta_s are constant per patch (kabalan2025 sec. 5.1).  The misspecified
+kinds add one departure each to the GRF sky (:mod:`misspecified`): ``lognormal`` dust
+amplitudes, ``layered`` dust (extra layers with their own Q/U and SED), a
+``curved_synchrotron`` index, and indices ``correlated`` with the amplitudes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from bmodesep.core import harmonics, seds
 from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate import misspecified
 from bmodesep.core.simulate.cmb import CMBSpectra, cmb_alm
 from bmodesep.errors import ConfigError
 
@@ -51,8 +55,20 @@ class Foreground(NamedTuple):
     temperature_k: IndexField | None = None  # dust only
 
 
+PARAMETRIC_KINDS = ("grf", "true_patch", "lognormal", "layered", "curved_synchrotron", "correlated")
+
+
+class DustLayer(NamedTuple):
+    """A dust layer besides the main one (kind ``layered``): amplitude relative to it."""
+
+    weight: float
+    beta: IndexField
+    temperature_k: IndexField
+
+
 class SkyModel(NamedTuple):
-    """A parametric sky (``grf`` or ``true_patch``), built once from its config entry."""
+    """A parametric sky (``grf``, ``true_patch`` or a misspecified GRF kind), built once
+    from its config entry; the fields after ``envelope_scale`` serve one kind each."""
 
     kind: str
     seed: int
@@ -62,6 +78,11 @@ class SkyModel(NamedTuple):
     b_modes_only: bool = False
     envelope_amplitude: float = 0.0  # the Galactic envelope; 0: isotropic
     envelope_scale: float = 1.0
+    lognormal: IndexField | None = None  # lognormal: mean = sigma, C_l ~ l^gamma of g
+    dust_layers: tuple[DustLayer, ...] = ()  # layered
+    sync_curvature: float = 0.0  # curved_synchrotron: C of beta_s + C ln(nu / nu_c)
+    sync_curvature_freq_ghz: float = 23.0
+    amplitude_correlation: tuple[float, float] = (0.0, 0.0)  # correlated: beta_d, beta_s
 
 
 class ParametricSky(NamedTuple):
@@ -76,6 +97,11 @@ class ParametricSky(NamedTuple):
     beta_s: np.ndarray  # [npix]
     dust_freq_ref_ghz: float
     sync_freq_ref_ghz: float
+    # misspecified kinds: further dust layers (Q/U [2, npix], beta_d, T_d maps) and the
+    # synchrotron curvature C (index beta_s + C ln(nu / nu_c))
+    dust_layers: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
+    sync_curvature: float = 0.0
+    sync_curvature_freq_ghz: float = 23.0
 
 
 def power_law_cl(amplitude_uk2: float, alpha: float, lmax: int) -> np.ndarray:
@@ -202,7 +228,21 @@ def simulate_parametric_sky(
         if patches is None:
             raise ConfigError("a true_patch sky needs patch maps")
         fields = {k: patch_mean(v, np.asarray(patches[k])) for k, v in fields.items()}
-    t_min = fields["temperature_d"].min()
+    layers = ()
+    if sky.kind == "lognormal" and sky.lognormal is not None:
+        dust_qu *= _lognormal_modulation(sky.lognormal, nside, lmax, rng_for(seed, "lognormal"))
+    if sky.kind == "layered":
+        layers = tuple(
+            _dust_layer(sky, i, layer, nside, lmax) for i, layer in enumerate(sky.dust_layers)
+        )
+    if sky.kind == "correlated":
+        for name, qu, strength in (
+            ("beta_d", dust_qu, sky.amplitude_correlation[0]),
+            ("beta_s", sync_qu, sky.amplitude_correlation[1]),
+        ):
+            amplitude = np.sqrt(qu[0] ** 2 + qu[1] ** 2)
+            fields[name] = misspecified.correlate_with_amplitude(fields[name], amplitude, strength)
+    t_min = min(f.min() for f in (fields["temperature_d"], *(t for _, _, t in layers)))
     if t_min < MIN_DUST_TEMPERATURE_K:
         raise ConfigError(
             f"dust temperature field reaches {t_min:.2f} K (< {MIN_DUST_TEMPERATURE_K} K): "
@@ -218,12 +258,52 @@ def simulate_parametric_sky(
         beta_s=fields["beta_s"],
         dust_freq_ref_ghz=float(dust.freq_ref_ghz),
         sync_freq_ref_ghz=float(sync.freq_ref_ghz),
+        dust_layers=layers,
+        sync_curvature=float(sky.sync_curvature) if sky.kind == "curved_synchrotron" else 0.0,
+        sync_curvature_freq_ghz=float(sky.sync_curvature_freq_ghz),
     )
 
 
+def _lognormal_modulation(spec: IndexField, nside: int, lmax: int, rng) -> np.ndarray:
+    """exp(sigma g - sigma^2/2) of a unit-variance GRF g with C_l ~ l^gamma (l >= ell_min)."""
+    cl = index_field_cl(1.0, spec.gamma, lmax, spec.ell_min)
+    g = harmonics.synthesis(harmonics.gaussian_alm(cl, lmax, rng), nside, lmax, spin=0)[0]
+    g = (g - g.mean()) / g.std()
+    return misspecified.lognormal_modulation(g, spec.mean)
+
+
+def _dust_layer(sky: SkyModel, i: int, layer: DustLayer, nside: int, lmax: int):
+    """Layer ``i``: Q/U drawn independently from the dust spectrum (times weight^2, with
+    the same Galactic envelope), and its own beta_d and T_d fields."""
+    d = sky.dust
+    rng = rng_for(sky.seed, f"dust_layer{i}")
+    cl = layer.weight**2 * power_law_cl(d.amplitude_uk2, d.alpha, lmax)
+    alm_e = harmonics.gaussian_alm(d.ee_over_bb * cl, lmax, rng)
+    alm_b = harmonics.gaussian_alm(cl, lmax, rng)
+    if sky.b_modes_only:
+        alm_e = np.zeros_like(alm_e)
+    qu = harmonics.synthesis(np.stack([alm_e, alm_b]), nside, lmax, spin=2)
+    if sky.envelope_amplitude > 0:
+        qu *= galactic_envelope_map(nside, sky.envelope_amplitude, sky.envelope_scale)
+    beta = index_field_map(layer.beta, nside, lmax, rng_for(sky.seed, f"beta_d_layer{i}"))
+    temp = index_field_map(
+        layer.temperature_k, nside, lmax, rng_for(sky.seed, f"temperature_d_layer{i}")
+    )
+    return qu, beta, temp
+
+
 def foreground_maps(sky: ParametricSky, freqs_ghz) -> np.ndarray:
-    """Dust + synchrotron Q/U at each frequency, ``[freq, 2, npix]`` in uK_CMB."""
+    """Dust (all layers) + synchrotron Q/U at each frequency, ``[freq, 2, npix]`` uK_CMB."""
     nu = np.asarray(freqs_ghz, dtype=float)[:, None]
-    f_dust = seds.dust_sed(nu, sky.beta_d[None], sky.temp_d_k[None], sky.dust_freq_ref_ghz)
-    f_sync = seds.synchrotron_sed(nu, sky.beta_s[None], sky.sync_freq_ref_ghz)
-    return f_dust[:, None] * sky.dust_qu[None] + f_sync[:, None] * sky.sync_qu[None]
+    layers = ((sky.dust_qu, sky.beta_d, sky.temp_d_k), *sky.dust_layers)
+    dust = misspecified.layered_dust(
+        [q for q, _, _ in layers],
+        [b for _, b, _ in layers],
+        [t for _, _, t in layers],
+        freqs_ghz,
+        sky.dust_freq_ref_ghz,
+    )
+    f_sync = misspecified.curved_synchrotron_sed(
+        nu, sky.beta_s[None], sky.sync_curvature, sky.sync_freq_ref_ghz, sky.sync_curvature_freq_ghz
+    )
+    return dust + f_sync[:, None] * sky.sync_qu[None]
