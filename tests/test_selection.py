@@ -5,7 +5,7 @@ import pytest
 
 from bmodesep.core.compsep import selection
 from bmodesep.core.compsep.selection import Criteria, Rule
-from bmodesep.errors import ConfigError
+from bmodesep.errors import ConfigError, DataError
 
 # Five configurations, from few patches (biased, quiet) to many (unbiased, noisy):
 # sigma^2_CMB rises with the patch count, the systematic residual falls, the NLL falls.
@@ -84,3 +84,10 @@ def test_bb_power_weights_by_modes():
     modes = np.array([5.0, 7.0, 9.0])
     cl = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(selection.bb_power(cl, modes), [46.0, 9.0])
+
+
+def test_non_finite_variances_are_refused_not_ranked():
+    nan = VARIANCE.copy()
+    nan[2] = np.nan
+    with pytest.raises(DataError, match="finite and positive"):
+        selection.select(CRITERIA._replace(cmb_variance=nan), Rule("threshold"))

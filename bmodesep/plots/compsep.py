@@ -405,7 +405,7 @@ def _figure_r_hat_vs_k(inputs, rlike=()) -> Figure:
     linthresh = 1e-5 if not np.isfinite(smallest) else max(smallest, 1e-6)
     for ax in axes[0]:
         ax.set_yscale("symlog", linthresh=linthresh)
-        values = np.concatenate([h.get_ydata() for h in ax.get_lines()][:-1] or [[0.0]])
+        values = np.concatenate([np.asarray(h.get_ydata(), float) for h in ax.get_lines()])
         if values.min() >= 0:  # nothing negative: no empty negative decades
             ax.set_ylim(bottom=-linthresh)
     fig.legend(handles=lines, loc="outside lower center", ncol=8, fontsize=7)

@@ -202,9 +202,13 @@ RECOVERY_COLUMNS = (
 
 def write_recovery(path, rows: Sequence[Mapping[str, Any]]) -> None:
     """The recovery table (:data:`RECOVERY_COLUMNS`), one row per zone and rule."""
+    _write_table(path, rows, RECOVERY_COLUMNS)
+
+
+def _write_table(path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     if not rows:
-        raise ValueError("a recovery table needs rows")
-    io.write_csv_atomic(path, rows, RECOVERY_COLUMNS)
+        raise ValueError(f"a table of {', '.join(columns[:2])}, ... needs rows")
+    io.write_csv_atomic(path, rows, columns)
 
 
 def read_recovery(path) -> list[dict[str, str]]:
@@ -224,9 +228,8 @@ RULE_CHOICE_COLUMNS = (
 
 
 def write_rule_choices(path, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        raise ValueError("a rule-choice table needs rows")
-    io.write_csv_atomic(path, rows, RULE_CHOICE_COLUMNS)
+    """What every rule picks per zone (:data:`RULE_CHOICE_COLUMNS`)."""
+    _write_table(path, rows, RULE_CHOICE_COLUMNS)
 
 
 # ---------------------------------------------------------------- compsep_fit

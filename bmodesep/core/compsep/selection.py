@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bmodesep.errors import ConfigError
+from bmodesep.errors import ConfigError, DataError
 
 RULES = ("variance", "threshold", "variance_plus_systematic", "nll", "r_aware")
 REFERENCES = ("statistical", "tensor")
@@ -76,6 +76,11 @@ def select(criteria: Criteria, rule: Rule) -> tuple[int, bool]:
     syst = np.asarray(criteria.systematic_residual, dtype=float)
     if variance.size == 0:
         raise ConfigError("no configuration to select from")
+    if not (np.all(np.isfinite(variance)) and np.all(np.isfinite(syst))) or np.any(variance <= 0):
+        raise DataError(
+            "the grid's CMB variances must be finite and positive and its systematic "
+            "residuals finite (a configuration fitted on fewer than 2 realisations?)"
+        )
     if rule.name == "variance":
         return int(np.argmin(variance)), True
     if rule.name == "variance_plus_systematic":
