@@ -88,7 +88,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
     "npe": (
         "simulation-based inference: simulations, training, posteriors, coverage",
         _steps(
-            npe_chunk=("one chunk of an SBI simulation set", "set #chunk spectra output"),
+            npe_chunk=(
+                "one chunk of an SBI simulation set",
+                "set #chunk spectra ?foreground output",
+            ),
             npe_tune=(
                 "Optuna search of the flow's hyperparameters",
                 "compression *chunks #gpus output",
@@ -102,6 +105,14 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             npe_observed=(
                 "posterior and predictive check of a pipeline sky",
                 f"estimator nilc spectra {SIM} output",
+            ),
+            npe_ps_likelihood=(
+                "power-spectrum likelihood of a test set (App. E)",
+                "*chunks spectra output",
+            ),
+            npe_predictive=(
+                "predictive check of a test set's first dataset (Fig. 9)",
+                "posteriors spectra output",
             ),
         ),
     ),
@@ -124,7 +135,20 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             fig_predictive=("posterior predictive chi^2 (Fig. 9)", "*observed output"),
             fig_r_vs_sigma_beta=("r against the index power (Fig. 3)", "*posteriors output"),
             fig_sigma_r=("sigma_r per compression (Fig. 4)", "*posteriors output"),
-            npe_summary=("summary table of the SBI run (Table 3)", "*posteriors output"),
+            npe_summary=("summary table of the SBI run", "*posteriors output"),
+            npe_table3=("Table 3 of the fixed-foreground skies (CSV)", "*posteriors output"),
+            fig_training_size=(
+                "TARP coverage against the training-set size (Fig. 1)",
+                "*coverage *estimators output",
+            ),
+            fig_likelihood=(
+                "SBI against the power-spectrum likelihood (Figs. 2, 3)",
+                "*posteriors likelihood output",
+            ),
+            fig_fixed_foreground=(
+                "posterior means of r per fixed-foreground sky (Figs. 5-6)",
+                "*posteriors output",
+            ),
             fig_recovery=(
                 "the selection objectives around the true patch counts (sec. 5.1)",
                 "recovery *selections output",

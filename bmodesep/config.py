@@ -253,8 +253,27 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
             unknown = sorted(set(spec["fixed"]) - set(PARAMETERS))
             if unknown:
                 problems.append(f"npe.test_sets.{name}.fixed: unknown parameters {unknown}")
+            if spec["foreground"] is not None:
+                problems += _check_fixed_foreground(config, name, spec)
         if npe["observed"] and nl["mask"] is not None:
             problems.append("npe.observed: the simulator is full-sky; nilc.mask must be null")
+        if npe["observed"] and npe["footprint"]["source"] != "full":
+            problems.append(
+                "npe.observed: the NILC stage does not apply npe.footprint, so its data "
+                "vectors would not match the masked simulator; leave npe.observed empty"
+            )
+        if npe["training_fractions"] and not npe["coverage_simulations"]:
+            problems.append("npe.training_fractions: needs coverage_simulations for TARP")
+        if len(set(npe["training_fractions"])) != len(npe["training_fractions"]):
+            problems.append("npe.training_fractions: a fraction is listed twice")
+        for name in npe["ps_likelihood"]["sets"]:
+            if name not in npe["test_sets"]:
+                problems.append(f"npe.ps_likelihood.sets: '{name}' is not in npe.test_sets")
+        pl = npe["ps_likelihood"]
+        if pl["sets"] and pl["burn"] >= pl["steps"]:
+            problems.append("npe.ps_likelihood: burn must be below steps")
+        if npe["footprint"]["source"] == "hits" and not npe["footprint"]["hits_file"]:
+            problems.append("npe.footprint.hits_file: needed with source 'hits'")
         for sim in npe["observed"]:
             if sim not in config["simulations"]:
                 problems.append(f"npe.observed: unknown simulation '{sim}'")
@@ -272,6 +291,29 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
         lmax = npe["lmax"] or 3 * npe["nside"] - 1
         if npe["ell_min"] + npe["bin_width"] - 1 > min(npe["ell_max"], lmax):
             problems.append("npe: no complete data-vector bin between ell_min and ell_max / lmax")
+    return problems
+
+
+def _check_fixed_foreground(config: Mapping[str, Any], name: str, spec) -> list[str]:
+    """A fixed-foreground test set: its simulation is seen like the estimator's data."""
+    where, npe, sim_name = f"npe.test_sets.{name}", config["npe"], spec["foreground"]
+    missing = [p for p in ("r", "A_lens") if p not in spec["fixed"]]
+    if missing:
+        return [f"{where}.fixed: a fixed-foreground set needs {missing} (the CMB's parameters)"]
+    sim = config["simulations"].get(sim_name)
+    if sim is None:
+        return [f"{where}.foreground: unknown simulation '{sim_name}'"]
+    problems = []
+    if sim["instrument"] != npe["instrument"]:
+        problems.append(
+            f"{where}.foreground: simulation '{sim_name}' uses instrument "
+            f"'{sim['instrument']}', the estimator '{npe['instrument']}'"
+        )
+    if sim["nside"] != npe["nside"]:
+        problems.append(
+            f"{where}.foreground: simulation '{sim_name}' has nside {sim['nside']}, "
+            f"the estimator {npe['nside']}"
+        )
     return problems
 
 
@@ -455,11 +497,19 @@ def npe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "ell_max",
         "bin_width",
         "analysis_iterations",
+        "footprint",
+        "ps_likelihood",
     )
-    return {
+    fixed_fg = sorted({t["foreground"] for t in npe["test_sets"].values() if t["foreground"]})
+    sims = {s: config["simulations"][s] for s in fixed_fg if s in config["simulations"]}
+    out = {
         "cmb": config["cmb"],
         "npe": {k: npe[k] for k in keep},
         "instruments": {npe["instrument"]: config["instruments"][npe["instrument"]]},
         "nilc": {k: v for k, v in nl.items() if k not in ("simulations", "run", "compressions")}
         | {"compressions": {c: nl["compressions"][c] for c in npe["compressions"]}},
     }
+    if sims:  # the skies whose foregrounds fixed-foreground test sets hold
+        out["simulations"] = sims
+        out["skies"] = {s["sky"]: config["skies"][s["sky"]] for s in sims.values()}
+    return out

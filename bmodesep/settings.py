@@ -9,6 +9,7 @@ reads a YAML key.  ``bmodesep.config`` loads and validates the config itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -231,6 +232,11 @@ def ilc_settings(nl: Mapping[str, Any], n_iter: int = 3) -> ILCSettings:
     )
 
 
+def pysm_data_dir() -> str | None:
+    """PySM's template folder, ``$PYSM_LOCAL_DATA`` (None when it is not set)."""
+    return os.environ.get("PYSM_LOCAL_DATA")
+
+
 # ---------------------------------------------------------------- SBI
 def simulation_sets(config: Mapping[str, Any]) -> dict[str, SimulationSet]:
     """The training, coverage and test sets of the config (empty ones left out)."""
@@ -242,13 +248,14 @@ def simulation_sets(config: Mapping[str, Any]) -> dict[str, SimulationSet]:
     }
     for name, spec in npe["test_sets"].items():
         sets[name] = SimulationSet(
-            name, spec["prior"], dict(spec["fixed"]), spec["simulations"], per
+            name, spec["prior"], dict(spec["fixed"]), spec["simulations"], per, spec["foreground"]
         )
     return {k: v for k, v in sets.items() if v.simulations > 0}
 
 
-def npe_setup(config: Mapping[str, Any], spectra, compression: str):
-    """The forward model of one compression (``simulator.Setup``) for the SBI stages."""
+def npe_setup(config: Mapping[str, Any], spectra, compression: str, footprint=None):
+    """The forward model of one compression (``simulator.Setup``) for the SBI stages;
+    ``footprint``: the apodised mask of ``npe.footprint`` (None: full sky)."""
     from bmodesep.core.npe import simulator
 
     npe, nl = config["npe"], config["nilc"]
@@ -272,4 +279,6 @@ def npe_setup(config: Mapping[str, Any], spectra, compression: str):
         (npe["ell_min"], npe["ell_max"]),
         npe["bin_width"],
         npe["analysis_iterations"],
+        footprint,
+        npe["footprint"]["n_iter"],
     )

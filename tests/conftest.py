@@ -97,7 +97,13 @@ def tiny_workflow_config():
         chunks=2,
         simulations_per_chunk=40,
         coverage_simulations=10,
-        test_sets={"fixed": {"simulations": 4, "fixed": {"r": 0.01}}},
+        test_sets={
+            "fixed": {"simulations": 4, "fixed": {"r": 0.01}},
+            # the foregrounds of simulation so held fixed, CMB and noise varying
+            "so_sky": {"simulations": 3, "fixed": {"r": 0.01, "A_lens": 1.0}, "foreground": "so"},
+        },
+        ps_likelihood={"sets": ["so_sky"], "steps": 200, "burn": 100},
+        training_fractions=[0.5],  # Fig. 1: one of the two training chunks, then both
         observed=["so"],
         posterior_samples=50,
         hyperparameters={"max_epochs": 2, "batch_size": 32, "hidden_features": 8},

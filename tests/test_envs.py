@@ -38,6 +38,7 @@ IMPORT_NAMES = {
     "tarp": "tarp",
     "deprecation": "deprecation",
     "matplotlib": "matplotlib",
+    "emcee": "emcee",
 }
 FAMILY_FILES = {
     "SIM_ENV": ["simulation.yaml"],

@@ -266,9 +266,18 @@ def _summary(samples: np.ndarray) -> dict:
 
 
 def write_posteriors(
-    path, set_name="isotropic", fixed=None, compression="joint", n=4, n_samples=200, seed=0
+    path,
+    set_name="isotropic",
+    fixed=None,
+    compression="joint",
+    n=4,
+    n_samples=200,
+    seed=0,
+    sky="",
+    summary=None,
 ):
-    """An ``npe_posteriors`` product as ``posterior_stage`` writes it."""
+    """An ``npe_posteriors`` product as ``posterior_stage`` writes it (``sky``: a
+    fixed-foreground set of that sky; ``summary``: r means and HDIs to store instead)."""
     rng = np.random.default_rng(seed)
     fixed = ISOTROPIC if fixed is None else fixed
     theta = _theta(n, fixed, rng)
@@ -281,6 +290,9 @@ def write_posteriors(
         "true_sigma_beta": D(_sigma_beta(theta), "1"),
         **_summary(samples),
     }
+    if summary is not None:
+        data["summary/r_mean"] = D(np.asarray(summary[0], float), "1")
+        data["summary/r_hdi"] = D(np.asarray(summary[1], float), "1")
     return io.write_product(
         path,
         "npe_posteriors",
@@ -292,6 +304,9 @@ def write_posteriors(
             "compression": compression,
             "parameters": list(P),
             "estimator": "estimator.h5",
+            "foreground": f"sim_{sky}" if sky else "",
+            "sky": sky,
+            "fsky": 0.21,
         },
     )
 
@@ -479,6 +494,39 @@ def test_summary_table(npe_products, tmp_path):
     assert lines[1].startswith("isotropic,joint,4,1,")  # 100 r = 1 fixed
     assert lines[3].startswith("free,joint,2,prior,")
     assert lines[-1].startswith("observed:sosat_grf,joint,2,,")
+
+
+def test_table3_averages_means_and_half_widths_and_states_the_bias(tmp_path):
+    # two datasets: means 0.012 and 0.016, HDIs of half width 0.002 and 0.004
+    hdi = [[0.010, 0.014], [0.012, 0.020]]
+    a = write_posteriors(
+        tmp_path / "a.h5",
+        "lay",
+        {"r": 0.01, "A_lens": 0.5},
+        n=2,
+        sky="layered",
+        summary=([0.012, 0.016], hdi),
+    )
+    b = write_posteriors(
+        tmp_path / "b.h5",
+        "lay0",
+        {"r": 0.0, "A_lens": 0.5},
+        n=3,
+        sky="layered",
+        compression="hilc_joint",
+    )
+    nplots.table3([b, a], tmp_path / "table3.csv")
+    lines = (tmp_path / "table3.csv").read_text().splitlines()
+    assert lines[0] == "sky,compression,r_true,mean_r,mean_sigma_r,bias_sigma,n"
+    # mean r 0.014, mean half width 0.003: bias (0.014 - 0.01) / 0.003 = 1.333 widths
+    assert lines[2] == "layered,joint,0.01,0.014,0.003,1.333,2"
+    assert lines[1].startswith("layered,hilc_joint,0,") and lines[1].endswith(",3")
+    nplots.fixed_foreground([a, b], tmp_path / "fixed.png")
+    assert _non_empty(tmp_path / "fixed.png")
+    plain = write_posteriors(tmp_path / "plain.h5")
+    with pytest.raises(DataError, match="not a fixed-foreground set"):
+        nplots.table3([plain], tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
 
 
 # ---------------------------------------------------------------- a wrong product is refused

@@ -174,13 +174,27 @@ def test_tiny_end_to_end_run(tmp_path):
     observed = io.read_product(npe_dir / "observed" / "so.h5", "npe_observed")
     assert observed["samples"].shape == (1, 50, 13) and 0 <= observed.attrs["ppc_p_value"] <= 1
     assert io.read_product(npe_dir / "coverage.h5", "npe_coverage")["ecp"].shape == (14, 51)
-    for name in ("tarp", "corner_fixed", "corner_observed", "predictive"):
+    names = ("tarp", "corner_fixed", "corner_observed", "predictive", "predictive_fixed")
+    for name in (*names, "training_size"):
         assert (results / "figures" / "npe" / "joint" / f"{name}.png").stat().st_size > 10_000
+    table3 = (results / "figures" / "npe" / "table3.csv").read_text().splitlines()
+    assert table3[0] == "sky,compression,r_true,mean_r,mean_sigma_r,bias_sigma,n"
+    assert [row.split(",")[:3] + row.split(",")[-1:] for row in table3[1:]] == [
+        ["grf", "joint", "0.01", "3"],
+        ["grf", "ps_likelihood", "0.01", "3"],
+    ]
+    assert (results / "figures" / "npe" / "likelihood_so_sky.png").stat().st_size > 10_000
+    assert (results / "figures" / "npe" / "fixed_foreground.png").stat().st_size > 10_000
     for name in ("r_vs_sigma_beta_fixed", "sigma_r_fixed"):
         assert (results / "figures" / "npe" / f"{name}.png").stat().st_size > 10_000
     summary = (results / "figures" / "npe" / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("set,compression")
-    assert [row.split(",")[0] for row in summary[1:]] == ["coverage", "fixed", "observed:so"]
+    assert [row.split(",")[0] for row in summary[1:]] == [
+        "coverage",
+        "fixed",
+        "so_sky",
+        "observed:so",
+    ]
     report = run([*args, "--report", "report.html"], cwd=tmp_path)
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)

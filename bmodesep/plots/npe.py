@@ -5,8 +5,10 @@ corner (Figs. 2, 5: posteriors of r, A_lens, B_d, gamma_d, B_s, gamma_s for the 
 dataset of a test set, or several observed skies overlaid), r_vs_sigma_beta (Fig. 3:
 posterior r against the inferred spectral-index power), sigma_r (Fig. 4: posterior width
 of r against the inferred index power, one panel per compression), predictive (Fig. 9:
-posterior predictive chi^2 against the observed value), summary (Table 3: mean r and mean
-half-width of its 68% HDI per set and compression, as CSV).  Products are read through
+posterior predictive chi^2 against the observed value), summary (mean r and mean
+half-width of its 68% HDI per set and compression, as CSV), table3 (Table 3 of the
+fixed-foreground skies, with the bias in posterior widths) and fixed_foreground (Figs.
+5-6: posterior means of r per sky).  Products are read through
 :mod:`bmodesep.products.npe_results`.  ``NAME(inputs, output)`` saves the figure;
 ``_figure_NAME(inputs)`` builds and returns it (for tests).
 """
@@ -27,6 +29,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from bmodesep.core.npe.prior import PARAMETERS
+from bmodesep.errors import DataError
 from bmodesep.products import npe_results as nr
 from bmodesep.products.io import write_bytes_atomic
 
@@ -342,3 +345,200 @@ def summary(inputs, output) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomic(output, text.getvalue().encode())
+
+
+# ---------------------------------------------------------------- fixed-foreground skies
+TABLE3_COLUMNS = ("sky", "compression", "r_true", "mean_r", "mean_sigma_r", "bias_sigma", "n")
+
+
+def _fixed_foreground_products(inputs) -> list:
+    products = [nr.read_r_posteriors(path) for path in inputs]
+    for p in products:
+        if not p.attrs.get("foreground") or "r" not in p.attrs["fixed"]:
+            raise DataError(f"{p.path}: not a fixed-foreground set with r fixed")
+    return products
+
+
+def table3_rows(inputs) -> list[dict[str, str]]:
+    """duivenvoorden2025 Table 3 per sky, compression and true r: the posterior mean of r
+    and the half width of its 68% HDI averaged over the set's datasets, and the bias
+    (mean r - r_true) in units of that mean width."""
+    rows = []
+    for p in _fixed_foreground_products(inputs):
+        r_true = float(p[nr.THETA][0, 0])
+        mean_r = float(p[nr.R_MEAN].mean())
+        sigma = float(_hdi_half_width(p).mean())
+        rows.append(
+            {
+                "sky": str(p.attrs["sky"]),
+                "compression": str(p.attrs["compression"]),
+                "r_true": f"{r_true:.6g}",
+                "mean_r": f"{mean_r:.6g}",
+                "mean_sigma_r": f"{sigma:.6g}",
+                "bias_sigma": f"{(mean_r - r_true) / sigma:.3f}",
+                "n": str(p[nr.R_MEAN].size),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["sky"], r["compression"], -float(r["r_true"])))
+
+
+def table3(inputs, output) -> None:
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(TABLE3_COLUMNS))
+    writer.writeheader()
+    writer.writerows(table3_rows(inputs))
+    write_bytes_atomic(output, text.getvalue().encode())
+
+
+def _figure_fixed_foreground(inputs) -> Figure:
+    """Figs. 5-6 style: the posterior means of r of every dataset, per sky (rows) and
+    compression (colours), one panel per true r; bars: mean +- the mean half 68% HDI."""
+    products = _fixed_foreground_products(inputs)
+    skies = sorted({str(p.attrs["sky"]) for p in products})
+    compressions = sorted({str(p.attrs["compression"]) for p in products})
+    r_values = sorted({float(p[nr.THETA][0, 0]) for p in products}, reverse=True)
+    fig, axes = plt.subplots(
+        1,
+        len(r_values),
+        figsize=(4.6 * len(r_values), 0.55 * len(skies) * len(compressions) + 1.6),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
+    )
+    rng = np.random.default_rng(0)  # jitter of the dots only
+    step = 0.8 / len(compressions)
+    for ax, r_true in zip(axes[0], r_values, strict=True):
+        for p in products:
+            if float(p[nr.THETA][0, 0]) != r_true:
+                continue
+            k = compressions.index(str(p.attrs["compression"]))
+            y = skies.index(str(p.attrs["sky"])) + (k - (len(compressions) - 1) / 2) * step
+            means = p[nr.R_MEAN]
+            ax.plot(
+                means,
+                y + rng.uniform(-0.25, 0.25, means.size) * step,
+                ".",
+                ms=2,
+                color=f"C{k}",
+                alpha=0.4,
+            )
+            ax.errorbar(
+                means.mean(),
+                y,
+                xerr=_hdi_half_width(p).mean(),
+                fmt="o",
+                ms=4,
+                color=f"C{k}",
+                capsize=2,
+            )
+        ax.axvline(r_true, color="gray", ls="--", lw=0.8)
+        ax.set_title(f"true $r$ = {r_true:g}")
+        ax.set_xlabel("posterior mean $r$")
+    axes[0, 0].set_yticks(range(len(skies)), skies)
+    axes[0, 0].invert_yaxis()
+    handles = [
+        plt.Line2D([], [], color=f"C{k}", marker="o", ls="") for k in range(len(compressions))
+    ]
+    fig.legend(
+        handles, compressions, loc="outside lower center", ncol=len(compressions), frameon=False
+    )
+    return fig
+
+
+def fixed_foreground(inputs, output) -> None:
+    _save(_figure_fixed_foreground(inputs), output)
+
+
+# ---------------------------------------------------------------- SBI against the likelihood
+def _figure_likelihood(posteriors, likelihood) -> Figure:
+    """Figs. 2 and 3: left, the r posterior of the set's first dataset from each SBI
+    compression and from the power-spectrum likelihood; right, r (mean, 68% HDI) of every
+    dataset against the index power SBI infers, both methods, lines joining the same data."""
+    sbi = [nr.read_posteriors(p) for p in posteriors]
+    like = nr.read_ps_likelihood(likelihood)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    r_index = list(like.attrs["sampled"]).index("r")
+    for k, p in enumerate(sbi):
+        left.hist(
+            p[nr.SAMPLES][0, :, 0],
+            bins=40,
+            density=True,
+            histtype="step",
+            color=f"C{k}",
+            label=f"SBI {p.attrs['compression']}",
+        )
+    left.hist(
+        like[nr.SAMPLES][0, :, r_index],
+        bins=40,
+        density=True,
+        histtype="step",
+        color="k",
+        label="power-spectrum likelihood",
+    )
+    r_true = float(like[nr.THETA][0, 0]) if "r" in like.attrs["fixed"] else None
+    if r_true is not None:
+        left.axvline(r_true, color="gray", ls="--", lw=0.8)
+    left.set_xlabel("$r$")
+    left.set_ylabel("posterior density (first dataset)")
+    left.legend(fontsize=8)
+    ref = sbi[0]
+    n = min(ref[nr.R_MEAN].size, like[nr.R_MEAN].size)
+    sb = ref[nr.SIGMA_BETA_MEAN][:n]
+    for k, p in enumerate(sbi):
+        hdi = p[nr.R_HDI][:n]
+        right.vlines(sb, hdi[:, 0], hdi[:, 1], color=f"C{k}", alpha=0.5, lw=0.8)
+        right.plot(
+            sb, p[nr.R_MEAN][:n], "o", ms=3, color=f"C{k}", label=f"SBI {p.attrs['compression']}"
+        )
+    hdi = like[nr.R_HDI][:n]
+    right.vlines(sb * 1.03, hdi[:, 0], hdi[:, 1], color="k", alpha=0.5, lw=0.8)
+    right.plot(sb * 1.03, like[nr.R_MEAN][:n], "s", ms=3, color="k", label="likelihood")
+    right.vlines(sb, ref[nr.R_MEAN][:n], like[nr.R_MEAN][:n], color="gray", lw=0.4)
+    if r_true is not None:
+        right.axhline(r_true, color="gray", ls="--", lw=0.8)
+    if np.all(sb > 0) and sb.max() > 3 * sb.min():
+        right.set_xscale("log")
+    right.set_xlabel(f"inferred {SIGMA_BETA} (SBI {ref.attrs['compression']})")
+    right.set_ylabel("posterior mean $r$ (68% HDI)")
+    right.legend(fontsize=8)
+    fig.suptitle(f"set '{like.attrs['set']}': SBI against the power-spectrum likelihood")
+    return fig
+
+
+def likelihood(posteriors, likelihood_path, output) -> None:
+    _save(_figure_likelihood(posteriors, likelihood_path), output)
+
+
+# ---------------------------------------------------------------- coverage against training size
+def _figure_training_size(coverage, estimators) -> Figure:
+    """Fig. 1: joint TARP coverage of estimators trained on nested subsets."""
+    if len(coverage) != len(estimators):
+        raise DataError(f"{len(coverage)} coverage products for {len(estimators)} estimators")
+    runs = []
+    for c_path, e_path in zip(coverage, estimators, strict=True):
+        cov, est = nr.read_coverage(c_path), nr.read_estimator(e_path)
+        runs.append((int(est.attrs["training_simulations"]), cov))
+    runs.sort(key=lambda run: run[0])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(runs)))
+    for (n, cov), colour in zip(runs, colours, strict=True):
+        alpha, ecp, std = cov[nr.CREDIBILITY], cov[nr.ECP][0], cov[nr.ECP_STD][0]
+        left.fill_between(alpha, ecp - 2 * std, ecp + 2 * std, color=colour, alpha=0.15, lw=0)
+        left.plot(alpha, ecp, color=colour, label=f"{n} simulations")
+    left.plot([0, 1], [0, 1], "k--", lw=0.8)
+    left.set_xlabel("credibility level")
+    left.set_ylabel("expected coverage (joint)")
+    left.legend(fontsize=8)
+    sizes = [n for n, _ in runs]
+    right.plot(sizes, [float(cov[nr.DEVIATION_SIGMA][0]) for _, cov in runs], "o-")
+    right.axhline(3.0, color="gray", ls="--", lw=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("training simulations")
+    right.set_ylabel(r"largest TARP deviation ($\sigma$)")
+    compression = runs[0][1].attrs["compression"]
+    fig.suptitle(f"coverage against training-set size, {compression}")
+    return fig
+
+
+def training_size(coverage, estimators, output) -> None:
+    _save(_figure_training_size(coverage, estimators), output)

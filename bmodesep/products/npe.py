@@ -48,8 +48,17 @@ def write_simulations(
     bin_edges: np.ndarray,
     nside: int,
     lmax: int,
+    foreground: str | None = None,
+    foreground_sigma_beta: float | None = None,
+    fsky: float = 1.0,
 ) -> Path:
-    """One chunk of a simulation set; ``x`` maps each compression to its data vectors."""
+    """One chunk of a simulation set; ``x`` maps each compression to its data vectors.
+
+    A fixed-foreground set (``foreground``: the simulation whose foregrounds every member
+    shares) knows only the parameters in ``fixed`` (r, A_lens); the other columns of theta
+    are prior draws the simulation does not use.  ``foreground_sigma_beta``: the
+    footprint-weighted rms of that sky's spectral-index maps (eq. 25's quantity), when known.
+    """
     datasets = {
         THETA: io.Dataset(theta, "1", "parameters in the order of prior.PARAMETERS"),
         SEED: io.Dataset(seeds, "1", "seed of each simulation"),
@@ -73,6 +82,11 @@ def write_simulations(
             "bin_edges": np.asarray(bin_edges).tolist(),
             "nside": nside,
             "lmax": lmax,
+            "foreground": foreground or "",
+            "foreground_sigma_beta": -1.0
+            if foreground_sigma_beta is None
+            else foreground_sigma_beta,
+            "fsky": fsky,
         },
     )
 

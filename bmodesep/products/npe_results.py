@@ -20,6 +20,12 @@ TARP expected coverage, joint (row 0) then per parameter, at each credibility le
 ``npe_observed`` (``npe/{compression}/observed/{sim}.h5``,
 :func:`~bmodesep.stages.npe.npe_observed`): posteriors of a simulation's NILC maps (one
 per noise realisation) and the posterior predictive chi^2 check of the first.
+
+``ps_likelihood`` (``npe/ps_likelihood/posteriors/{set}.h5``,
+:func:`~bmodesep.stages.npe.npe_ps_likelihood`): emcee samples of the multi-frequency
+power-spectrum likelihood's nine parameters (App. E) for every dataset of a test set,
+the best fits and the r and A_lens summaries, with the set's attributes as
+``npe_posteriors`` has them (``compression`` = ``ps_likelihood``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ NPE_TUNING = "npe_tuning"
 NPE_POSTERIORS = "npe_posteriors"
 NPE_COVERAGE = "npe_coverage"
 NPE_OBSERVED = "npe_observed"
+PS_LIKELIHOOD = "ps_likelihood"
+BEST_FIT = "best_fit"  # [dataset, sampled parameter]
+CHI2_BEST = "chi2_best"  # [dataset]
+ACCEPTANCE = "acceptance"  # [dataset] mean acceptance fraction of the walkers
 
 STATE_PREFIX = "state/"  # state/<name>: a weight or buffer of the flow (torch state_dict)
 TRAINING_LOSS = "training_loss"  # [epoch] nats
@@ -239,9 +249,14 @@ def write_posteriors(
     fixed: Iterable[str],
     compression: str,
     estimator: str,
+    foreground: str = "",
+    sky: str = "",
+    fsky: float = 1.0,
 ) -> Path:
     """Posteriors of a test set (``samples`` stored as float32); ``summary`` as
-    :func:`bmodesep.stages.npe.summarise` returns it."""
+    :func:`bmodesep.stages.npe.summarise` returns it.  ``foreground``/``sky``: the
+    simulation and sky of a fixed-foreground set ("" otherwise); its ``true_sigma_beta`` is
+    then the sky's index rms over the footprint (negative where unknown)."""
     datasets = {
         SAMPLES: D(np.asarray(samples).astype(np.float32), "1", "[dataset, sample, parameter]"),
         THETA: D(theta, "1", "true parameters"),
@@ -261,6 +276,9 @@ def write_posteriors(
             "compression": compression,
             "parameters": list(PARAMETERS),
             "estimator": str(estimator),
+            "foreground": foreground,
+            "sky": sky,
+            "fsky": fsky,
         },
     )
 
@@ -408,6 +426,88 @@ def read_observed(path) -> io.Product:
     if p[CHI2_PREDICTIVE].size == 0:
         raise DataError(f"{p.path}: no posterior predictive draws")
     return p
+
+
+# ---------------------------------------------------------------- power-spectrum likelihood
+def write_ps_likelihood(
+    path,
+    samples: np.ndarray,
+    best_fit: np.ndarray,
+    chi2_best: np.ndarray,
+    acceptance: np.ndarray,
+    theta: np.ndarray,
+    summary: Mapping[str, np.ndarray],
+    provenance: Mapping[str, Any],
+    *,
+    sampled: Sequence[str],
+    set_name: str,
+    fixed: Iterable[str],
+    foreground: str,
+    sky: str,
+    fsky: float,
+    n_data: int,
+) -> Path:
+    """Posterior samples ``[dataset, sample, sampled]`` of the likelihood of a test set;
+    ``summary``: ``r_mean``, ``r_hdi``, ``A_lens_mean``, ``A_lens_hdi``."""
+    datasets = {
+        SAMPLES: D(np.asarray(samples).astype(np.float32), "1", "[dataset, sample, sampled]"),
+        BEST_FIT: D(best_fit, "1", "maximum posterior, [dataset, sampled]"),
+        CHI2_BEST: D(chi2_best, "1", f"chi^2 at the best fit ({n_data} numbers)"),
+        ACCEPTANCE: D(acceptance, "1", "mean acceptance fraction of the walkers"),
+        THETA: D(theta, "1", "true parameters (prior.PARAMETERS order)"),
+    }
+    for q in ("r", "A_lens"):
+        datasets[summary_mean(q)] = D(summary[f"{q}_mean"], "1", f"posterior mean of {q}")
+        datasets[summary_hdi(q)] = D(summary[f"{q}_hdi"], "1", f"68% HDI of {q}")
+    return io.write_product(
+        path,
+        PS_LIKELIHOOD,
+        datasets,
+        provenance,
+        {
+            "set": set_name,
+            "fixed": list(fixed),
+            "compression": "ps_likelihood",
+            "parameters": list(PARAMETERS),
+            "sampled": list(sampled),
+            "foreground": foreground,
+            "sky": sky,
+            "fsky": fsky,
+            "n_data": n_data,
+        },
+    )
+
+
+def read_ps_likelihood(path) -> io.Product:
+    """The likelihood's posteriors of a test set (attributes as ``npe_posteriors``)."""
+    expect = {
+        SAMPLES: ((None, None, None), "1"),
+        BEST_FIT: ((None, None), "1"),
+        CHI2_BEST: ((None,), "1"),
+        ACCEPTANCE: ((None,), "1"),
+        THETA: ((None, _NP), "1"),
+        summary_mean("r"): ((None,), "1"),
+        summary_hdi("r"): ((None, 2), "1"),
+        summary_mean("A_lens"): ((None,), "1"),
+        summary_hdi("A_lens"): ((None, 2), "1"),
+    }
+    p = io.read_product(path, PS_LIKELIHOOD, expect)
+    _check_attrs(p, ("set", "fixed", "compression", "parameters", "sampled"))
+    _check_parameters(p)
+    _same_rows(p, p[SAMPLES].shape[0], expect, "datasets")
+    if p[SAMPLES].shape[2] != len(p.attrs["sampled"]):
+        raise DataError(
+            f"{p.path}: samples of {p[SAMPLES].shape[2]} parameters, "
+            f"{len(p.attrs['sampled'])} named in 'sampled'"
+        )
+    return p
+
+
+def read_r_posteriors(path) -> io.Product:
+    """An ``npe_posteriors`` or a ``ps_likelihood`` product (both have the r summaries)."""
+    if _kind(path) == PS_LIKELIHOOD:
+        return read_ps_likelihood(path)
+    return read_posteriors(path)
 
 
 def read_posteriors_or_observed(path) -> io.Product:

@@ -165,6 +165,19 @@ def _has(path, name: str) -> bool:
         return False  # read_product reports the problem with the file
 
 
+def read_hits_map(path, field: int = 0) -> np.ndarray:
+    """A hits map ``[npix]`` (HEALPix FITS, RING ordering, any nside)."""
+    import healpy as hp
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"missing hits map {path}")
+    try:
+        return np.asarray(hp.read_map(path, field=field), float)
+    except (OSError, IndexError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read the hits map {path} (field {field}): {exc}") from exc
+
+
 def read_patch_map(path, dataset: str, nside: int) -> np.ndarray:
     """An integer patch map ``[npix]`` from an HDF5 file (labels >= 0)."""
     path = Path(path)

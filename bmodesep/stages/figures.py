@@ -85,6 +85,26 @@ def npe_summary(config, posteriors, output) -> None:
     sbi.summary(posteriors, output)
 
 
+def npe_table3(config, posteriors, output) -> None:
+    """Table 3: mean r, mean posterior width and bias per fixed-foreground sky (CSV)."""
+    sbi.table3(posteriors, output)
+
+
+def fig_fixed_foreground(config, posteriors, output) -> None:
+    """Posterior means of r per fixed-foreground sky (Figs. 5-6)."""
+    sbi.fixed_foreground(posteriors, output)
+
+
+def fig_likelihood(config, posteriors, likelihood, output) -> None:
+    """SBI against the power-spectrum likelihood on one test set (Figs. 2, 3)."""
+    sbi.likelihood(posteriors, likelihood, output)
+
+
+def fig_training_size(config, coverage, estimators, output) -> None:
+    """TARP coverage against the training-set size (Fig. 1)."""
+    sbi.training_size(coverage, estimators, output)
+
+
 def fig_recovery(config, recovery, selections, output) -> None:
     """The selection objectives through the true patch counts, per zone (sec. 5.1)."""
     kabalan.recovery(recovery, selections, output)

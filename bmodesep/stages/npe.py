@@ -46,6 +46,7 @@ from bmodesep.core.npe import coverage, prior, simulator
 from bmodesep.core.npe.sets import set_parameters
 from bmodesep.core.npe.sets import simulation_seed as set_simulation_seed
 from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate import footprint, foregrounds
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import Progress, timed
 from bmodesep.products import checkpoint, io, sims
@@ -53,7 +54,7 @@ from bmodesep.products import npe as simulations
 from bmodesep.products import npe_results as results
 from bmodesep.products.nilc import nilc_alm, read_nilc
 from bmodesep.products.npe import read_chunks
-from bmodesep.settings import npe_setup, simulation_sets
+from bmodesep.settings import npe_setup, pysm_data_dir, simulation_sets
 
 if TYPE_CHECKING:  # torch is imported by the steps that train or sample, not by npe_chunk
     from bmodesep.core.npe import flows
@@ -86,15 +87,62 @@ def _hyperparameters(config, tuning_path) -> tuple[flows.Hyperparameters, str]:
     return flows.hyperparameters(config["npe"]["hyperparameters"] | best), str(tuning_path)
 
 
+def npe_footprint(config: Mapping[str, Any]) -> np.ndarray | None:
+    """The apodised mask of ``npe.footprint`` at the estimator's nside (None: full sky)."""
+    spec, nside = config["npe"]["footprint"], config["npe"]["nside"]
+    if spec["source"] == "full":
+        return None
+    if spec["source"] == "synthetic":
+        return footprint.synthetic_footprint(
+            nside,
+            spec["fsky"],
+            spec["apodisation_deg"],
+            spec["centre_deg"],
+            spec["galactic_cut_deg"],
+        )
+    hits = sims.read_hits_map(spec["hits_file"], spec["hits_field"])
+    return footprint.footprint_from_hits(
+        hits, nside, spec["hits_threshold"], spec["apodisation_deg"], spec["hits_file"]
+    )
+
+
 def _setups(config, spectra_path) -> dict[str, simulator.Setup]:
     """One forward model per configured compression."""
     npe = config["npe"]
     camb = sims.read_spectra(spectra_path, npe["lmax"] or 3 * npe["nside"] - 1)
-    return {c: npe_setup(config, camb, c) for c in npe["compressions"]}
+    mask = npe_footprint(config)
+    if mask is not None:
+        log.info("footprint %s: f_sky = %.3f", npe["footprint"]["source"], mask.mean())
+    return {c: npe_setup(config, camb, c, mask) for c in npe["compressions"]}
 
 
-def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) -> None:
-    """Rule npe_chunk: (theta, x, seed) of one chunk of a simulation set, checkpointed."""
+def fixed_foreground(config, sim_set, sky_path, setup: simulator.Setup):
+    """The B-mode alm ``[freq, nalm]`` of a fixed-foreground set's sky, and the footprint-
+    weighted rms of its spectral-index maps (sigma_beta of eq. 25; None for PySM skies)."""
+    sky_cfg = config["skies"][config["simulations"][sim_set.foreground]["sky"]]
+    _, drawn = sims.read_sky(sky_path, setup.nside)
+    qu = foregrounds.foreground_at(
+        sky_cfg.get("pysm"), drawn, setup.nside, setup.instrument.frequencies_ghz, pysm_data_dir()
+    )
+    sigma = None
+    if drawn is not None:
+        w = np.ones(qu.shape[-1]) if setup.mask is None else setup.mask
+        sigma = float(np.hypot(_weighted_std(drawn.beta_d, w), _weighted_std(drawn.beta_s, w)))
+    return simulator.foreground_b_alm(qu, setup), sigma
+
+
+def _weighted_std(x: np.ndarray, w: np.ndarray) -> float:
+    mean = np.sum(w * x) / np.sum(w)
+    return float(np.sqrt(np.sum(w * (x - mean) ** 2) / np.sum(w)))
+
+
+def npe_chunk(
+    config: Mapping[str, Any], set: str, chunk: int, spectra, output, foreground=None
+) -> None:
+    """Rule npe_chunk: (theta, x, seed) of one chunk of a simulation set, checkpointed.
+
+    ``foreground``: the sky product of a fixed-foreground set's simulation.
+    """
     set_name, spectra_path = set, spectra
     npe = config["npe"]
     sets = simulation_sets(config)
@@ -105,13 +153,28 @@ def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) 
     sim_set = sets[set_name]
     if not 0 <= chunk < sim_set.chunks:
         raise DataError(f"chunk {chunk} outside 0..{sim_set.chunks - 1} of set '{set_name}'")
+    if sim_set.foreground is not None and foreground is None:
+        raise ConfigError(
+            f"test set '{set_name}' holds the foreground of '{sim_set.foreground}': "
+            "give --foreground SKY.h5"
+        )
     setups = _setups(config, spectra_path)
+    first = next(iter(setups.values()))
+    fg_alm, fg_sigma = None, None
+    if sim_set.foreground is not None:  # its sky's config is in npe_config (the fingerprint)
+        fg_alm, fg_sigma = fixed_foreground(config, sim_set, foreground, first)
     thetas = set_parameters(sim_set, chunk, npe["seed"])
     n = thetas.shape[0]
     seeds = np.array(
         [set_simulation_seed(npe["seed"], set_name, chunk, i) for i in range(n)], dtype=np.int64
     )
     xs = {c: np.empty((n, s.data_vector_length)) for c, s in setups.items()}
+    with_spectra = set_name in npe["ps_likelihood"]["sets"]
+    if with_spectra:
+        n_f = first.instrument.n_freq
+        xs[simulator.FREQUENCY_SPECTRA] = np.empty(
+            (n, n_f * (n_f + 1) // 2 * (first.edges.size - 1))
+        )
     cost = np.empty(n)
     blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
     job = checkpoint.fingerprint(npe_config(config), set=set_name, chunk=chunk)
@@ -134,13 +197,15 @@ def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) 
             continue
         for i in block:
             c0 = time.process_time()
-            for c, x in simulator.simulate_compressions(thetas[i], int(seeds[i]), setups).items():
+            data = simulator.simulate_compressions(
+                thetas[i], int(seeds[i]), setups, fg_alm, with_spectra
+            )
+            for c, x in data.items():
                 xs[c][i] = x
             cost[i] = time.process_time() - c0
             progress.step(f"{cost[i]:.2f} CPU-s")
         piece = simulations.block_datasets({c: x[block] for c, x in xs.items()}, cost[block])
         parts.write(b, piece, provenance)
-    first = next(iter(setups.values()))
     simulations.write_simulations(
         output,
         thetas,
@@ -154,6 +219,9 @@ def npe_chunk(config: Mapping[str, Any], set: str, chunk: int, spectra, output) 
         bin_edges=first.edges,
         nside=first.nside,
         lmax=first.lmax,
+        foreground=sim_set.foreground,
+        foreground_sigma_beta=fg_sigma,
+        fsky=1.0 if first.mask is None else float(first.mask.mean()),
     )
     parts.remove()
 
@@ -263,19 +331,26 @@ def npe_posterior(config, estimator, chunks, output) -> None:
     first = simulations.read_simulations_head(chunk_paths[0])
     with timed(f"{x.shape[0]} posteriors of {npe['posterior_samples']} samples"):
         samples = _sample_all(post, x, npe["posterior_samples"], npe["seed"])
+    fg = str(first.attrs.get("foreground", ""))
+    truth = true_sigma_beta(theta)
+    if fg:  # the sky's own index rms over the footprint (negative: unknown, a PySM sky)
+        truth = np.full(theta.shape[0], float(first.attrs["foreground_sigma_beta"]))
     results.write_posteriors(
         output,
         samples,
         theta,
         x,
         seeds,
-        true_sigma_beta(theta),
+        truth,
         summarise(samples),
         io.provenance(estimator_config(config, compression), npe["seed"], "npe_posterior"),
         set_name=first.attrs["set"],
         fixed=first.attrs["fixed"],
         compression=compression,
         estimator=str(estimator_path),
+        foreground=fg,
+        sky=config["simulations"][fg]["sky"] if fg else "",
+        fsky=float(first.attrs.get("fsky", 1.0)),
     )
 
 
@@ -347,19 +422,7 @@ def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
         )
     samples = _sample_all(post, x_obs, npe["posterior_samples"], npe["seed"])
     # posterior predictive check of the first realisation (sec. III.3)
-    pred = npe["predictive"]
-    n_cov = pred["covariance_simulations"] or x_obs.shape[1] + 20
-    draws = samples[0][rng_for(npe["seed"], "ppc-draws").permutation(samples.shape[1])]
-    draws = draws[: pred["simulations"]]
-    mean = samples[0].mean(axis=0)
-
-    def simulate(theta, stream, i):
-        return simulator.simulate(theta, simulation_seed(npe["seed"], stream, i), setup)
-
-    with timed(f"posterior predictive check: {len(draws)} + {n_cov} simulations"):
-        x_pred = np.stack([simulate(t, "ppc", i) for i, t in enumerate(draws)])
-        x_cov = np.stack([simulate(mean, "ppc-cov", i) for i in range(n_cov)])
-    check = coverage.predictive_chi2(x_obs[0], x_pred, x_cov)
+    x_pred, x_cov, check = predictive_check(npe, setup, samples[0], x_obs[0], "")
     log.info("%s: chi2 %.1f, p = %.3f", simulation, check.chi2_observed, check.p_value)
     results.write_observed(
         output,
@@ -375,6 +438,126 @@ def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
         chi2_observed=check.chi2_observed,
         ppc_p_value=check.p_value,
         nilc=str(nilc_path),
+    )
+
+
+def predictive_check(npe, setup: simulator.Setup, samples: np.ndarray, x_obs, label: str):
+    """Sec. III.3's check of one data vector: simulations of the training model at posterior
+    draws and, for the covariance, at the posterior mean; chi^2 of each against the data's.
+
+    ``label`` keeps the seeds of different checks apart ("" for the observed skies).
+    """
+    pred = npe["predictive"]
+    n_cov = pred["covariance_simulations"] or x_obs.shape[0] + 20
+    draws = samples[rng_for(npe["seed"], "ppc-draws").permutation(samples.shape[0])]
+    draws = draws[: pred["simulations"]]
+    mean = samples.mean(axis=0)
+
+    def simulate(theta, stream, i):
+        return simulator.simulate(theta, simulation_seed(npe["seed"], label + stream, i), setup)
+
+    with timed(f"posterior predictive check: {len(draws)} + {n_cov} simulations"):
+        x_pred = np.stack([simulate(t, "ppc", i) for i, t in enumerate(draws)])
+        x_cov = np.stack([simulate(mean, "ppc-cov", i) for i in range(n_cov)])
+    return x_pred, x_cov, coverage.predictive_chi2(x_obs, x_pred, x_cov)
+
+
+def npe_predictive(config, posteriors, spectra, output) -> None:
+    """Rule npe_predictive: the predictive check (Fig. 9) of a test set's first dataset,
+    e.g. a fixed-foreground sky, against the training model."""
+    npe = config["npe"]
+    post = results.read_posteriors(posteriors)
+    compression = post.attrs["compression"]
+    setup = _setups(config, spectra)[compression]
+    samples, x_obs = post[results.SAMPLES].astype(float), post[results.X]
+    set_name = str(post.attrs["set"])
+    x_pred, x_cov, check = predictive_check(npe, setup, samples[0], x_obs[0], f"{set_name}:")
+    log.info("%s: chi2 %.1f, p = %.3f", set_name, check.chi2_observed, check.p_value)
+    label = post.attrs.get("sky") or set_name
+    results.write_observed(
+        output,
+        samples[:1],
+        x_obs[:1],
+        x_pred,
+        check.chi2_predictive,
+        x_cov,
+        {k: v[:1] for k, v in summarise(samples[:1]).items()},
+        io.provenance(estimator_config(config, compression), npe["seed"], "npe_predictive"),
+        simulation=f"{set_name} ({label})" if label != set_name else set_name,
+        compression=compression,
+        chi2_observed=check.chi2_observed,
+        ppc_p_value=check.p_value,
+        nilc="",
+    )
+
+
+def npe_ps_likelihood(config, chunks, spectra, output) -> None:
+    """Rule ps_likelihood: the App. E power-spectrum likelihood on every dataset of a test
+    set (the frequency spectra its chunks store), sampled with emcee."""
+    from bmodesep.core.npe import ps_likelihood as pl
+
+    npe, spec = config["npe"], config["npe"]["ps_likelihood"]
+    theta, x, _ = read_chunks(chunks, simulator.FREQUENCY_SPECTRA)
+    first = simulations.read_simulations_head(chunks[0])
+    set_name = str(first.attrs["set"])
+    setup = next(iter(_setups(config, spectra).values()))
+    model = pl.model_from_setup(setup)
+    n_samples = npe["posterior_samples"]
+    samples = np.empty((x.shape[0], n_samples, len(pl.SAMPLED)))
+    best, chi2, accept = (
+        np.empty((x.shape[0], len(pl.SAMPLED))),
+        np.empty(x.shape[0]),
+        np.empty(x.shape[0]),
+    )
+    progress = Progress(f"ps_likelihood {set_name}", x.shape[0], "datasets")
+    for i, data in enumerate(x):
+        chain = pl.analyse(
+            model,
+            data,
+            npe["prior"],
+            rng_for(npe["seed"], f"ps-likelihood:{set_name}", i),
+            spec["walkers"],
+            spec["steps"],
+            spec["burn"],
+            n_samples,
+        )
+        if chain.samples.shape[0] < n_samples:
+            raise ConfigError(
+                f"npe.ps_likelihood: {chain.samples.shape[0]} samples after burn-in, "
+                f"npe.posterior_samples asks {n_samples}: raise steps or walkers"
+            )
+        samples[i], best[i], chi2[i], accept[i] = (
+            chain.samples,
+            chain.best_fit,
+            chain.chi2_best,
+            chain.acceptance,
+        )
+        progress.step(
+            f"r = {chain.samples[:, 0].mean():.4f}, chi2 {chain.chi2_best:.1f} / {data.size}, "
+            f"acceptance {chain.acceptance:.2f}"
+        )
+    summary = {}
+    for q in ("r", "A_lens"):
+        values = samples[..., pl.SAMPLED.index(q)]
+        summary[f"{q}_mean"] = values.mean(axis=-1)
+        summary[f"{q}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in values])
+    fg = str(first.attrs.get("foreground", ""))
+    results.write_ps_likelihood(
+        output,
+        samples,
+        best,
+        chi2,
+        accept,
+        theta,
+        summary,
+        io.provenance(npe_config(config), npe["seed"], "ps_likelihood"),
+        sampled=pl.SAMPLED,
+        set_name=set_name,
+        fixed=first.attrs["fixed"],
+        foreground=fg,
+        sky=config["simulations"][fg]["sky"] if fg else "",
+        fsky=float(first.attrs.get("fsky", 1.0)),
+        n_data=x.shape[1],
     )
 
 

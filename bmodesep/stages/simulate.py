@@ -14,7 +14,6 @@ and writes one product through :mod:`bmodesep.products.sims`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +27,7 @@ from bmodesep.config import (
 )
 from bmodesep.core import harmonics
 from bmodesep.core.randomness import rng_for
-from bmodesep.core.simulate import cmb
+from bmodesep.core.simulate import cmb, foregrounds
 from bmodesep.core.simulate import masks as galactic
 from bmodesep.core.simulate.instrument import (
     noise_cl,
@@ -37,18 +36,17 @@ from bmodesep.core.simulate.instrument import (
     simulate_noise,
     white_noise_sigma_per_pixel,
 )
-from bmodesep.core.simulate.pysm_sky import pysm_frequency_maps, require_templates
+from bmodesep.core.simulate.pysm_sky import require_templates
 from bmodesep.core.simulate.sky import (
     PATCH_PARAMETERS,
     ParametricSky,
-    foreground_maps,
     simulate_parametric_sky,
     superpixel_patches,
 )
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import timed
 from bmodesep.products import sims
-from bmodesep.settings import cosmology, resolve_instrument, sky_model
+from bmodesep.settings import cosmology, pysm_data_dir, resolve_instrument, sky_model
 
 
 def _simulation(config: Mapping[str, Any], name: str):
@@ -156,17 +154,7 @@ def foreground_at(
     sky_cfg: Mapping[str, Any], sky: ParametricSky | None, nside: int, freqs_ghz
 ) -> np.ndarray:
     """Foreground Q/U ``[freq, 2, npix]`` uK_CMB of a parametric or PySM sky."""
-    if sky is not None:
-        return foreground_maps(sky, freqs_ghz)
-    p = sky_cfg["pysm"]
-    return pysm_frequency_maps(
-        p["preset"], nside, freqs_ghz, pysm_data_dir(), p["cmb_from_pysm"], p["allow_download"]
-    )
-
-
-def pysm_data_dir() -> str | None:
-    """PySM's template folder, ``$PYSM_LOCAL_DATA`` (None when it is not set)."""
-    return os.environ.get("PYSM_LOCAL_DATA")
+    return foregrounds.foreground_at(sky_cfg.get("pysm"), sky, nside, freqs_ghz, pysm_data_dir())
 
 
 def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=None) -> None:

@@ -5,6 +5,7 @@
 # with values the concrete path (for input functions and targets).
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,13 @@ NPE = config["npe"]
 NPE_SETS = simulation_sets(config) if NPE["chunks"] else {}
 NPE_COMPRESSIONS = NPE["compressions"] if NPE["chunks"] else []
 NPE_TEST_SETS = [s for s in NPE_SETS if s != "train"]
+NPE_FIXED_SETS = [s for s, v in NPE_SETS.items() if v.foreground is not None]
+NPE_PS_SETS = NPE["ps_likelihood"]["sets"] if NPE_SETS else []
+# Fig. 1: nested training subsets, named by their fraction ("0.1") -> number of chunks
+NPE_SUBSETS = {
+    f"{f:g}": max(1, math.ceil(f * NPE["chunks"]))
+    for f in (NPE["training_fractions"] if NPE_SETS else [])
+}
 
 
 def one_of(names):
@@ -57,6 +65,7 @@ wildcard_constraints:
     method=one_of(COMPSEP_METHODS),
     compression=one_of(NILC["compressions"]),
     set=one_of(NPE_SETS),
+    fraction=one_of(NPE_SUBSETS),
     chunk=r"\d+",
     k=r"\d+",
     seed=r"\d+",
@@ -145,6 +154,22 @@ def observed_file(compression="{compression}", sim="{sim}"):
 
 def compsep_figure(name, sim="{sim}", ext="png"):
     return f"{FIGURES}/{sim}/{name}.{ext}"
+
+
+def predictive_file(compression="{compression}", set="{set}"):
+    return f"{RESULTS}/npe/{compression}/predictive/{set}.h5"
+
+
+def subset_file(name, compression="{compression}", fraction="{fraction}"):
+    return f"{RESULTS}/npe/{compression}/subsets/{fraction}/{name}.h5"
+
+
+def subset_training_chunks(wildcards):
+    return npe_set_chunks("train")[: NPE_SUBSETS[wildcards.fraction]]
+
+
+def ps_likelihood_file(set="{set}"):
+    return f"{RESULTS}/npe/ps_likelihood/posteriors/{set}.h5"
 
 
 def npe_figure(name, compression=None):
@@ -322,6 +347,21 @@ def nilc_mask_arg(wildcards, input):
     return f"--masks {input.masks}" if NILC["mask"] is not None else ""
 
 
+def npe_chunk_inputs(wildcards):
+    """CAMB spectra, the sky of a fixed-foreground set, the footprint's hits map."""
+    inputs = {"spectra": spectra_file()}
+    fixed = NPE_SETS[wildcards.set].foreground
+    if fixed is not None:
+        inputs["foreground"] = sky_file(fixed)
+    if NPE["footprint"]["source"] == "hits":
+        inputs["hits"] = NPE["footprint"]["hits_file"]
+    return inputs
+
+
+def npe_foreground_arg(wildcards, input):
+    return f"--foreground {input.foreground}" if hasattr(input, "foreground") else ""
+
+
 def npe_set_chunks(name):
     return [npe_chunk_file(name, i) for i in range(NPE_SETS[name].chunks)]
 
@@ -343,6 +383,16 @@ def npe_tuning_arg(wildcards, input):
 
 def observed_files(wildcards):
     return [observed_file(wildcards.compression, s) for s in NPE["observed"]]
+
+
+def fixed_predictive_files(wildcards):
+    return [predictive_file(wildcards.compression, s) for s in NPE_FIXED_SETS]
+
+
+def fixed_set_posteriors():
+    """SBI posteriors of every fixed-foreground set, and the likelihood's where it runs."""
+    out = [posterior_file(c, s) for c in NPE_COMPRESSIONS for s in NPE_FIXED_SETS]
+    return out + [ps_likelihood_file(s) for s in NPE_FIXED_SETS if s in NPE_PS_SETS]
 
 
 def set_posteriors(wildcards):
@@ -373,6 +423,12 @@ def npe_figure_targets():
     for s in NPE_TEST_SETS:
         if s != "coverage":
             out += [npe_figure(f"r_vs_sigma_beta_{s}.png"), npe_figure(f"sigma_r_{s}.png")]
+    out += [npe_figure(f"likelihood_{s}.png") for s in NPE_PS_SETS]
+    if NPE_SUBSETS:
+        out += [npe_figure("training_size.png", c) for c in NPE_COMPRESSIONS]
+    if NPE_FIXED_SETS:
+        out += [npe_figure("table3.csv"), npe_figure("fixed_foreground.png")]
+        out += [npe_figure("predictive_fixed.png", c) for c in NPE_COMPRESSIONS]
     return out
 
 

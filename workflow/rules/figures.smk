@@ -249,6 +249,34 @@ rule fig_tarp:
         "--output {output} > {log} 2>&1"
 
 
+rule fig_training_size:
+    input:
+        coverage=[subset_file("coverage", fraction=f) for f in NPE_SUBSETS],
+        estimators=[subset_file("estimator", fraction=f) for f in NPE_SUBSETS],
+    output:
+        report(
+            npe_figure("training_size.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/training_size.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_training_size", "{compression}"),
+    benchmark:
+        benchmark_file("figures", "fig_training_size", "{compression}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_training_size --config {params.config} --coverage "
+        "{input.coverage} --estimators {input.estimators} --output {output} > {log} 2>&1"
+
+
 rule fig_corner:
     input:
         posteriors=posterior_file(),
@@ -328,6 +356,115 @@ rule fig_predictive:
     shell:
         "bmodesep figures fig_predictive --config {params.config} --observed "
         "{input.observed} --output {output} > {log} 2>&1"
+
+
+rule fig_predictive_fixed:
+    input:
+        observed=fixed_predictive_files,
+    output:
+        report(
+            npe_figure("predictive_fixed.png", "{compression}"),
+            category="duivenvoorden2025",
+            subcategory="{compression}",
+            caption="../report/predictive.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_predictive_fixed", "{compression}"),
+    benchmark:
+        benchmark_file("figures", "fig_predictive_fixed", "{compression}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_predictive --config {params.config} --observed "
+        "{input.observed} --output {output} > {log} 2>&1"
+
+
+rule fig_likelihood:
+    input:
+        posteriors=set_posteriors,
+        likelihood=ps_likelihood_file(),
+    output:
+        report(
+            npe_figure("likelihood_{set}.png"),
+            category="duivenvoorden2025",
+            subcategory="test sets",
+            caption="../report/likelihood.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_likelihood", "{set}"),
+    benchmark:
+        benchmark_file("figures", "fig_likelihood", "{set}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_likelihood --config {params.config} --posteriors "
+        "{input.posteriors} --likelihood {input.likelihood} --output {output} > {log} 2>&1"
+
+
+rule npe_table3:
+    input:
+        posteriors=fixed_set_posteriors(),
+    output:
+        report(
+            npe_figure("table3.csv"),
+            category="duivenvoorden2025",
+            subcategory="fixed-foreground skies",
+            caption="../report/table3.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "npe_table3"),
+    benchmark:
+        benchmark_file("figures", "npe_table3")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures npe_table3 --config {params.config} --posteriors {input.posteriors} "
+        "--output {output} > {log} 2>&1"
+
+
+rule fig_fixed_foreground:
+    input:
+        posteriors=fixed_set_posteriors(),
+    output:
+        report(
+            npe_figure("fixed_foreground.png"),
+            category="duivenvoorden2025",
+            subcategory="fixed-foreground skies",
+            caption="../report/fixed_foreground.rst",
+        ),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("figures", "fig_fixed_foreground"),
+    benchmark:
+        benchmark_file("figures", "fig_fixed_foreground")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        PLOT_ENV
+    shell:
+        "bmodesep figures fig_fixed_foreground --config {params.config} --posteriors "
+        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
 rule fig_r_vs_sigma_beta:

@@ -5,11 +5,12 @@
 
 rule npe_chunk:
     input:
-        spectra=spectra_file(),
+        unpack(npe_chunk_inputs),
     output:
         npe_chunk_file(),
     params:
         config=npe_stage_config,
+        foreground=npe_foreground_arg,
     log:
         log_file("npe_chunk", "{set}", "{chunk}"),
     benchmark:
@@ -22,7 +23,8 @@ rule npe_chunk:
         SIM_ENV
     shell:
         "bmodesep npe npe_chunk --config {params.config} --spectra {input.spectra} "
-        "--set {wildcards.set} --chunk {wildcards.chunk} --output {output} > {log} 2>&1"
+        "--set {wildcards.set} --chunk {wildcards.chunk} {params.foreground} --output {output} "
+        "> {log} 2>&1"
 
 
 rule npe_simulations:
@@ -146,6 +148,102 @@ rule npe_observed:
         "bmodesep npe npe_observed --config {params.config} --estimator {input.estimator} "
         "--nilc {input.nilc} --spectra {input.spectra} --simulation {wildcards.sim} "
         "--output {output} > {log} 2>&1"
+
+
+# Fig. 1: the same training on nested subsets of the training chunks, TARP for each
+rule npe_train_subset:
+    input:
+        chunks=subset_training_chunks,
+    output:
+        subset_file("estimator"),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_train_subset", "{compression}", "{fraction}"),
+    benchmark:
+        benchmark_file("npe_train_subset", "{compression}", "{fraction}")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=runtime_per_attempt(240),
+        gpu=0,
+    conda:
+        TORCH_ENV
+    shell:
+        "bmodesep npe npe_train --config {params.config} --compression {wildcards.compression} "
+        "--chunks {input.chunks} --gpus {resources.gpu} --output {output} > {log} 2>&1"
+
+
+rule npe_coverage_subset:
+    input:
+        estimator=subset_file("estimator"),
+        chunks=npe_set_chunks("coverage") if "coverage" in NPE_SETS else [],
+    output:
+        posteriors=subset_file("posteriors_coverage"),
+        coverage=subset_file("coverage"),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_coverage_subset", "{compression}", "{fraction}"),
+    benchmark:
+        benchmark_file("npe_coverage_subset", "{compression}", "{fraction}")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        TORCH_ENV
+    shell:
+        "(bmodesep npe npe_posterior --config {params.config} --estimator {input.estimator} "
+        "--chunks {input.chunks} --output {output.posteriors} && "
+        "bmodesep npe npe_coverage --config {params.config} --posteriors {output.posteriors} "
+        "--output {output.coverage}) > {log} 2>&1"
+
+
+rule npe_ps_likelihood:
+    input:
+        chunks=npe_wildcard_set_chunks,
+        spectra=spectra_file(),
+    output:
+        ps_likelihood_file(),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_ps_likelihood", "{set}"),
+    benchmark:
+        benchmark_file("npe_ps_likelihood", "{set}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    conda:
+        SIM_ENV
+    shell:
+        "bmodesep npe npe_ps_likelihood --config {params.config} --chunks {input.chunks} "
+        "--spectra {input.spectra} --output {output} > {log} 2>&1"
+
+
+rule npe_predictive:
+    input:
+        posteriors=posterior_file(),
+        spectra=spectra_file(),
+    output:
+        predictive_file(),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_predictive", "{compression}", "{set}"),
+    benchmark:
+        benchmark_file("npe_predictive", "{compression}", "{set}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        TORCH_ENV
+    shell:
+        "bmodesep npe npe_predictive --config {params.config} --posteriors {input.posteriors} "
+        "--spectra {input.spectra} --output {output} > {log} 2>&1"
 
 
 rule npe_all:

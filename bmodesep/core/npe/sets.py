@@ -23,6 +23,7 @@ class SimulationSet(NamedTuple):
     fixed: dict[str, float]  # parameters held at these values
     simulations: int
     per_chunk: int
+    foreground: str | None = None  # a simulation whose foregrounds every member shares
 
     @property
     def chunks(self) -> int:

@@ -9,7 +9,9 @@ For one parameter vector and seed (secs. II.1, II.2, II.4 and Appendix A):
    beta_s (eqs. 7, 11), T_d fixed; each band's foreground B map is the amplitude maps
    scaled pixel by pixel by the SEDs (the paper simulates B modes as scalar fields);
 4. per band: beam and high-pass filter (eq. A2) on the sky, 1/f noise of eq. A1 per split
-   (two splits, noise variance x2 each), all in harmonic space;
+   (two splits, noise variance x2 each), all in harmonic space; with a footprint (the
+   paper's mask M, :mod:`bmodesep.core.simulate.footprint`) each band's and split's Q/U
+   maps are multiplied by it and analysed back to B modes;
 5. the compression (default: joint NILC of CMB, dust, synchrotron, d/dbeta_d, d/dbeta_s),
    run on each split's alm;
 6. cross-split auto and cross spectra of the components, binned 30 <= l <= 200 in
@@ -31,11 +33,13 @@ from bmodesep.core.nilc import datavector, ilc
 from bmodesep.core.npe.prior import PARAMETERS
 from bmodesep.core.randomness import rng_for
 from bmodesep.core.simulate.cmb import CMBSpectra
+from bmodesep.core.simulate.footprint import mask_b_alm
 from bmodesep.core.simulate.instrument import Instrument, noise_cl, signal_transfer
 from bmodesep.core.simulate.sky import index_field_cl, power_law_cl
 from bmodesep.errors import ConfigError
 
 DUST_TEMPERATURE_K = 19.6
+FREQUENCY_SPECTRA = "frequency_spectra"  # the likelihood's data, stored like a compression
 
 
 class Setup(NamedTuple):
@@ -55,6 +59,8 @@ class Setup(NamedTuple):
     analysis_iterations: int = 0
     dust_freq_ref_ghz: float = 353.0
     sync_freq_ref_ghz: float = 23.0
+    mask: np.ndarray | None = None  # apodised footprint [npix]; None: full sky
+    mask_iterations: int = 3
 
     @property
     def data_vector_length(self) -> int:
@@ -72,6 +78,8 @@ def make_setup(
     ell_range: tuple[int, int] = (30, 200),
     bin_width: int = 15,
     analysis_iterations: int = 0,
+    mask: np.ndarray | None = None,
+    mask_iterations: int = 3,
 ) -> Setup:
     lmax = 3 * nside - 1 if lmax is None else int(lmax)
     if instrument.splits < 2:
@@ -79,6 +87,10 @@ def make_setup(
     if spectra.lmax < lmax:
         raise ConfigError(f"CMB spectra reach l = {spectra.lmax}, the simulator needs {lmax}")
     top = min(ell_range[1], lmax)
+    if mask is not None:
+        mask = np.asarray(mask, float)
+        if mask.shape != (harmonics.npix(nside),) or not np.all((mask >= 0) & (mask <= 1)):
+            raise ConfigError(f"the footprint must be [{harmonics.npix(nside)}] values in [0, 1]")
     return Setup(
         nside=nside,
         lmax=lmax,
@@ -92,6 +104,8 @@ def make_setup(
         settings=settings,
         edges=datavector.bin_edges(ell_range[0], top, bin_width),
         analysis_iterations=analysis_iterations,
+        mask=mask,
+        mask_iterations=mask_iterations,
     )
 
 
@@ -100,12 +114,23 @@ class Sky(NamedTuple):
     foreground_alm: np.ndarray  # [freq, nalm] B modes of dust + synchrotron per band
 
 
-def simulate_sky(theta, seed: int, setup: Setup) -> Sky:
-    """CMB and per-band foreground B-mode alm (no beam, no filter) for one theta."""
+def simulate_sky(theta, seed: int, setup: Setup, foreground_alm=None) -> Sky:
+    """CMB and per-band foreground B-mode alm (no beam, no filter) for one theta.
+
+    ``foreground_alm`` ``[freq, nalm]``: a fixed foreground (a test set's sky) used instead
+    of the one theta describes; only r and A_lens of theta matter then.
+    """
     p = dict(zip(PARAMETERS, np.asarray(theta, float), strict=True))
     lmax, nside = setup.lmax, setup.nside
     cmb_cl = p["r"] * setup.tensor_cl + p["A_lens"] * setup.lensing_cl
     cmb = harmonics.gaussian_alm(cmb_cl, lmax, rng_for(seed, "npe-cmb"))
+    if foreground_alm is not None:
+        expect = (setup.instrument.n_freq, harmonics.alm_size(lmax))
+        if foreground_alm.shape != expect:
+            raise ConfigError(
+                f"fixed foreground alm of shape {foreground_alm.shape}, expected {expect}"
+            )
+        return Sky(cmb, foreground_alm)
     cd = power_law_cl(p["A_d"], p["alpha_d"], lmax)
     cs = power_law_cl(p["A_s"], p["alpha_s"], lmax)
     cross = p["rho_ds"] * np.sqrt(cd * cs)
@@ -129,7 +154,8 @@ def simulate_sky(theta, seed: int, setup: Setup) -> Sky:
 
 
 def observe(sky: Sky, seed: int, setup: Setup) -> np.ndarray:
-    """Data alm ``[split, freq, nalm]``: beams and filter on the sky, noise per split."""
+    """Data alm ``[split, freq, nalm]``: beams and filter on the sky, noise per split, then
+    the footprint (if any) on each band's and split's Q/U maps."""
     lmax = setup.lmax
     signal = harmonics.almxfl(sky.foreground_alm + sky.cmb_alm[None], setup.transfer)
     sqrt_nl = np.sqrt(setup.noise_cl)
@@ -138,6 +164,8 @@ def observe(sky: Sky, seed: int, setup: Setup) -> np.ndarray:
         for f in range(signal.shape[0]):
             noise = harmonics.unit_gaussian_alm(lmax, rng_for(seed, "npe-noise", s, f))[0]
             out[s, f] = signal[f] + harmonics.almxfl(noise, sqrt_nl[f])
+    if setup.mask is not None:
+        out = mask_b_alm(out, setup.mask, setup.nside, lmax, setup.mask_iterations)
     return out
 
 
@@ -174,18 +202,43 @@ def check_theta(theta) -> np.ndarray:
     return theta
 
 
-def simulate(theta, seed: int, setup: Setup) -> np.ndarray:
+def simulate(theta, seed: int, setup: Setup, foreground_alm=None) -> np.ndarray:
     """theta ``[13]`` -> data vector (165 numbers for the default compression)."""
     theta = check_theta(theta)
-    return compress(observe(simulate_sky(theta, seed, setup), seed, setup), setup)
+    return compress(observe(simulate_sky(theta, seed, setup, foreground_alm), seed, setup), setup)
 
 
-def simulate_compressions(theta, seed: int, setups: Mapping[str, Setup]) -> dict[str, np.ndarray]:
-    """The data vectors of one sky and noise realisation under several compressions.
+def frequency_spectra(data_alm: np.ndarray, setup: Setup) -> np.ndarray:
+    """The power-spectrum likelihood's data (App. E): binned cross-split spectra of the
+    frequency maps, symmetrised over the band order, pair-major (bands as components)."""
+    return datavector.data_vector(data_alm[0], data_alm[1], setup.lmax, setup.edges)
+
+
+def simulate_compressions(
+    theta, seed: int, setups: Mapping[str, Setup], foreground_alm=None, with_spectra=False
+) -> dict[str, np.ndarray]:
+    """The data vectors of one sky and noise realisation under several compressions, and
+    with ``with_spectra`` its frequency spectra (key ``FREQUENCY_SPECTRA``).
 
     The setups must differ in their compression only (same instrument, nside, lmax).
     """
     theta = check_theta(theta)
     first = next(iter(setups.values()))
-    data = observe(simulate_sky(theta, seed, first), seed, first)
-    return {name: compress(data, s) for name, s in setups.items()}
+    data = observe(simulate_sky(theta, seed, first, foreground_alm), seed, first)
+    out = {name: compress(data, s) for name, s in setups.items()}
+    if with_spectra:
+        out[FREQUENCY_SPECTRA] = frequency_spectra(data, first)
+    return out
+
+
+def foreground_b_alm(foreground_qu: np.ndarray, setup: Setup) -> np.ndarray:
+    """B-mode alm ``[freq, nalm]`` of a sky's foreground Q/U maps ``[freq, 2, npix]``."""
+    expect = (setup.instrument.n_freq, 2, harmonics.npix(setup.nside))
+    if foreground_qu.shape != expect:
+        raise ConfigError(f"foreground maps of shape {foreground_qu.shape}, expected {expect}")
+    return np.stack(
+        [
+            harmonics.analysis(m, setup.nside, setup.lmax, 2, setup.analysis_iterations)[1]
+            for m in foreground_qu
+        ]
+    )
