@@ -171,27 +171,15 @@ def _check_skies(config: Mapping[str, Any]) -> list[str]:
 
 
 def _check_compsep(config: Mapping[str, Any]) -> list[str]:
-    """Component separation: simulations it can fit, bounds, multi-resolution tables."""
-    from bmodesep.settings import resolve_instrument  # local: settings imports the core
-
+    """Component separation: simulations it can fit, bounds, multi-resolution tables
+    (instruments with beams, filters and splits are brought to one resolution and one
+    split first: bmodesep.core.compsep.common_resolution)."""
     problems: list[str] = []
     cs = config["compsep"]
     for name in cs["simulations"]:
         if name not in config["simulations"]:
             problems.append(f"compsep.simulations: unknown simulation '{name}'")
             continue
-        inst_name = config["simulations"][name]["instrument"]
-        if inst_name in config["instruments"]:
-            try:
-                inst = resolve_instrument(config, inst_name)
-            except ConfigError:
-                continue
-            if inst.noise != "white_pixel" or inst.fwhm_arcmin is not None or inst.splits != 1:
-                problems.append(
-                    f"compsep.simulations: '{name}' uses instrument '{inst_name}'; "
-                    "parametric separation needs white pixel noise, no beams and one "
-                    "split"
-                )
     for param, (lo, hi) in cs["bounds"].items():
         if not lo < hi:
             problems.append(f"compsep.bounds.{param}: lower bound {lo} is not below {hi}")

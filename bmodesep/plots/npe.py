@@ -253,11 +253,12 @@ def _figure_sigma_r(inputs) -> Figure:
     title = f"set '{products[0].attrs['set']}'"
     if constant:
         value = float(truth[0])
-        title += (
-            f": true index power {SIGMA_BETA} = 0 in every dataset"
-            if value == 0
-            else f": true index power {SIGMA_BETA} = {value:.3g} in every dataset"
-        )
+        if value < 0:  # a fixed PySM foreground: no index maps to measure
+            title += f": true index power {SIGMA_BETA} unknown"
+        elif value == 0:
+            title += f": true index power {SIGMA_BETA} = 0 in every dataset"
+        else:
+            title += f": true index power {SIGMA_BETA} = {value:.3g} in every dataset"
     else:
         fig.colorbar(sc, ax=axes[0].tolist(), label=f"true {SIGMA_BETA}")
     fig.suptitle(title)

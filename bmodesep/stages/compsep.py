@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from bmodesep.config import multires_table, simulation_config, simulation_lmax
-from bmodesep.core.compsep import clustering, fitting, gridsearch, selection
+from bmodesep.core.compsep import clustering, common_resolution, fitting, gridsearch, selection
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
 from bmodesep.core.simulate.instrument import (
@@ -69,8 +69,25 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
             "realisations (set compsep.noise_realisations)"
         )
 
-    def noise(i: int) -> np.ndarray:
-        return simulate_noise(inst, nside, lmax, sim["seed"], i).qu[0][:, :, pix]
+    total, foreground = signal[sims.TOTAL_QU], signal[sims.FOREGROUND_QU]
+    ninv = 1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2
+    if common_resolution.needed(inst):
+        # beams and splits: every band at the widest beam, splits averaged, the noise
+        # variance that leaves (bmodesep.core.compsep.common_resolution)
+        ratio = common_resolution.beam_ratio(inst, lmax)
+        total = common_resolution.reconvolve(total, ratio, nside, lmax)
+        foreground = common_resolution.reconvolve(foreground, ratio, nside, lmax)
+        ninv = 1.0 / common_resolution.pixel_noise_variance(inst, nside, lmax)
+
+        def noise(i: int) -> np.ndarray:
+            qu = simulate_noise(inst, nside, lmax, sim["seed"], i).qu
+            return common_resolution.coadd(common_resolution.reconvolve(qu, ratio, nside, lmax))[
+                :, :, pix
+            ]
+    else:
+
+        def noise(i: int) -> np.ndarray:
+            return simulate_noise(inst, nside, lmax, sim["seed"], i).qu[0][:, :, pix]
 
     product, _ = sims.read_sky(sky_path, nside) if sky_path else (None, None)
     estimator = bb_estimator(stage, nside) if sky_path else None
@@ -85,18 +102,34 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         model=compsep.SpectralModel(
             inst.frequencies_ghz, cs["dust_freq_ref_ghz"], cs["sync_freq_ref_ghz"]
         ),
-        signal=signal[sims.TOTAL_QU][:, :, pix],
-        foreground=signal[sims.FOREGROUND_QU][:, :, pix],
+        signal=total[:, :, pix],
+        foreground=foreground[:, :, pix],
         noise=gridsearch.memoised_noise(noise, n_real),
         n_realisations=n_real,
-        ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
+        ninv=ninv,
         start=cs["start"],
         bounds=cs["bounds"],
         options=fitting.FitOptions(**cs["fit"]),
-        cmb_true=None if product is None else product[sims.CMB_QU][:, pix],
+        cmb_true=None if product is None else true_cmb(stage, name, product)[:, pix],
         bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
+
+
+def true_cmb(stage, name: str, sky: io.Product) -> np.ndarray:
+    """The simulation's CMB Q/U as its separated maps carry it."""
+    sim = stage["simulations"][name]
+    inst = resolve_instrument(stage, sim["instrument"])
+    lmax = simulation_lmax(sim)
+    return common_resolution.cmb_as_seen(
+        sky[sims.CMB_ALM], sky[sims.CMB_QU], inst, sim["nside"], lmax
+    )
+
+
+def map_transfer(stage, name: str) -> np.ndarray | None:
+    sim = stage["simulations"][name]
+    inst = resolve_instrument(stage, sim["instrument"])
+    return common_resolution.map_transfer(inst, simulation_lmax(sim))
 
 
 def read_patch_files(paths, zone: np.ndarray) -> dict[int, np.ndarray]:
@@ -214,7 +247,8 @@ def _residual_theory(stage, name, spectra_path, n_elements: int):
             f"{est.ell.size}: re-run the grid chunks after changing rlike"
         )
     camb = sims.read_spectra(spectra_path, est.lmax)
-    return est, theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est)
+    transfer = map_transfer(stage, name)
+    return est, theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est, transfer)
 
 
 def r_hat_per_configuration(stage, name, spectra_path, total_cl, syst_cl, fsky) -> np.ndarray:

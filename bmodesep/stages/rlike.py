@@ -22,8 +22,9 @@ import logging
 
 import numpy as np
 
-from bmodesep.config import simulation_config
+from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.core import harmonics
+from bmodesep.core.compsep import common_resolution
 from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.core.rlike import spectra as bb_spectra
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
@@ -31,7 +32,7 @@ from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
 from bmodesep.products import io, sims
 from bmodesep.products import rlike as products
-from bmodesep.settings import bb_estimator, r_grid
+from bmodesep.settings import bb_estimator, r_grid, resolve_instrument
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,14 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
     rl = stage["rlike"]
     est = bb_estimator(stage, nside)
     camb = sims.read_spectra(spectra_path, est.lmax)
-    theory = theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est)
+    inst, lmax = resolve_instrument(stage, sim["instrument"]), simulation_lmax(sim)
+    transfer = common_resolution.map_transfer(inst, lmax)
+    theory = theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est, transfer)
     product, _ = sims.read_sky(sky_path, nside)
-    cmb_true = product[sims.CMB_QU]
+    # as the separated maps carry it (at the common resolution of beams and splits)
+    cmb_true = common_resolution.cmb_as_seen(
+        product[sims.CMB_ALM], product[sims.CMB_QU], inst, nside, lmax
+    )
     grid = r_grid(stage)
     npix = harmonics.npix(nside)
     zones, configurations, fskies = [], [], []

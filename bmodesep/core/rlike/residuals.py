@@ -25,13 +25,25 @@ class Theory(NamedTuple):
 
 
 def theory_spectra(
-    camb: CMBSpectra, r_sim: float, a_lens: float, estimator: spectra.BBEstimator
+    camb: CMBSpectra,
+    r_sim: float,
+    a_lens: float,
+    estimator: spectra.BBEstimator,
+    transfer: np.ndarray | None = None,
 ) -> Theory:
-    """The estimator's view of the simulated sky's BB, the r = 1 tensor and the lensing BB."""
+    """The estimator's view of the simulated sky's BB, the r = 1 tensor and the lensing BB;
+    ``transfer`` (beam x filter of the maps, ``[lmax+1]``) multiplies them squared."""
+    top = estimator.lmax + 1
+
+    def seen(cl):
+        if transfer is None:
+            return estimator.theory(cl)
+        return estimator.theory(np.asarray(cl)[:top] * np.asarray(transfer)[:top] ** 2)
+
     return Theory(
-        estimator.theory(camb.cl("BB", r_sim, a_lens)),
-        estimator.theory(camb.tensor_r1[2]),
-        estimator.theory(a_lens * camb.lensed_scalar[2]),
+        seen(camb.cl("BB", r_sim, a_lens)),
+        seen(camb.tensor_r1[2]),
+        seen(a_lens * camb.lensed_scalar[2]),
     )
 
 
