@@ -69,3 +69,28 @@ def test_cmb_auto_spectrum_tracks_r(setup32):
     beam2 = np.array([(smallest_beam[a:b] ** 2).mean() for a, b in itertools.pairwise(edges)])
     ratio = (high - low) / (0.5 * tensor * beam2)
     assert np.all(np.abs(ratio - 1) < 0.5), ratio  # cosmic variance of a few bins
+
+
+def test_simulator_runs_a_litebird_like_instrument_with_two_white_noise_splits(spectra):
+    """Issue 18: any instrument of the config; white pixel noise goes in as Q/U maps and
+    through the spin-2 B-mode analysis (as the NILC stage's input does)."""
+    litebird = instrument_from_spec("litebird", preset("litebird"))
+    with pytest.raises(ConfigError, match="has one split"):
+        simulator.make_setup(litebird, spectra, 16, JOINT)
+    two = instrument_from_spec("litebird2", dict(preset("litebird"), splits=2))
+    setup = simulator.make_setup(two, spectra, 16, JOINT, ell_range=(10, 40), bin_width=10)
+    theta = prior.prior().sample(1, np.random.default_rng(2))[0]
+    x = simulator.simulate(theta, 3, setup)
+    assert x.shape == (15 * 3,) and np.all(np.isfinite(x))
+    np.testing.assert_array_equal(x, simulator.simulate(theta, 3, setup))
+    # the two splits share the sky and differ by their noise only
+    data = simulator.observe(simulator.simulate_sky(theta, 3, setup), 3, setup)
+    assert data.shape == (2, 15, setup.transfer.shape[1] * (setup.transfer.shape[1] + 1) // 2)
+    assert not np.allclose(data[0], data[1])
+    quiet = setup._replace(
+        instrument=instrument_from_spec(
+            "quiet", dict(preset("litebird"), splits=2, depth_uk_arcmin=[1e-9] * 15)
+        )
+    )
+    calm = simulator.observe(simulator.simulate_sky(theta, 3, quiet), 3, quiet)
+    np.testing.assert_allclose(calm[0], calm[1], atol=1e-6 * np.abs(calm).max())

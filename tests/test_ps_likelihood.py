@@ -91,3 +91,50 @@ def test_masked_model_is_scaled_by_w2_with_fewer_modes(setup):
         rtol=1e-10,
     )
     assert 0.1 < masked.f_modes < 0.25
+
+
+@pytest.mark.parametrize("instrument", ["sosat", "litebird_two_splits"])
+def test_simulated_frequency_spectra_are_unbiased_for_the_likelihood_model(spectra, instrument):
+    """The SBI simulator (harmonic 1/f noise for SO-SAT; Q/U pixel noise and B-mode analysis
+    for a LiteBIRD-like instrument with two white-noise splits) against the App. E model:
+    at constant indices the mean cross-split spectra are the model, within their errors."""
+    from bmodesep.core.npe import simulator
+    from bmodesep.settings import preset
+
+    base = tiny_config()
+    if instrument == "litebird_two_splits":
+        base["instruments"]["litebird2"] = dict(preset("litebird"), splits=2)
+        name = "litebird2"
+    else:
+        name = "sosat"
+    cfg = validate_config(
+        dict(
+            base,
+            npe={
+                "nside": 16,
+                "lmax": 32,
+                "ell_min": 2,
+                "bin_width": 10,
+                "instrument": name,
+                "analysis_iterations": 3,
+            },
+        )
+    )
+    setup = npe_setup(cfg, spectra, "joint")
+    model = pl.model_from_setup(setup)
+    theta13 = np.array([0.05, 1.0, 29.0, -0.3, 1.55, 0.0, -4.0, 1.5, -0.6, -2.8, 0.0, -4.0, 0.1])
+    n = 30
+    x = np.stack(
+        [
+            simulator.frequency_spectra(
+                simulator.observe(simulator.simulate_sky(theta13, seed, setup), seed, setup), setup
+            )
+            for seed in range(n)
+        ]
+    )
+    expected = pl.binned_model(model, theta13[[0, 1, 2, 3, 4, 7, 8, 9, 12]])
+    cov = pl.covariance(model, theta13[[0, 1, 2, 3, 4, 7, 8, 9, 12]]) / n
+    resid = x.mean(axis=0) - expected
+    chi2 = resid @ np.linalg.solve(cov, resid)
+    dof = resid.size
+    assert abs(chi2 - dof) < 5 * np.sqrt(2 * dof), (chi2, dof)

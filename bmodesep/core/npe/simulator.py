@@ -34,7 +34,12 @@ from bmodesep.core.npe.prior import PARAMETERS
 from bmodesep.core.randomness import rng_for
 from bmodesep.core.simulate.cmb import CMBSpectra
 from bmodesep.core.simulate.footprint import mask_b_alm
-from bmodesep.core.simulate.instrument import Instrument, noise_cl, signal_transfer
+from bmodesep.core.simulate.instrument import (
+    Instrument,
+    noise_cl,
+    signal_transfer,
+    white_noise_sigma_per_pixel,
+)
 from bmodesep.core.simulate.sky import index_field_cl, power_law_cl
 from bmodesep.errors import ConfigError
 
@@ -60,7 +65,7 @@ class Setup(NamedTuple):
     dust_freq_ref_ghz: float = 353.0
     sync_freq_ref_ghz: float = 23.0
     mask: np.ndarray | None = None  # apodised footprint [npix]; None: full sky
-    mask_iterations: int = 3
+    mask_iterations: int = 3  # of the spin-2 analyses of masked or pixel-noise Q/U maps
 
     @property
     def data_vector_length(self) -> int:
@@ -155,17 +160,38 @@ def simulate_sky(theta, seed: int, setup: Setup, foreground_alm=None) -> Sky:
 
 def observe(sky: Sky, seed: int, setup: Setup) -> np.ndarray:
     """Data alm ``[split, freq, nalm]``: beams and filter on the sky, noise per split, then
-    the footprint (if any) on each band's and split's Q/U maps."""
+    the footprint (if any) on each band's and split's Q/U maps.
+
+    Harmonic-noise instruments (SO-SAT-like 1/f noise) get their noise in harmonic space;
+    white-pixel-noise instruments (LiteBIRD-like, with two splits) as Q/U pixel noise,
+    after which each map goes through the spin-2 B-mode analysis, as the NILC stage does.
+    """
     lmax = setup.lmax
     signal = harmonics.almxfl(sky.foreground_alm + sky.cmb_alm[None], setup.transfer)
-    sqrt_nl = np.sqrt(setup.noise_cl)
     out = np.empty((setup.instrument.splits, *signal.shape), dtype=np.complex128)
+    if setup.instrument.noise != "harmonic":
+        return _observe_pixel_noise(signal, seed, setup, out)
+    sqrt_nl = np.sqrt(setup.noise_cl)
     for s in range(setup.instrument.splits):
         for f in range(signal.shape[0]):
             noise = harmonics.unit_gaussian_alm(lmax, rng_for(seed, "npe-noise", s, f))[0]
             out[s, f] = signal[f] + harmonics.almxfl(noise, sqrt_nl[f])
     if setup.mask is not None:
         out = mask_b_alm(out, setup.mask, setup.nside, lmax, setup.mask_iterations)
+    return out
+
+
+def _observe_pixel_noise(signal: np.ndarray, seed: int, setup: Setup, out: np.ndarray):
+    """Q/U maps of the signal plus white pixel noise per split, masked, analysed to B."""
+    nside, lmax = setup.nside, setup.lmax
+    sigma = white_noise_sigma_per_pixel(setup.instrument, nside)
+    weight = 1.0 if setup.mask is None else setup.mask
+    for f, b in enumerate(signal):
+        qu = harmonics.synthesis(np.stack([np.zeros_like(b), b]), nside, lmax, 2)
+        for s in range(setup.instrument.splits):
+            rng = rng_for(seed, "npe-noise", s, f)
+            maps = (qu + sigma[f] * rng.standard_normal(qu.shape)) * weight
+            out[s, f] = harmonics.analysis(maps, nside, lmax, 2, setup.mask_iterations)[1]
     return out
 
 
