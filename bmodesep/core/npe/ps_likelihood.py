@@ -169,9 +169,14 @@ class Likelihood:
         from scipy import linalg
 
         theta = np.atleast_2d(theta)
-        resid = self.data - binned_model(self.model, theta)  # [w, n]
-        z = linalg.solve_triangular(self.chol, resid.T, lower=True)
-        return np.sum(z**2, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # far tails: inf, ruled out below
+            resid = self.data - binned_model(self.model, theta)  # [w, n]
+        finite = np.all(np.isfinite(resid), axis=1)
+        out = np.full(theta.shape[0], np.inf)
+        if finite.any():
+            z = linalg.solve_triangular(self.chol, resid[finite].T, lower=True)
+            out[finite] = np.sum(z**2, axis=0)
+        return out
 
     def log_prior(self, theta: np.ndarray) -> np.ndarray:
         """The truncated normals of the prior (``prior.Normal.log_prob``, in closed form)."""
@@ -186,7 +191,7 @@ class Likelihood:
         out = np.full(theta.shape[0], -np.inf)
         ok = np.isfinite(lp)
         if ok.any():
-            out[ok] = lp[ok] - 0.5 * self.chi2(theta[ok])
+            out[ok] = lp[ok] - 0.5 * self.chi2(theta[ok])  # -inf where the model overflows
         return out
 
     @property
@@ -214,7 +219,8 @@ def maximum_posterior(like: Likelihood, start: np.ndarray) -> np.ndarray:
         f = -like.log_posterior(batch)
         if not np.isfinite(f[0]):
             return 1e300, np.zeros_like(x)
-        return f[0], np.where(np.isfinite(f[1:]), (f[1:] - f[0]) / step, 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return f[0], np.where(np.isfinite(f[1:]), (f[1:] - f[0]) / step, 0.0)
 
     x = np.clip(start, low, high)
     for _ in range(2):  # a second start polishes a stop on a flat stretch
@@ -222,6 +228,15 @@ def maximum_posterior(like: Likelihood, start: np.ndarray) -> np.ndarray:
             value_and_gradient, x, jac=True, method="L-BFGS-B", bounds=like.bounds
         ).x
     return x
+
+
+def best_of_starts(like: Likelihood, rng, starts: int, first=None) -> np.ndarray:
+    """The best of optimisations from ``first`` (default: the prior's mean) and
+    ``starts - 1`` draws of the prior."""
+    points = [like.start() if first is None else np.asarray(first, float)]
+    points += [np.array([m.sample(1, rng)[0] for m in like.marginals]) for _ in range(starts - 1)]
+    fits = np.array([maximum_posterior(like, x) for x in points])
+    return fits[int(np.argmax(like.log_posterior(fits)))]
 
 
 class Chain(NamedTuple):
@@ -241,17 +256,21 @@ def analyse(
     burn: int = 500,
     n_samples: int = 1000,
     fiducial: np.ndarray | None = None,
+    starts: int = 6,
 ) -> Chain:
     """The posterior of one data vector: covariance at ``fiducial`` (default: the prior's
-    mean), best fit, covariance again at the best fit, then emcee from a ball around it."""
+    mean), best fit, covariance again at the best fit, then emcee from a ball around it.
+    Each best fit is the best of ``starts`` optimisations (from the prior's mean or the
+    previous fit, and prior draws): a misspecified sky can give the posterior several
+    modes, and a start far from the data can stall."""
     import emcee
 
     first = Likelihood(
         model, data, covariance(model, _start(fiducial, prior_variant, model)), prior_variant
     )
-    fid = maximum_posterior(first, first.start())
+    fid = best_of_starts(first, rng, starts)
     like = Likelihood(model, data, covariance(model, fid), prior_variant)
-    best = maximum_posterior(like, fid)
+    best = best_of_starts(like, rng, starts, fid)
     scale = np.maximum(1e-3 * np.abs(best), 1e-5)
     p0 = best + scale * rng.standard_normal((walkers, best.size))
     low = np.array([m.low for m in like.marginals])
