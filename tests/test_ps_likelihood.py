@@ -138,3 +138,14 @@ def test_simulated_frequency_spectra_are_unbiased_for_the_likelihood_model(spect
     chi2 = resid @ np.linalg.solve(cov, resid)
     dof = resid.size
     assert abs(chi2 - dof) < 5 * np.sqrt(2 * dof), (chi2, dof)
+
+
+def test_a_model_overflowing_in_the_far_tails_is_ruled_out_not_an_error(setup):
+    model = pl.model_from_setup(setup)
+    like = pl.Likelihood(
+        model, pl.binned_model(model, TRUTH), pl.covariance(model, TRUTH), "widened"
+    )
+    wild = TRUTH.copy()
+    wild[3] = 1e4  # alpha_d: (l/80)^alpha overflows at l > 80
+    values = like.log_posterior(np.stack([TRUTH, wild]))
+    assert np.isfinite(values[0]) and values[1] == -np.inf
