@@ -778,3 +778,23 @@ def test_npe_reader_refuses_other_parameters(tmp_path):
         f.attrs["parameters"] = list(reversed(P))
     with pytest.raises(DataError, match=re.escape("p.h5: parameters")):
         nr.read_posteriors(path)
+
+
+def test_corner_of_a_fixed_foreground_set_marks_only_the_known_parameters(tmp_path):
+    """Only r and A_lens are true values of a fixed-foreground set: of the 21 panels of
+    the 6 x 6 lower triangle, the 6 + 5 of their two columns carry truth lines."""
+
+    def marked(path):
+        fig = nplots._figure_corner([path])
+        out = sum(
+            ax.axison and any(line.get_linestyle() == "--" for line in ax.get_lines())
+            for ax in fig.axes
+        )
+        matplotlib.pyplot.close(fig)
+        return out
+
+    fixed = write_posteriors(
+        tmp_path / "fixed.h5", "lay", {"r": 0.01, "A_lens": 0.5}, sky="layered"
+    )
+    plain = write_posteriors(tmp_path / "plain.h5", "lay", {"r": 0.01, "A_lens": 0.5})
+    assert marked(fixed) == 11 and marked(plain) == 21

@@ -88,7 +88,7 @@ def _limits(sample_sets, truth, idx) -> list[tuple[float, float]]:
     out = []
     for k in idx:
         values = [s[:, k] for s in sample_sets]
-        if truth is not None:
+        if truth is not None and np.isfinite(truth[k]):
             values.append(np.atleast_1d(truth[k]))
         lo, hi = float(min(v.min() for v in values)), float(max(v.max() for v in values))
         pad = 0.05 * (hi - lo) if hi > lo else 0.5 * max(abs(lo), 1e-3)
@@ -136,14 +136,14 @@ def _corner_figure(sample_sets, labels, truth, title) -> Figure:
                 continue
             ax.set_xlim(lims[j])
             ax.xaxis.set_major_locator(ticker.MaxNLocator(3, prune="both"))
-            if truth is not None:
+            if truth is not None and np.isfinite(truth[idx[j]]):
                 ax.axvline(truth[idx[j]], color="gray", ls="--", lw=0.8)
             if i == j:
                 ax.set_yticks([])
             else:
                 ax.set_ylim(lims[i])
                 ax.yaxis.set_major_locator(ticker.MaxNLocator(3, prune="both"))
-                if truth is not None:
+                if truth is not None and np.isfinite(truth[idx[i]]):
                     ax.axhline(truth[idx[i]], color="gray", ls="--", lw=0.8)
             ax.tick_params(labelsize=7, labelbottom=i == n - 1, labelleft=j == 0 and i > 0)
             if i == n - 1:
@@ -181,9 +181,10 @@ def _figure_corner(inputs) -> Figure:
         fixed = ", ".join(first.attrs["fixed"]) or "none"
         title = f"set '{first.attrs['set']}', first dataset, {first.attrs['compression']}"
         title += "\n" + textwrap.fill(f"fixed: {fixed}", 48)
-        return _corner_figure(
-            [first[nr.SAMPLES][0]], [first.attrs["compression"]], first[nr.THETA][0], title
-        )
+        truth = first[nr.THETA][0].copy()
+        if first.attrs.get("foreground"):  # a fixed foreground: only r and A_lens are known
+            truth[[p not in first.attrs["fixed"] for p in PARAMETERS]] = np.nan
+        return _corner_figure([first[nr.SAMPLES][0]], [first.attrs["compression"]], truth, title)
     return _corner_figure(
         [p[nr.SAMPLES][0] for p in products],
         [p.attrs["simulation"] for p in products],
