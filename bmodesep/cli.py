@@ -110,6 +110,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
                 "power-spectrum likelihood of a test set (App. E)",
                 "*chunks spectra output",
             ),
+            npe_ps_observed=(
+                "power-spectrum likelihood of a pipeline simulation's maps",
+                f"signal noise spectra {SIM} output",
+            ),
             npe_predictive=(
                 "predictive check of a test set's first dataset (Fig. 9)",
                 "posteriors spectra output",

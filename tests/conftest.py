@@ -102,7 +102,7 @@ def tiny_workflow_config():
             # the foregrounds of simulation so held fixed, CMB and noise varying
             "so_sky": {"simulations": 3, "fixed": {"r": 0.01, "A_lens": 1.0}, "foreground": "so"},
         },
-        ps_likelihood={"sets": ["so_sky"], "steps": 200, "burn": 100},
+        ps_likelihood={"sets": ["so_sky"], "steps": 200, "burn": 100, "observed": True},
         training_fractions=[0.5],  # Fig. 1: one of the two training chunks, then both
         observed=["so"],
         posterior_samples=50,

@@ -11,6 +11,7 @@ import yaml
 from conftest import REPO, job_counts, tiny_config, tiny_workflow_config
 
 from bmodesep.products import io, sims
+from bmodesep.products import npe_results as nr
 from bmodesep.settings import resolve_instrument
 
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
@@ -184,6 +185,9 @@ def test_tiny_end_to_end_run(tmp_path):
         ["grf", "ps_likelihood", "0.01", "3"],
     ]
     assert (results / "figures" / "npe" / "likelihood_so_sky.png").stat().st_size > 10_000
+    # the likelihood on simulation so's own maps, one posterior per noise realisation
+    like = nr.read_ps_likelihood(results / "npe" / "ps_likelihood" / "observed" / "so.h5")
+    assert like["samples"].shape == (1, 50, 9) and like.attrs["set"] == "observed:so"
     assert (results / "figures" / "npe" / "fixed_foreground.png").stat().st_size > 10_000
     for name in ("r_vs_sigma_beta_fixed", "sigma_r_fixed"):
         assert (results / "figures" / "npe" / f"{name}.png").stat().st_size > 10_000

@@ -41,7 +41,7 @@ import numpy as np
 
 from bmodesep.config import npe_config
 from bmodesep.core import harmonics
-from bmodesep.core.nilc import datavector
+from bmodesep.core.nilc import datavector, ilc
 from bmodesep.core.npe import coverage, prior, simulator
 from bmodesep.core.npe.sets import set_parameters
 from bmodesep.core.npe.sets import simulation_seed as set_simulation_seed
@@ -557,6 +557,78 @@ def npe_ps_likelihood(config, chunks, spectra, output) -> None:
         foreground=fg,
         sky=config["simulations"][fg]["sky"] if fg else "",
         fsky=float(first.attrs.get("fsky", 1.0)),
+        n_data=x.shape[1],
+    )
+
+
+def observed_frequency_spectra(signal_path, noise_path, setup: simulator.Setup) -> np.ndarray:
+    """``[realisation, n]`` frequency spectra of a pipeline simulation's maps (signal plus
+    each noise realisation, the two splits), as the likelihood's data."""
+    inst, nside = setup.instrument, setup.nside
+    signal = sims.read_signal(signal_path, inst, nside)[sims.TOTAL_QU]
+    noise = sims.read_noise(noise_path, inst, nside)[sims.NOISE_QU]  # [real, split, f, 2, pix]
+    if noise.shape[1] < 2:
+        raise DataError(f"{noise_path}: {noise.shape[1]} split(s); the likelihood needs 2")
+    out = []
+    for realisation in noise:
+        alm = [
+            ilc.b_mode_alm(signal + realisation[s], nside, setup.lmax, 3, setup.mask)
+            for s in (0, 1)
+        ]
+        out.append(datavector.data_vector(alm[0], alm[1], setup.lmax, setup.edges))
+    return np.stack(out)
+
+
+def npe_ps_observed(config, signal, noise, spectra, simulation, output) -> None:
+    """Rule npe_ps_observed: the power-spectrum likelihood on a pipeline simulation's
+    maps, one posterior per noise realisation (the data npe_observed's NILC products
+    are made from)."""
+    from bmodesep.core.npe import ps_likelihood as pl
+
+    npe, spec = config["npe"], config["npe"]["ps_likelihood"]
+    setup = next(iter(_setups(config, spectra).values()))
+    x = observed_frequency_spectra(signal, noise, setup)
+    model = pl.model_from_setup(setup)
+    n_samples = npe["posterior_samples"]
+    chains = []
+    for i, data in enumerate(x):
+        rng = rng_for(npe["seed"], f"ps-observed:{simulation}", i)
+        chains.append(
+            pl.analyse(
+                model,
+                data,
+                npe["prior"],
+                rng,
+                spec["walkers"],
+                spec["steps"],
+                spec["burn"],
+                n_samples,
+            )
+        )
+        log.info("%s realisation %d: r = %.4f", simulation, i, chains[-1].samples[:, 0].mean())
+    samples = np.stack([c.samples for c in chains])
+    summary = {}
+    for q in ("r", "A_lens"):
+        values = samples[..., pl.SAMPLED.index(q)]
+        summary[f"{q}_mean"] = values.mean(axis=-1)
+        summary[f"{q}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in values])
+    theta = np.zeros((x.shape[0], len(P)))  # only r and A_lens of the sky are known
+    theta[:, 0], theta[:, 1] = config["cmb"]["r"], config["cmb"]["a_lens"]
+    results.write_ps_likelihood(
+        output,
+        samples,
+        np.stack([c.best_fit for c in chains]),
+        np.array([c.chi2_best for c in chains]),
+        np.array([c.acceptance for c in chains]),
+        theta,
+        summary,
+        io.provenance(npe_config(config), npe["seed"], "npe_ps_observed"),
+        sampled=pl.SAMPLED,
+        set_name=f"observed:{simulation}",
+        fixed=["r", "A_lens"],
+        foreground=simulation,
+        sky="",
+        fsky=1.0 if setup.mask is None else float(setup.mask.mean()),
         n_data=x.shape[1],
     )
 

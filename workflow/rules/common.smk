@@ -172,6 +172,10 @@ def ps_likelihood_file(set="{set}"):
     return f"{RESULTS}/npe/ps_likelihood/posteriors/{set}.h5"
 
 
+def ps_observed_file(sim="{sim}"):
+    return f"{RESULTS}/npe/ps_likelihood/observed/{sim}.h5"
+
+
 def npe_figure(name, compression=None):
     folder = f"{FIGURES}/npe" if compression is None else f"{FIGURES}/npe/{compression}"
     return f"{folder}/{name}"

@@ -223,6 +223,31 @@ rule npe_ps_likelihood:
         "--spectra {input.spectra} --output {output} > {log} 2>&1"
 
 
+rule npe_ps_observed:
+    input:
+        signal=signal_file(),
+        noise=noise_file(),
+        spectra=spectra_file(),
+    output:
+        ps_observed_file(),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_ps_observed", "{sim}"),
+    benchmark:
+        benchmark_file("npe_ps_observed", "{sim}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        SIM_ENV
+    shell:
+        "bmodesep npe npe_ps_observed --config {params.config} --signal {input.signal} "
+        "--noise {input.noise} --spectra {input.spectra} --simulation {wildcards.sim} "
+        "--output {output} > {log} 2>&1"
+
+
 rule npe_predictive:
     input:
         posteriors=posterior_file(),
@@ -252,3 +277,4 @@ rule npe_all:
         [estimator_file(c) for c in NPE_COMPRESSIONS],
         [coverage_file(c) for c in NPE_COMPRESSIONS if "coverage" in NPE_SETS],
         npe_figure_targets(),
+        [ps_observed_file(s) for s in NPE["observed"] if NPE["ps_likelihood"]["observed"]],
