@@ -173,7 +173,7 @@ def _check_skies(config: Mapping[str, Any]) -> list[str]:
 def _check_compsep(config: Mapping[str, Any]) -> list[str]:
     """Component separation: simulations it can fit, bounds, multi-resolution tables
     (instruments with beams, filters and splits are brought to one resolution and one
-    split first: bmodesep.core.compsep.common_resolution)."""
+    split first: bmodesep.core.simulate.common_resolution)."""
     problems: list[str] = []
     cs = config["compsep"]
     for name in cs["simulations"]:

@@ -10,8 +10,8 @@ from conftest import tiny_config
 
 from bmodesep.config import validate_config
 from bmodesep.core import harmonics
-from bmodesep.core.compsep import common_resolution as cr
 from bmodesep.core.randomness import rng_for
+from bmodesep.core.simulate import common_resolution as cr
 from bmodesep.core.simulate.instrument import observe_signal, simulate_noise
 from bmodesep.products import io
 from bmodesep.settings import instrument_from_spec, preset

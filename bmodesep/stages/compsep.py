@@ -21,9 +21,10 @@ import time
 import numpy as np
 
 from bmodesep.config import multires_table, simulation_config, simulation_lmax
-from bmodesep.core.compsep import clustering, common_resolution, fitting, gridsearch, selection
+from bmodesep.core.compsep import clustering, fitting, gridsearch, selection
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
+from bmodesep.core.simulate import common_resolution
 from bmodesep.core.simulate.instrument import (
     simulate_noise,
     white_noise_sigma_per_pixel,
@@ -73,7 +74,7 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
     ninv = 1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2
     if common_resolution.needed(inst):
         # beams and splits: every band at the widest beam, splits averaged, the noise
-        # variance that leaves (bmodesep.core.compsep.common_resolution)
+        # variance that leaves (bmodesep.core.simulate.common_resolution)
         ratio = common_resolution.beam_ratio(inst, lmax)
         total = common_resolution.reconvolve(total, ratio, nside, lmax)
         foreground = common_resolution.reconvolve(foreground, ratio, nside, lmax)

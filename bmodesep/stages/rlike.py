@@ -24,10 +24,10 @@ import numpy as np
 
 from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.core import harmonics
-from bmodesep.core.compsep import common_resolution
 from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.core.rlike import spectra as bb_spectra
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
+from bmodesep.core.simulate import common_resolution
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
 from bmodesep.products import io, sims

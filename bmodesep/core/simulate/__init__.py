@@ -2,7 +2,11 @@
 
 ``cmb`` (CAMB spectra, CMB alm), ``sky`` (parametric GRF / true-patch skies, foreground
 maps), ``pysm_sky`` (PySM3 skies from local templates), ``instrument`` (the
-``Instrument`` description, noise, observed signal), ``masks`` (Galactic masks, zones).
+``Instrument`` description, noise, observed signal), ``masks`` (Galactic masks, zones),
+``misspecified`` (the building blocks of the misspecified sky kinds), ``footprint`` (the
+masked SBI analysis), ``foregrounds`` (any sky's foreground maps in given bands),
+``common_resolution`` (an instrument's bands at one resolution and one split, for the
+parametric likelihood).
 """
 
 from bmodesep.core.simulate.cmb import CMBSpectra, cmb_alm, compute_camb_spectra
