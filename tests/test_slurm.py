@@ -109,8 +109,8 @@ def slurm_jobs(env) -> list[dict[str, str]]:
 def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     env = cluster
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_workflow_config()))
-    # the products checked below and everything they need: every kind of stage, 29 of the
-    # 45 jobs (the whole workflow runs locally in test_workflow; each SLURM job here costs
+    # the products checked below and everything they need: every kind of stage, 31 of the
+    # 62 jobs (the whole workflow runs locally in test_workflow; each SLURM job here costs
     # a nested Snakemake start)
     targets = [
         "results/rlike/lb/kmeans.h5",
@@ -132,7 +132,7 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     # every job went through SLURM, and the GPU rules asked for (fake) GPUs
     counts = job_counts(run.stdout + run.stderr)
     jobs = slurm_jobs(env)
-    assert len(jobs) == sum(counts.values()) == 29  # no local rule among them
+    assert len(jobs) == sum(counts.values()) == 31  # no local rule among them
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     gpu_rules = ("grid_chunk", "compsep_fit", "npe_train", "npe_tune")
     assert sum("gres/gpu=1" in j["tres"] for j in jobs) == sum(counts.get(r, 0) for r in gpu_rules)
