@@ -491,6 +491,16 @@ def npe_predictive(config, posteriors, spectra, output) -> None:
     )
 
 
+def _likelihood_summary(samples: np.ndarray, sampled) -> dict[str, np.ndarray]:
+    """Posterior means and 68% HDIs of r and A_lens from likelihood samples."""
+    summary = {}
+    for q in ("r", "A_lens"):
+        values = samples[..., list(sampled).index(q)]
+        summary[f"{q}_mean"] = values.mean(axis=-1)
+        summary[f"{q}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in values])
+    return summary
+
+
 def npe_ps_likelihood(config, chunks, spectra, output) -> None:
     """Rule ps_likelihood: the App. E power-spectrum likelihood on every dataset of a test
     set (the frequency spectra its chunks store), sampled with emcee."""
@@ -536,11 +546,7 @@ def npe_ps_likelihood(config, chunks, spectra, output) -> None:
             f"r = {chain.samples[:, 0].mean():.4f}, chi2 {chain.chi2_best:.1f} / {data.size}, "
             f"acceptance {chain.acceptance:.2f}"
         )
-    summary = {}
-    for q in ("r", "A_lens"):
-        values = samples[..., pl.SAMPLED.index(q)]
-        summary[f"{q}_mean"] = values.mean(axis=-1)
-        summary[f"{q}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in values])
+    summary = _likelihood_summary(samples, pl.SAMPLED)
     fg = str(first.attrs.get("foreground", ""))
     results.write_ps_likelihood(
         output,
@@ -607,11 +613,7 @@ def npe_ps_observed(config, signal, noise, spectra, simulation, output) -> None:
         )
         log.info("%s realisation %d: r = %.4f", simulation, i, chains[-1].samples[:, 0].mean())
     samples = np.stack([c.samples for c in chains])
-    summary = {}
-    for q in ("r", "A_lens"):
-        values = samples[..., pl.SAMPLED.index(q)]
-        summary[f"{q}_mean"] = values.mean(axis=-1)
-        summary[f"{q}_hdi"] = np.array([coverage.hdi(row, SUMMARY_LEVEL) for row in values])
+    summary = _likelihood_summary(samples, pl.SAMPLED)
     theta = np.zeros((x.shape[0], len(P)))  # only r and A_lens of the sky are known
     theta[:, 0], theta[:, 1] = config["cmb"]["r"], config["cmb"]["a_lens"]
     results.write_ps_likelihood(
