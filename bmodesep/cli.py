@@ -120,6 +120,13 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
         ),
     ),
+    "compare": (
+        "one sky, two methods: r of every method on the same simulations",
+        _steps(
+            compare_summary=("r-hat, 68% interval and CPU hours per method (CSV)", "rows output"),
+            fig_compare=("r intervals per method and sky", "summary output"),
+        ),
+    ),
     "figures": (
         "paper figures from the products",
         _steps(

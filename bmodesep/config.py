@@ -272,11 +272,23 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
                     f"npe.observed: '{sim}' has nside {config['simulations'][sim]['nside']}, "
                     f"the estimator nside {npe['nside']}"
                 )
+            elif config["simulations"][sim]["instrument"] != npe["instrument"]:
+                problems.append(
+                    f"npe.observed: '{sim}' uses instrument "
+                    f"'{config['simulations'][sim]['instrument']}', the estimator "
+                    f"'{npe['instrument']}'"
+                )
+            elif simulation_lmax(config["simulations"][sim]) != npe_lmax(npe):
+                problems.append(
+                    f"npe.observed: '{sim}' has lmax "
+                    f"{simulation_lmax(config['simulations'][sim])}, the estimator's "
+                    f"simulations {npe_lmax(npe)} (set npe.lmax)"
+                )
         if npe["instrument"] not in config["instruments"]:
             problems.append(f"npe.instrument: unknown instrument '{npe['instrument']}'")
         if not is_power_of_two(npe["nside"]):
             problems.append(f"npe.nside: {npe['nside']} is not a power of two")
-        lmax = npe["lmax"] or 3 * npe["nside"] - 1
+        lmax = npe_lmax(npe)
         if npe["ell_min"] + npe["bin_width"] - 1 > min(npe["ell_max"], lmax):
             problems.append("npe: no complete data-vector bin between ell_min and ell_max / lmax")
     return problems
@@ -363,6 +375,11 @@ def multires_table(config: Mapping[str, Any], method: str) -> Mapping[str, Any]:
         known = ", ".join(compsep_methods(config))
         raise ConfigError(f"unknown method '{method}' (known: {known})")
     return cs["multires_variants"][name]
+
+
+def npe_lmax(npe: Mapping[str, Any]) -> int:
+    """Band limit of the SBI simulations: ``npe.lmax`` or 3 nside - 1."""
+    return npe["lmax"] or 3 * npe["nside"] - 1
 
 
 def simulation_lmax(sim: Mapping[str, Any]) -> int:

@@ -78,8 +78,11 @@ def tiny_workflow_config():
     cfg = tiny_config()
     cfg["compsep"] = dict(
         cfg["compsep"],
-        simulations=["lb"],
+        # so: also seen by SBI and the power-spectrum likelihood (npe.observed), so the
+        # tiny run compares the methods on it (compare_all)
+        simulations=["lb", "so"],
         zones=["GAL060_L"],
+        noise_realisations=2,
         grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
         multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
         # Table 5 at nside 8 would fit three parameters per pixel with 2 realisations

@@ -199,6 +199,23 @@ def test_tiny_end_to_end_run(tmp_path):
         "so_sky",
         "observed:so",
     ]
+    # one sky, two methods: every method's r on simulation so, and its figure
+    compare = (results / "figures" / "compare" / "summary.csv").read_text().splitlines()
+    assert compare[0] == "sky,instrument,method,r_true,r_hat,lo68,hi68,sigma_r,cpu_hours"
+    methods = [row.split(",")[2] for row in compare[1:]]
+    assert methods == [
+        *("kmeans", "multires", "multires_table5", "single"),
+        *("sbi_joint", "ps_likelihood"),
+    ]
+    for row in compare[1:]:
+        sky, instrument, _, r_true, r_hat, lo, hi, sigma, hours = row.split(",")
+        assert (sky, instrument, r_true) == ("grf", "sosat", "0") and float(r_hat) >= -0.01
+        # (the mean of a posterior piled up at r = 0 can lie above its 68% HDI)
+        assert float(lo) < float(hi) and float(sigma) == pytest.approx(
+            (float(hi) - float(lo)) / 2, rel=1e-3
+        )
+        assert float(hours) > 0
+    assert (results / "figures" / "compare" / "compare.png").stat().st_size > 10_000
     report = run([*args, "--report", "report.html"], cwd=tmp_path)
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)

@@ -451,6 +451,70 @@ def validation_targets(wildcards):
     return out
 
 
+# ---------------------------------------------------------------- one sky, two methods
+# The simulations both methods analyse: separated (compsep.simulations) and observed by
+# SBI (npe.observed, with its estimator: same instrument, nside and lmax)
+COMPARE_SIMULATIONS = [s for s in COMPSEP_SIMULATIONS if NPE_COMPRESSIONS and s in NPE["observed"]]
+
+
+def compare_figure(name):
+    return f"{FIGURES}/compare/{name}"
+
+
+def compare_rows():
+    """Per simulation and method: the product holding its r and the benchmark files of
+    the jobs that product needs (the simulation itself and CAMB, common to all, left out)."""
+    rows = []
+    for s in COMPARE_SIMULATIONS:
+        sim = config["simulations"][s]
+        base = {"simulation": s, "sky": sim["sky"], "instrument": sim["instrument"]}
+        for m in COMPSEP_METHODS:
+            jobs = [benchmark_file("compsep_fit", s, z, m) for z in COMPSEP_ZONES]
+            if m == "kmeans":
+                for z in COMPSEP_ZONES:
+                    jobs += [benchmark_file("kmeans_patches", s, z)]
+                    jobs += [benchmark_file("grid_chunk", s, z, str(c)) for c in GRID_CHUNKS]
+                    jobs += [benchmark_file("grid_select", s, z)]
+            jobs.append(benchmark_file("r_likelihood", s, m))
+            rows.append(base | {"method": m, "kind": "rlike", "result": rlike_file(s, m), "benchmarks": jobs})
+        for c in NPE_COMPRESSIONS:
+            # the training campaign is counted whole for every sky (one needs all of it for
+            # any single result); its chunks compute every compression at once
+            jobs = [benchmark_file("npe_chunk", "train", str(i)) for i in range(NPE["chunks"])]
+            jobs.append(benchmark_file("npe_train", c))
+            if NPE["tune"]["trials"]:
+                jobs.append(benchmark_file("npe_tune", c))
+            jobs += [benchmark_file("nilc", s, c), benchmark_file("npe_observed", c, s)]
+            rows.append(
+                base | {"method": f"sbi_{c}", "kind": "sbi", "result": observed_file(c, s), "benchmarks": jobs}
+            )
+        if NPE["ps_likelihood"]["observed"]:
+            rows.append(
+                base
+                | {
+                    "method": "ps_likelihood",
+                    "kind": "ps_likelihood",
+                    "result": ps_observed_file(s),
+                    "benchmarks": [benchmark_file("npe_ps_observed", s)],
+                }
+            )
+    return rows
+
+
+def compare_rows_file(wildcards):
+    """The rows as a JSON file for the job (content-addressed, as the stage configs)."""
+    return stage_config_file("compare-rows", compare_rows())
+
+
+def compare_targets(wildcards):
+    if not COMPARE_SIMULATIONS:
+        raise WorkflowError(
+            "compare_all: no simulation is both in compsep.simulations and in npe.observed "
+            "(with npe.chunks > 0); see config/compare.yaml"
+        )
+    return [compare_figure("summary.csv"), compare_figure("compare.png")]
+
+
 # ---------------------------------------------------------------- unknown targets
 def target_rules():
     """The rules one can ask for by name (those without wildcards)."""
