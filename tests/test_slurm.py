@@ -110,7 +110,7 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     env = cluster
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_workflow_config()))
     # the products checked below and everything they need: every kind of stage, 31 of the
-    # 62 jobs (the whole workflow runs locally in test_workflow; each SLURM job here costs
+    # 84 jobs (the whole workflow runs locally in test_workflow; each SLURM job here costs
     # a nested Snakemake start)
     targets = [
         "results/rlike/lb/kmeans.h5",
