@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -170,6 +171,37 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
 }
 
 
+# which arguments name things (not files), and the least value of each integer argument
+NAMES = ("simulation", "zone", "method", "compression", "set")
+INT_MINIMUM = {"chunk": 0, "threads": 1, "devices": 1, "gpus": 0, "nside": 1}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one ``bmodesep: error:`` line like every other error."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        where = self.prog.removeprefix("bmodesep").strip()
+        self.exit(2, f"bmodesep: error: {where + ': ' if where else ''}{message}\n")
+
+
+def _integer(name: str):
+    """An argparse type: an integer of at least ``INT_MINIMUM[name]``."""
+    least = INT_MINIMUM.get(name, 0)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def _add_step_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
     parser.add_argument(
         "--config",
@@ -186,7 +218,7 @@ def _add_step_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
         if spec.startswith("*"):
             spec, kwargs["nargs"] = spec[1:], "+"
         if spec.startswith("#"):
-            spec, kwargs["type"] = spec[1:], int
+            spec, kwargs["type"] = spec[1:], _integer(spec[1:])
             kwargs["required"] = False
             kwargs["default"] = {"threads": 1, "devices": 1, "gpus": 0}.get(spec)
         parser.add_argument(
@@ -195,16 +227,16 @@ def _add_step_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="bmodesep",
         description="CMB B-mode foreground cleaning and r inference, one stage step at a time "
         "(the Snakemake workflow runs these; see README).",
     )
     top.add_argument("--version", action="store_true", help="print the version and exit")
-    stages = top.add_subparsers(dest="stage", metavar="STAGE")
+    stages = top.add_subparsers(dest="stage", metavar="STAGE", parser_class=_Parser)
     for stage, (text, steps) in STAGES.items():
         sp = stages.add_parser(stage, help=text, description=text)
-        sub = sp.add_subparsers(dest="step", metavar="STEP", required=True)
+        sub = sp.add_subparsers(dest="step", metavar="STEP", required=True, parser_class=_Parser)
         for name, step in steps.items():
             _add_step_arguments(sub.add_parser(name, help=step.help, description=step.help), step)
     return top
@@ -214,12 +246,54 @@ def run(stage: str, step: str, args: dict[str, Any]) -> None:
     """Load the config files and call ``bmodesep.stages.<stage>.<step>(config, **args)``."""
     from bmodesep import jaxcache
     from bmodesep.config import load_config
+    from bmodesep.memory import check_job_fits
 
-    config = load_config(args.pop("config"))
+    config_files = args.pop("config")
+    check_paths(args, config_files)
+    config = load_config(config_files)
+    check_job_fits(config, step, args)
     check_outputs(args)
     jaxcache.enable(config.get("compilation_cache"))
     module = importlib.import_module(f"bmodesep.stages.{stage}")
     getattr(module, step)(config, **args)
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None or isinstance(value, int):
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_paths(args: dict[str, Any], config_files: Sequence[str]) -> None:
+    """No file given twice, and no output that is also an input (it would be destroyed
+    or, in a list of chunks, counted twice).  Paths are compared after resolving links."""
+    from bmodesep.errors import ConfigError
+
+    outputs = [(key, p) for key in ("output", "outputs") for p in _paths(args.get(key))]
+    inputs = [("config", p) for p in config_files] + [
+        (key, p)
+        for key, value in args.items()
+        if key not in (*NAMES, "output", "outputs")
+        for p in _paths(value)
+    ]
+    seen: dict[str, tuple[str, str]] = {}
+    for key, path in inputs + outputs:
+        real = os.path.realpath(path)
+        if real in seen:
+            first_key, first = seen[real]
+            same = f"{path}" if first == path else f"{path} (the same file as {first})"
+            if key == first_key:
+                raise ConfigError(f"--{key.replace('_', '-')}: {same} is given twice")
+            why = (
+                "; a step never writes over its own input"
+                if key.startswith("output")
+                else " (each input is a different product)"
+            )
+            raise ConfigError(
+                f"--{key.replace('_', '-')}: {same} is also given as "
+                f"--{first_key.replace('_', '-')}{why}"
+            )
+        seen[real] = (key, path)
 
 
 def check_outputs(args: dict[str, Any]) -> None:

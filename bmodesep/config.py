@@ -13,7 +13,8 @@ import copy
 import difflib
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Hashable, Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -45,7 +46,12 @@ def _filling_validator() -> type:
                     instance[name] = copy.deepcopy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema_)
 
-    return jsonschema.validators.extend(base, {"properties": fill_properties})
+    # YAML's 32.0 is an integer to JSON Schema; to the code it is a float that breaks
+    # range(), array shapes and HEALPix arithmetic: integers must be written as integers
+    strict = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    return jsonschema.validators.extend(base, {"properties": fill_properties}, type_checker=strict)
 
 
 def _where(error: jsonschema.ValidationError) -> str:
@@ -55,6 +61,10 @@ def _where(error: jsonschema.ValidationError) -> str:
 def validate_config(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
     """Return a validated deep copy of ``raw`` with defaults filled; raise ConfigError."""
     config = copy.deepcopy(dict(raw))
+    not_finite = _non_finite(config)
+    if not_finite:  # before the schema: NaN passes every minimum and maximum
+        key, value = not_finite[0]
+        raise ConfigError(f"{source}: {key}: {value} is not a finite number")
     validator = _filling_validator()(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -66,7 +76,29 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> dict[str,
     return config
 
 
+def _non_finite(node: Any, where: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN or infinite number in a config tree."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(where or "<top level>", node)]
+    if isinstance(node, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
+    elif isinstance(node, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return []
+    return [found for key, value in items for found in _non_finite(value, key)]
+
+
 def _explain(error: jsonschema.ValidationError) -> str:
+    types = error.validator_value if isinstance(error.validator_value, list) else [None]
+    if error.validator == "type" and "integer" in [error.validator_value, *types]:
+        if isinstance(error.instance, float) and error.instance.is_integer():
+            return f"{error.instance!r} is not an integer (write {int(error.instance)})"
+    if error.validator == "uniqueItems":
+        seen, repeated = [], []
+        for item in error.instance:
+            (repeated if item in seen else seen).append(item)
+        return f"{error.instance} lists {repeated[0]!r} more than once"
     if error.validator == "additionalProperties":
         known = list(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known))
@@ -118,6 +150,11 @@ def _check_simulations(config: Mapping[str, Any]) -> list[str]:
         if not is_power_of_two(sim["nside"]):
             problems.append(f"{where}.nside: {sim['nside']} is not a power of two")
         lmax = simulation_lmax(sim)
+        if sim.get("lmax") is not None and sim["lmax"] > 3 * sim["nside"] - 1:
+            problems.append(
+                f"{where}.lmax: {sim['lmax']} is above 3 nside - 1 = {3 * sim['nside'] - 1}, "
+                "the largest multipole a HEALPix map of that nside holds"
+            )
         if lmax > config["cmb"]["lmax"]:
             problems.append(f"{where}.lmax: {lmax} exceeds cmb.lmax {config['cmb']['lmax']}")
     return problems
@@ -187,6 +224,12 @@ def _check_compsep(config: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"compsep.start.{param}: {cs['start'][param]} lies outside the bounds [{lo}, {hi}]"
             )
+    configurations = math.prod(len(v) for v in cs["grid"].values())
+    if configurations and cs["chunks"] > configurations:
+        problems.append(
+            f"compsep.chunks: {cs['chunks']} grid jobs per zone for {configurations} grid "
+            f"configurations (compsep.grid); at most {configurations}"
+        )
     tables = {"multires": cs["multires"]}
     tables.update({f"multires_variants.{k}": v for k, v in cs["multires_variants"].items()})
     for table, families in tables.items():
@@ -241,6 +284,7 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
             unknown = sorted(set(spec["fixed"]) - set(PARAMETERS))
             if unknown:
                 problems.append(f"npe.test_sets.{name}.fixed: unknown parameters {unknown}")
+            problems += _check_fixed_values(name, spec)
             if spec["foreground"] is not None:
                 problems += _check_fixed_foreground(config, name, spec)
         if npe["observed"] and nl["mask"] is not None:
@@ -288,9 +332,42 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"npe.instrument: unknown instrument '{npe['instrument']}'")
         if not is_power_of_two(npe["nside"]):
             problems.append(f"npe.nside: {npe['nside']} is not a power of two")
+        if npe["lmax"] is not None and npe["lmax"] > 3 * npe["nside"] - 1:
+            problems.append(
+                f"npe.lmax: {npe['lmax']} is above 3 npe.nside - 1 = {3 * npe['nside'] - 1}"
+            )
         lmax = npe_lmax(npe)
         if npe["ell_min"] + npe["bin_width"] - 1 > min(npe["ell_max"], lmax):
             problems.append("npe: no complete data-vector bin between ell_min and ell_max / lmax")
+    return problems
+
+
+FIXED_SIGMAS = 5.0  # a test set's fixed value lies within this many prior sds of its centre
+
+
+def _check_fixed_values(name: str, spec: Mapping[str, Any]) -> list[str]:
+    """A test set's fixed parameters lie where the estimator was trained: inside the
+    support of the set's prior and within FIXED_SIGMAS of its centre (further out the
+    posterior is an extrapolation of the flow, not an inference)."""
+    from bmodesep.core.npe.prior import prior  # local: the prior module imports nothing heavy
+
+    marginals = dict(zip(PARAMETERS, prior(spec["prior"]).marginals, strict=True))
+    problems = []
+    for param, value in spec["fixed"].items():
+        if param not in marginals:
+            continue
+        m, where = marginals[param], f"npe.test_sets.{name}.fixed.{param}"
+        if not m.low <= value <= m.high:
+            problems.append(
+                f"{where}: {value} lies outside the support [{m.low:g}, {m.high:g}] of the "
+                f"{spec['prior']} prior"
+            )
+        elif abs(value - m.mu) > FIXED_SIGMAS * m.sigma:
+            problems.append(
+                f"{where}: {value} is {abs(value - m.mu) / m.sigma:.0f} prior standard "
+                f"deviations from the {spec['prior']} prior's centre {m.mu:g} (sd {m.sigma:g}); "
+                f"the estimator is trained on the prior, so keep within {FIXED_SIGMAS:g} sd"
+            )
     return problems
 
 
@@ -337,7 +414,21 @@ def _check_masks(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_results_dir(config: Mapping[str, Any]) -> list[str]:
+    """The results folder is a folder (or does not exist yet)."""
+    path = Path(config["results_dir"])
+    if path.exists() and not path.is_dir():
+        return [f"results_dir: {path} exists and is not a folder"]
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return [f"results_dir: {parent} (a parent of {path}) is a file, not a folder"]
+            break
+    return []
+
+
 CHECKS = (
+    _check_results_dir,
     _check_instruments,
     _check_simulations,
     _check_skies,
@@ -416,6 +507,29 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (YAML would keep the last
+    silently: a second ``cmb:`` block would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                first = seen[key]
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' appears twice in one mapping (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )
+            if isinstance(key, Hashable):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
     """Load and merge YAML (or ``.json``) files, later ones overriding earlier ones; validate."""
     if isinstance(paths, str | Path):
@@ -438,7 +552,7 @@ def load_config(paths: str | Path | Iterable[str | Path]) -> dict[str, Any]:
                 raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
         else:
             try:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_UniqueKeyLoader)
             except yaml.YAMLError as exc:
                 raise ConfigError(
                     f"config file {path} is not valid YAML: {_yaml_problem(exc)}"

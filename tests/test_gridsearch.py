@@ -1,9 +1,11 @@
 """Grid search over patch counts (kabalan2025 secs. 2.3-2.5, 5.1) and its stage commands."""
 
 import os
+import shutil
 import subprocess
 import sys
 
+import h5py
 import healpy as hp
 import numpy as np
 import pytest
@@ -220,6 +222,43 @@ def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch
     assert bool(sel.attrs["threshold_honoured"]) == bool(eligible.any())
     with pytest.raises(DataError, match="cover configurations"):
         separate.grid_select(cfg, "lb", "GAL020_U", [out], root / "sel2.h5")
+
+
+def test_checkpoints_of_another_input_are_discarded(stage_inputs, tmp_path, monkeypatch):
+    """Issue 25: a chunk killed after one checkpoint, then rerun after its signal file was
+    replaced (as Snakemake reruns a job whose input changed), recomputes everything: the
+    result equals a clean run on the new input, never a mix of old and new rows."""
+    root, cfg = stage_inputs
+    signal = tmp_path / "signal.h5"
+    shutil.copyfile(root / "signal.h5", signal)
+    args = ("lb", "GAL020_U", 0, root / "masks.h5", signal, patch_files(root))
+    out = tmp_path / "chunk0.h5"
+    real = gridsearch.evaluate_configuration
+    calls = []
+
+    def dies_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("job killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        separate.grid_chunk(cfg, *args, out)
+    assert len(list(tmp_path.glob("chunk0.h5.parts/grid_point*.h5"))) == 1
+    with h5py.File(signal, "a") as f:  # the input changes between the two attempts
+        f[sims.TOTAL_QU][...] *= 1.001
+    calls.clear()
+    monkeypatch.setattr(
+        gridsearch, "evaluate_configuration", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    separate.grid_chunk(cfg, *args, out)
+    assert len(calls) == 2  # configuration 0 recomputed: its checkpoint was of the old input
+    clean = tmp_path / "clean.h5"
+    separate.grid_chunk(cfg, *args, clean)
+    resumed, fresh = io.read_product(out, "grid_chunk"), io.read_product(clean, "grid_chunk")
+    for name in fresh.data:
+        np.testing.assert_array_equal(resumed[name], fresh[name], err_msg=name)
 
 
 def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path):

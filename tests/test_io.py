@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import shutil
 import signal
@@ -186,3 +187,96 @@ def test_readers_name_the_problem_and_the_file(tmp_path):
 def test_provenance_config_is_json():
     attrs = io.provenance({"x": {"y": 1.5}}, 3, "stage")
     assert json.loads(attrs["config"]) == {"x": {"y": 1.5}}
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "written-by-hdf5"])
+def test_every_array_dataset_carries_a_checksum_and_keeps_its_values(
+    tmp_path, monkeypatch, in_memory
+):
+    if not in_memory:
+        monkeypatch.setattr(io, "IN_MEMORY_LIMIT", 0)  # the large-product path
+    arrays = {
+        "maps": np.random.default_rng(1).standard_normal((3, 2, 1000)),
+        "labels": np.arange(7, dtype=np.int32),
+        "flags": np.array([True, False]),
+        "names": np.array([b"ab", b"cde"]),
+        "scalar": np.float64(2.5),
+        "empty": np.zeros((0, 3)),
+    }
+    path = io.write_product(
+        tmp_path / "x.h5",
+        "example",
+        {k: io.Dataset(v, "1") for k, v in arrays.items()},
+        io.provenance({}, None, "test"),
+    )
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == io.FORMAT_VERSION == 2
+        for name, want in arrays.items():
+            d = f[name]
+            assert d.dtype == want.dtype and d.shape == want.shape
+            assert d[()].tobytes() == np.asarray(want).tobytes()
+            assert d.fletcher32 == (want.ndim >= 1 and want.size >= 1), name
+    p = io.read_product(path, "example")
+    assert all(np.array_equal(p[k], v) for k, v in arrays.items())
+
+
+def test_chunks_hold_whole_trailing_axes_up_to_a_mebibyte():
+    assert io._chunk_shape((15, 2, 196608), 8) == (1, 1, 98304)
+    assert io._chunk_shape((50000, 165), 8) == (794, 165)
+    assert io._chunk_shape((3, 4), 8) == (3, 4)
+    assert io._chunk_shape((7,), 2**21) == (1,)
+
+
+def _flip_bytes_in_chunk(path, name):
+    with h5py.File(path, "r") as f:
+        info = f[name].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        some = fh.read(8)
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes(b ^ 0x5A for b in some))
+
+
+def test_a_corrupted_chunk_is_one_error_naming_file_dataset_and_checksum(tmp_path):
+    path = write_example(tmp_path / "x.h5", np.linspace(0.0, 1.0, 3 * 400).reshape(3, 400))
+    _flip_bytes_in_chunk(path, "maps/qu")
+    with h5py.File(path, "r") as f:  # HDF5 alone would say only that a filter failed
+        with pytest.raises(OSError):
+            f["maps/qu"][()]
+    with pytest.raises(DataError, match=r"x\.h5: dataset 'maps/qu' is corrupted: its checksum"):
+        io.read_product(path, "example", {"maps/qu": ((3, None), "uK_CMB")})
+    with pytest.raises(DataError, match=r"x\.h5: dataset 'maps/qu' .*checksum"):
+        io.read_product(path, "example")
+
+
+def _write_by_hand(path, version, fletcher32):
+    with h5py.File(path, "w") as f:
+        f.attrs.update(io.provenance({"a": 1}, 0, "test"))
+        f.attrs["kind"] = "example"
+        f.attrs["format_version"] = version
+        d = f.create_dataset("maps/qu", data=np.arange(12.0).reshape(3, 4), fletcher32=fletcher32)
+        d.attrs["units"] = "uK_CMB"
+    return path
+
+
+def test_a_format_1_product_is_read_with_one_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("bmodesep"), "propagate", True)  # to caplog
+    path = _write_by_hand(tmp_path / "old.h5", 1, fletcher32=False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            p = io.read_product(path, "example", {"maps/qu": ((3, 4), "uK_CMB")})
+            assert np.array_equal(p["maps/qu"], np.arange(12.0).reshape(3, 4))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "old.h5" in warnings[0] and "without checksums" in warnings[0]
+
+
+def test_a_format_2_dataset_without_checksum_and_other_versions_are_refused(tmp_path):
+    path = _write_by_hand(tmp_path / "bare.h5", 2, fletcher32=False)
+    with pytest.raises(DataError, match=r"bare\.h5: dataset 'maps/qu' was written without checks"):
+        io.read_product(path, "example")
+    assert io.read_product(_write_by_hand(tmp_path / "ok.h5", 2, fletcher32=True), "example")
+    for version in (0, 3):
+        path = _write_by_hand(tmp_path / f"v{version}.h5", version, fletcher32=True)
+        with pytest.raises(DataError, match=rf"v{version}\.h5 has format version {version}"):
+            io.read_product(path, "example")

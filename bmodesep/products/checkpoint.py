@@ -5,10 +5,12 @@ piece as its own small HDF5 product in ``<output>.parts/`` (atomically, like eve
 product), then assembles the output and removes the folder.  A job killed part-way
 (SLURM time limit, preemption, Ctrl-C) leaves its finished pieces behind; the next run
 of the same job reads them instead of recomputing them.  Each piece records the
-fingerprint of everything its result depends on (stage config, job identity, package
-version, and a digest of the package's source files, so that an edited simulator at the
-same version does not resume from pieces of the old code); pieces with another fingerprint
-are stale and are deleted, never mixed in.
+fingerprint of everything its result depends on: the stage config, the job's identity, the
+package version, a digest of the package's source files (an edited simulator at the same
+version does not resume from pieces of the old code), the versions of the numerical
+libraries the results come from, and the SHA-256 of every input file's content (a replaced
+mask, new templates or a regenerated signal between two attempts).  Pieces with another
+fingerprint are stale and are deleted, never mixed in.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,47 @@ def code_digest() -> str:
     return source_digest(Path(__file__).resolve().parents[1])
 
 
-def fingerprint(stage_config: Mapping[str, Any], **job: Any) -> str:
-    """SHA-256 of the stage config, the job's identity, the package version and its code."""
+# the libraries whose numbers end up in checkpointed results (an upgrade between two
+# attempts must not mix pieces of both)
+LIBRARIES = ("numpy", "scipy", "healpy", "ducc0", "camb", "jax", "jaxlib", "torch", "sbi")
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's content (a DataError naming the file if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def fingerprint(
+    stage_config: Mapping[str, Any], inputs: Iterable[str | Path | None] = (), **job: Any
+) -> str:
+    """SHA-256 of the stage config, the job's identity, the package version and code, the
+    library versions and the content of the ``inputs`` (in the order given; None skipped)."""
     blob = json.dumps(
-        {"config": stage_config, "job": job, "version": __version__, "code": code_digest()},
+        {
+            "config": stage_config,
+            "job": job,
+            "version": __version__,
+            "code": code_digest(),
+            "libraries": library_versions(),
+            "inputs": [file_digest(p) for p in inputs if p is not None],
+        },
         sort_keys=True,
         default=str,
     )

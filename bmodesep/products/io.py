@@ -12,6 +12,17 @@ the last complete rename wins.  Every product carries provenance attributes (res
 config, package version, git revision, seed, format version, creation time) and
 every dataset a ``units`` attribute.  Readers check kind, format version, shapes,
 units and finiteness, and name the file in every error.
+
+Every array dataset (at least one element, fixed-size type) is stored in chunks of about
+``CHUNK_BYTES`` with HDF5's Fletcher-32 checksum, which HDF5 verifies on every read: a
+corrupted chunk is one DataError naming the file and the dataset, never wrong numbers
+read without complaint.  Chunks hold whole trailing axes where they fit, and the first
+axis that does not fit is cut into equal parts, so the file is as large as an unchunked
+one.  Checking costs about 0.35 ms per MiB read (``read_product`` of 45 MiB of
+``[15, 2, 196608]`` float64 from the page cache: 29 ms instead of 13 ms unchunked; writing
+it: 127 ms instead of 108 ms), less than reading the bytes from a disk.  Scalars and
+empty arrays cannot carry a filter; variable-length strings neither (HDF5 refuses filters
+on them).  Format 1 products (before checksums) are still read, with one warning per file.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import datetime as _dt
 import errno
 import functools
 import json
+import logging
+import math
 import os
 import shutil
 import socket
@@ -38,10 +51,15 @@ import numpy as np
 from bmodesep import __version__
 from bmodesep.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: array datasets carry Fletcher-32 checksums
+READABLE_VERSIONS = (1, 2)  # 1: no checksums (read with a warning)
+CHUNK_BYTES = 1 << 20  # target chunk size (HDF5's default chunk cache holds one chunk)
 _TMP_MARK = ".tmp-"
 IN_MEMORY_LIMIT = 1 << 30  # bytes of array data built in memory before writing
 STALE_AFTER_S = 24 * 3600  # a temporary of another host is removed after this age
+
+log = logging.getLogger(__name__)
+_warned_unchecked: set[str] = set()  # format-1 files already warned about
 
 
 @dataclass(frozen=True)
@@ -244,14 +262,42 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def _checksummable(shape: tuple[int, ...] | None, dtype: np.dtype) -> bool:
+    """Whether a dataset of ``shape`` and ``dtype`` can be chunked and carry a checksum."""
+    return bool(shape) and math.prod(shape) > 0 and not dtype.hasobject
+
+
+def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunks of at most ``CHUNK_BYTES``: leading axes of length 1, whole trailing axes,
+    and the first axis whose rows fit cut into equal parts (the last chunk is at most a
+    few rows short, so the file wastes no space)."""
+    chunk = list(shape)
+    for axis, length in enumerate(shape):
+        inner = itemsize * math.prod(shape[axis + 1 :])  # bytes of one index on this axis
+        if inner > CHUNK_BYTES and axis < len(shape) - 1:
+            chunk[axis] = 1
+            continue
+        per_chunk = max(1, CHUNK_BYTES // inner)
+        parts = -(-length // per_chunk)
+        chunk[axis] = -(-length // parts)
+        break
+    return tuple(chunk)
+
+
 def _fill(f: h5py.File, kind, datasets, provenance_attrs, attrs) -> None:
     f.attrs["kind"] = kind
     for key, value in provenance_attrs.items():
         f.attrs[key] = value
     for key, value in (attrs or {}).items():
         f.attrs[key] = value
+    f.attrs["format_version"] = FORMAT_VERSION  # the layout written below
     for name, ds in datasets.items():
-        h = f.create_dataset(name, data=np.asarray(ds.data))
+        arr = np.asarray(ds.data)
+        if _checksummable(arr.shape, arr.dtype):
+            chunks = _chunk_shape(arr.shape, arr.dtype.itemsize)
+            h = f.create_dataset(name, data=arr, chunks=chunks, fletcher32=True)
+        else:
+            h = f.create_dataset(name, data=arr)
         h.attrs["units"] = ds.units
         if ds.description:
             h.attrs["description"] = ds.description
@@ -347,10 +393,11 @@ def read_product(
         if got_kind != kind:
             raise DataError(f"{path} holds a '{got_kind}' product, expected '{kind}'")
         version = int(f.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise DataError(
-                f"{path} has format version {version}; this bmodesep reads {FORMAT_VERSION}"
-            )
+        if version not in READABLE_VERSIONS:
+            readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+            raise DataError(f"{path} has format version {version}; this bmodesep reads {readable}")
+        if version == 1:
+            _warn_unchecked(path)
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         names = list(expect) if expect is not None else _all_datasets(f)
         data, units = {}, {}
@@ -359,7 +406,7 @@ def read_product(
                 if name in optional:
                     continue
                 raise DataError(f"{path}: dataset '{name}' is missing")
-            arr = f[name][()]
+            arr = read_dataset(f[name], name, path, checked=version >= 2)
             unit = f[name].attrs.get("units", "")
             if expect is not None:
                 shape, want_units = expect[name]
@@ -372,6 +419,32 @@ def read_product(
                 raise DataError(f"{path}: dataset '{name}' contains NaN or inf")
             data[name], units[name] = arr, unit
     return Product(path=path, kind=kind, data=data, units=units, attrs=attrs)
+
+
+def _warn_unchecked(path: Path) -> None:
+    key = str(path.resolve())
+    if key not in _warned_unchecked:
+        _warned_unchecked.add(key)
+        log.warning(
+            "%s is a format 1 product without checksums: corrupted bytes in it cannot be "
+            "detected (make it again to add them)",
+            path,
+        )
+
+
+def read_dataset(dset: h5py.Dataset, name: str, path: Path, checked: bool = False) -> np.ndarray:
+    """The whole of ``dset``; a checksum it carries must hold; with ``checked`` (a format 2
+    product) it must carry one."""
+    if checked and _checksummable(dset.shape, dset.dtype) and not dset.fletcher32:
+        raise DataError(f"{path}: dataset '{name}' was written without checksum")
+    try:
+        return dset[()]
+    except OSError as exc:
+        if dset.fletcher32 and "filter" in str(exc):
+            raise DataError(
+                f"{path}: dataset '{name}' is corrupted: its checksum failed ({exc})"
+            ) from exc
+        raise DataError(f"{path}: cannot read dataset '{name}': {exc}") from exc
 
 
 def _all_datasets(f: h5py.File) -> list[str]:

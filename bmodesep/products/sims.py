@@ -183,10 +183,14 @@ def read_patch_map(path, dataset: str, nside: int) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise DataError(f"missing patch file {path}")
-    with h5py.File(path, "r") as f:
-        if dataset not in f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    with f:
+        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
             raise DataError(f"{path}: no dataset '{dataset}'")
-        labels = f[dataset][()]
+        labels = io.read_dataset(f[dataset], dataset, path)
     if labels.shape != (harmonics.npix(nside),):
         raise DataError(
             f"{path}: patch map '{dataset}' has shape {labels.shape}, expected "

@@ -177,7 +177,10 @@ def npe_chunk(
         )
     cost = np.empty(n)
     blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
-    job = checkpoint.fingerprint(npe_config(config), set=set_name, chunk=chunk)
+    footprint = npe["footprint"]
+    hits = footprint["hits_file"] if footprint["source"] == "hits" else None
+    inputs = [spectra_path, foreground, hits]
+    job = checkpoint.fingerprint(npe_config(config), inputs, set=set_name, chunk=chunk)
     parts = checkpoint.Parts(output, simulations.SIMULATION_BLOCK, job)
     provenance = io.provenance(npe_config(config), npe["seed"], "npe_simulations")
     done = parts.done(range(len(blocks)))
@@ -678,7 +681,7 @@ def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
     parts = Path(f"{output}.parts")
     parts.mkdir(parents=True, exist_ok=True)
     journal = parts / "study.journal"
-    job = checkpoint.fingerprint(estimator_config(config, compression), tune=npe["tune"])
+    job = checkpoint.fingerprint(estimator_config(config, compression), chunks, tune=npe["tune"])
     stamp = parts / "fingerprint"
     if journal.exists() and (not stamp.exists() or stamp.read_text() != job):
         log.info("discarding the tuning journal of another config: %s", journal)

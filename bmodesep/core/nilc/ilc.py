@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from bmodesep import numbacache
 from bmodesep.core import harmonics, seds
 from bmodesep.core.simulate.instrument import Instrument
 from bmodesep.errors import ConfigError, DataError
@@ -188,9 +189,11 @@ def apply_packed(packed: np.ndarray, mixing: np.ndarray, data: np.ndarray) -> np
 
 # reassociation and fused multiply-adds, but NaN and inf keep their meaning
 _FAST = {"reassoc", "contract", "arcp"}
+# a writable cache folder also for a read-only installation (before the kernels are decorated)
+_CACHE = numbacache.configure(__file__)
 
 
-@numba.njit(cache=True, fastmath=_FAST, error_model="numpy")
+@numba.njit(cache=_CACHE, fastmath=_FAST, error_model="numpy")
 def _cholesky_into(m, low, inv):  # pragma: no cover - compiled
     n = m.shape[0]
     for j in range(n):
@@ -209,7 +212,7 @@ def _cholesky_into(m, low, inv):  # pragma: no cover - compiled
     return True
 
 
-@numba.njit(cache=True, fastmath=_FAST, error_model="numpy")
+@numba.njit(cache=_CACHE, fastmath=_FAST, error_model="numpy")
 def _ilc_kernel(packed, idx, data, mixing, out):  # pragma: no cover - compiled
     n, n_c = mixing.shape
     m = np.empty((n, n))

@@ -220,11 +220,12 @@ def check_theta(theta) -> np.ndarray:
     if theta.shape != (len(PARAMETERS),) or not np.all(np.isfinite(theta)):
         raise ConfigError(f"theta must be {len(PARAMETERS)} finite numbers, got {theta}")
     p = dict(zip(PARAMETERS, theta, strict=True))
-    negative = [k for k in ("r", "A_lens", "A_d", "A_s", "B_d", "B_s") if p[k] < 0]
-    if negative or abs(p["rho_ds"]) > 1:
-        raise ConfigError(
-            f"theta outside the model: negative {negative} or |rho_ds| = {abs(p['rho_ds']):.3g} > 1"
-        )
+    amplitudes = ("r", "A_lens", "A_d", "A_s", "B_d", "B_s")
+    wrong = [f"{k} = {p[k]:.3g} < 0" for k in amplitudes if p[k] < 0]
+    if abs(p["rho_ds"]) > 1:
+        wrong.append(f"|rho_ds| = {abs(p['rho_ds']):.3g} > 1")
+    if wrong:
+        raise ConfigError(f"theta outside the model: {', '.join(wrong)}")
     return theta
 
 
