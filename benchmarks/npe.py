@@ -39,6 +39,91 @@ def bench_npe_sim(args):
     }
 
 
+# (name, footprint, compressions, prior): the default pipeline's simulations (full sky,
+# Table 1 prior), and the robustness study's (config/paper2_cpu.yaml: the f_sky 0.21
+# footprint, the widened prior), each with one and with two compressions
+SIMULATOR_VARIANTS = (
+    ("full-joint", "full", ("joint",), "table1"),
+    ("full-joint-hilc", "full", ("joint", "hilc_joint"), "table1"),
+    ("masked-joint", "synthetic", ("joint",), "widened"),
+    ("masked-joint-hilc", "synthetic", ("joint", "hilc_joint"), "widened"),
+)
+PAIRS_PER_RUN = 8
+
+
+def simulator_setups(nside: int, footprint: str, compressions) -> dict:
+    """The forward models the ``npe_chunk`` stage builds for these settings (SO-SAT-like)."""
+    from bmodesep.config import validate_config
+    from bmodesep.core.simulate.cmb import compute_camb_spectra
+    from bmodesep.settings import cosmology, npe_setup
+    from bmodesep.stages.npe import npe_footprint
+
+    config = validate_config(
+        {
+            "instruments": {"sosat": "sosat"},
+            "npe": {
+                "nside": nside,
+                "chunks": 1,
+                "compressions": list(compressions),
+                "footprint": {"source": footprint},
+            },
+        }
+    )
+    spectra = compute_camb_spectra(cosmology(config["cmb"]), 3 * nside - 1)
+    mask = npe_footprint(config)
+    return {c: npe_setup(config, spectra, c, mask) for c in compressions}
+
+
+def simulator_benchmark(name: str, nside: int, args) -> dict:
+    """CPU seconds per (theta, x) pair of each variant, timed on blocks of pairs."""
+    from bmodesep.core.npe import prior, simulator
+
+    per_pair, wall_per_pair, lengths = {}, {}, {}
+    for variant, footprint, compressions, prior_name in SIMULATOR_VARIANTS:
+        setups = simulator_setups(nside, footprint, compressions)
+        n = (args.repeats + 1) * PAIRS_PER_RUN
+        thetas = prior.prior(prior_name).sample(n, np.random.default_rng(0))
+        state = {"i": 0}
+
+        def op(setups=setups, thetas=thetas, state=state):
+            for _ in range(PAIRS_PER_RUN):
+                i = state["i"]
+                simulator.simulate_compressions(thetas[i], i, setups)
+                state["i"] += 1
+
+        timing = time_operation(op, args.repeats)
+        per_pair[variant] = timing.median_cpu_s / PAIRS_PER_RUN
+        wall_per_pair[variant] = timing.median_s / PAIRS_PER_RUN
+        lengths[variant] = sum(s.data_vector_length for s in setups.values())
+        if variant == SIMULATOR_VARIANTS[0][0]:
+            main = timing
+    return {
+        "name": name,
+        "median_s": main.median_s / PAIRS_PER_RUN,
+        "cpu_s": per_pair[SIMULATOR_VARIANTS[0][0]],
+        "runs_s": [w / PAIRS_PER_RUN for w in main.wall_s],
+        "unit": "seconds per (theta, x) pair; cpu_s: full sky, Table 1 prior, joint NILC",
+        "nside": nside,
+        "lmax": 3 * nside - 1,
+        "pairs_per_run": PAIRS_PER_RUN,
+        "cpu_s_per_pair": per_pair,
+        "wall_s_per_pair": wall_per_pair,
+        "data_vector_length": lengths,
+    }
+
+
+@register("npe-sim-32")
+def bench_npe_sim_32(args):
+    """CPU-s per (theta, x) pair at nside 32: full sky / masked, one / two compressions."""
+    return simulator_benchmark("npe-sim-32", 32, args)
+
+
+@register("npe-sim-64")
+def bench_npe_sim_64(args):
+    """CPU-s per (theta, x) pair at nside 64: full sky / masked, one / two compressions."""
+    return simulator_benchmark("npe-sim-64", 64, args)
+
+
 @register("npe-train")
 def bench_npe_train(args):
     """Train the MAF (paper hyperparameters) on 50,000 (theta, x) pairs of 13 x 165 numbers."""

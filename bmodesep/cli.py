@@ -173,7 +173,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
 
 # which arguments name things (not files), and the least value of each integer argument
 NAMES = ("simulation", "zone", "method", "compression", "set")
-INT_MINIMUM = {"chunk": 0, "threads": 1, "devices": 1, "gpus": 0, "nside": 1}
+INT_MINIMUM = {"chunk": 0, "threads": 1, "devices": 0, "gpus": 0, "nside": 1}  # devices 0: CPU
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,9 +23,10 @@ CHILD = """
 import numpy as np
 import bmodesep.core.nilc.ilc as m
 assert m.__file__.startswith({src!r}), m.__file__
-m_ = np.diag([4.0, 9.0, 16.0])
-assert m._cholesky_into(m_, np.zeros((3, 3)), np.empty(3))
-stats = m._cholesky_into.stats
+cov = np.broadcast_to(np.diag([4.0, 9.0, 16.0])[..., None], (3, 3, 5))
+s = m.ilc_apply(cov, np.ones((3, 1)), np.ones((3, 5)))
+assert np.allclose(s, 1.0), s
+stats = m._ilc_kernel.stats
 print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()), m._CACHE)
 """
 
@@ -104,7 +105,7 @@ def _cache_files(folder: Path) -> list[str]:
 
 def test_a_read_only_install_and_home_cache_in_a_private_temporary_folder(tmp_path, readonly):
     """Without a writable package folder or home, numba alone fails at import with
-    ``cannot cache function '_cholesky_into': no locator available``."""
+    ``cannot cache function '_cholesky_block': no locator available``."""
     src = readonly.folder("install", _copy_package)
     home = readonly.folder("home")
     tmp = tmp_path / "tmp"

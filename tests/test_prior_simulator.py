@@ -54,8 +54,10 @@ def test_simulator_is_deterministic_and_has_the_data_vector_layout(setup32):
     assert not np.allclose(x, simulator.simulate(theta, 8, setup32))
     with pytest.raises(ConfigError, match="13 finite numbers"):
         simulator.simulate(theta[:5], 7, setup32)
-    with pytest.raises(ConfigError, match=r"negative \['A_d'\]"):
+    with pytest.raises(ConfigError, match=r"outside the model: A_d = -1 < 0$"):
         simulator.simulate(np.r_[theta[:2], -1.0, theta[3:]], 7, setup32)
+    with pytest.raises(ConfigError, match=r"outside the model: \|rho_ds\| = 1.5 > 1$"):
+        simulator.simulate(np.r_[theta[:12], 1.5], 7, setup32)
 
 
 def test_cmb_auto_spectrum_tracks_r(setup32):
