@@ -10,6 +10,7 @@ and what is wrong in it), and no results folder.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,36 @@ def test_a_bad_config_is_one_clear_error(make, names, tmp_path):
     assert "Traceback" not in out, out
     assert any(all(n in line for n in names) for line in out.splitlines()), out
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_run_shows_its_error_line_on_the_console(tmp_path):
+    """A check a job makes before it computes (here: the memory one set of band maps needs
+    against what SLURM granted it) fails the job; through the local profile the console then
+    shows the job's log, i.e. bmodesep's one line naming the key, and nothing is written."""
+    for folder in ("workflow", "config", "profiles"):
+        shutil.copytree(REPO / folder, tmp_path / folder, symlinks=True)
+    (tmp_path / "bmodesep").symlink_to(REPO / "bmodesep")  # the schema link resolves
+    cfg = {
+        "cmb": {"lmax": 200},
+        "skies": {"grf": {"kind": "grf"}},
+        "instruments": {"litebird": "litebird"},
+        "simulations": {"lb": {"sky": "grf", "instrument": "litebird", "nside": 64}},
+    }
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", SLURM_MEM_PER_NODE="1")  # 1 MB granted
+    target = "results/sims/lb/sky.h5"
+    command = ["snakemake", "--profile", "profiles/local", target, "--configfile", "big.yaml"]
+    r = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    line = "bmodesep: error: simulations.lb.nside: 64 needs at least"
+    assert any(row.startswith(line) for row in out.splitlines()), out
+    assert not (tmp_path / target).exists()
