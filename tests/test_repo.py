@@ -39,7 +39,10 @@ BENCHMARK_NAMES = [
     "compsep-kmeans",
     "nilc",
     "nilc-64",
+    "ilc-kernel",
     "npe-sim",
+    "npe-sim-32",
+    "npe-sim-64",
     "npe-train",
 ]
 
