@@ -6,6 +6,7 @@ import atexit
 import copy
 import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -148,3 +149,59 @@ def bmodesep_command(*args) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "bmodesep", *map(str, args)]
+
+
+class Mounts:
+    """Small tmpfs folders under ``base`` (root only), unmounted at teardown; a test that
+    cannot mount skips with the reason."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.mounted: list[Path] = []
+
+    def tmpfs(self, name: str, size: str, readonly: bool = False, fill=None) -> Path:
+        """A tmpfs folder ``name`` of ``size``; ``fill(path)`` puts its contents in first,
+        then ``readonly`` remounts it read-only (which binds root too)."""
+        why = "needs root and tmpfs mounts"
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            pytest.skip(f"{why}: not running as root")
+        if shutil.which("mount") is None:
+            pytest.skip(f"{why}: no mount command")
+        target = self.base / name
+        target.mkdir()
+        options = f"size={size}"
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            pytest.skip(f"{why}: mount -t tmpfs -o {options} failed: {r.stderr.strip()}")
+        self.mounted.append(target)
+        if fill is not None:
+            fill(target)
+        if readonly:
+            r = subprocess.run(
+                ["mount", "-o", "remount,ro", str(target)], capture_output=True, text=True
+            )
+            if r.returncode != 0:
+                pytest.skip(f"{why}: remount,ro failed: {r.stderr.strip()}")
+            try:
+                (target / "probe").write_text("")
+            except OSError:
+                return target
+            pytest.skip(f"{why}: {target} is still writable after remount,ro")
+        return target
+
+    def unmount_all(self) -> None:
+        for target in reversed(self.mounted):
+            r = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    m = Mounts(tmp_path)
+    yield m
+    m.unmount_all()

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import bmodesep_command, config_file, tiny_config
+from conftest import Mounts, bmodesep_command, config_file, tiny_config
 
 from bmodesep import cli, log
 from bmodesep.config import validate_config
@@ -110,47 +110,6 @@ def inputs(tmp_path_factory) -> Inputs:
         chunk=write_chunk(root / "chunk.h5"),
         **paths,
     )
-
-
-# ---------------------------------------------------------------- tmpfs mounts
-class Mounts:
-    """Small tmpfs folders under ``tmp_path`` (root only), unmounted at teardown."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        self.mounted: list[Path] = []
-
-    def tmpfs(self, name: str, size: str, readonly: bool = False) -> Path:
-        why = "needs root and tmpfs mounts"
-        if not hasattr(os, "geteuid") or os.geteuid() != 0:
-            pytest.skip(f"{why}: not running as root")
-        if shutil.which("mount") is None:
-            pytest.skip(f"{why}: no mount command")
-        target = self.base / name
-        target.mkdir()
-        options = f"size={size}" + (",ro" if readonly else "")
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode != 0:
-            pytest.skip(f"{why}: mount -t tmpfs -o {options} failed: {r.stderr.strip()}")
-        self.mounted.append(target)
-        return target
-
-    def unmount_all(self) -> None:
-        for target in reversed(self.mounted):
-            r = subprocess.run(["umount", str(target)], capture_output=True, text=True)
-            if r.returncode != 0:
-                subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    m = Mounts(tmp_path)
-    yield m
-    m.unmount_all()
 
 
 # ---------------------------------------------------------------- the table

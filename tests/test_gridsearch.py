@@ -168,18 +168,25 @@ def run_chunk(root, cfg, index, output, sky=None):
     )
 
 
-def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
-    root, cfg = stage_inputs
-    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", patch_files(root))
-    out = root / "chunk0.h5"
-    real = gridsearch.evaluate_configuration
-    calls = []
+def killed_on_second_call(real, calls: list):
+    """``real``, counting its calls in ``calls``, killed (KeyboardInterrupt) on the second."""
 
     def dies_on_second(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt("job killed")
         return real(*a, **k)
+
+    return dies_on_second
+
+
+def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
+    root, cfg = stage_inputs
+    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", patch_files(root))
+    out = root / "chunk0.h5"
+    real = gridsearch.evaluate_configuration
+    calls = []
+    dies_on_second = killed_on_second_call(real, calls)
 
     monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
@@ -235,12 +242,7 @@ def test_checkpoints_of_another_input_are_discarded(stage_inputs, tmp_path, monk
     out = tmp_path / "chunk0.h5"
     real = gridsearch.evaluate_configuration
     calls = []
-
-    def dies_on_second(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("job killed")
-        return real(*a, **k)
+    dies_on_second = killed_on_second_call(real, calls)
 
     monkeypatch.setattr(gridsearch, "evaluate_configuration", dies_on_second)
     with pytest.raises(KeyboardInterrupt):

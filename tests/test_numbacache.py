@@ -31,53 +31,8 @@ print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()), m._CACHE
 """
 
 
-class ReadOnly:
-    """Read-only tmpfs folders under ``base`` (root only), unmounted at teardown."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        self.mounted: list[Path] = []
-
-    def folder(self, name: str, fill=None) -> Path:
-        """A read-only folder ``name``; ``fill(path)`` puts its contents in first."""
-        why = "needs root and tmpfs mounts"
-        if not hasattr(os, "geteuid") or os.geteuid() != 0:
-            pytest.skip(f"{why}: not running as root")
-        if shutil.which("mount") is None:
-            pytest.skip(f"{why}: no mount command")
-        target = self.base / name
-        target.mkdir()
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(target)],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode != 0:
-            pytest.skip(f"{why}: mount -t tmpfs failed: {r.stderr.strip()}")
-        self.mounted.append(target)
-        if fill is not None:
-            fill(target)
-        r = subprocess.run(["mount", "-o", "remount,ro", str(target)], capture_output=True)
-        if r.returncode != 0:
-            pytest.skip(f"{why}: remount,ro failed: {r.stderr.decode().strip()}")
-        probe = target / "probe"
-        try:
-            probe.write_text("")
-        except OSError:
-            return target
-        pytest.skip(f"{why}: {target} is still writable after remount,ro")
-
-    def unmount_all(self) -> None:
-        for target in reversed(self.mounted):
-            if subprocess.run(["umount", str(target)], capture_output=True).returncode:
-                subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
-@pytest.fixture
-def readonly(tmp_path):
-    r = ReadOnly(tmp_path)
-    yield r
-    r.unmount_all()
+def _one_module(target: Path) -> None:
+    (target / "mod.py").write_text("")
 
 
 def _copy_package(target: Path) -> None:
@@ -103,11 +58,11 @@ def _cache_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*.nb[ic]"))
 
 
-def test_a_read_only_install_and_home_cache_in_a_private_temporary_folder(tmp_path, readonly):
+def test_a_read_only_install_and_home_cache_in_a_private_temporary_folder(tmp_path, mounts):
     """Without a writable package folder or home, numba alone fails at import with
     ``cannot cache function '_cholesky_block': no locator available``."""
-    src = readonly.folder("install", _copy_package)
-    home = readonly.folder("home")
+    src = mounts.tmpfs("install", "64m", readonly=True, fill=_copy_package)
+    home = mounts.tmpfs("home", "64m", readonly=True)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     first = _run_child(src, tmp, HOME=str(home), TMPDIR=str(tmp))
@@ -118,8 +73,8 @@ def test_a_read_only_install_and_home_cache_in_a_private_temporary_folder(tmp_pa
     assert second == ["1", "0", "True"]  # loaded from the cache
 
 
-def test_a_read_only_install_caches_in_the_users_cache_folder(tmp_path, readonly):
-    src = readonly.folder("install", _copy_package)
+def test_a_read_only_install_caches_in_the_users_cache_folder(tmp_path, mounts):
+    src = mounts.tmpfs("install", "64m", readonly=True, fill=_copy_package)
     xdg = tmp_path / "xdg"
     work = tmp_path / "work"
     work.mkdir()
@@ -150,11 +105,13 @@ def test_a_writable_named_or_source_folder_is_left_to_numba(tmp_path, monkeypatc
 
 
 def test_nothing_writable_means_no_cache_and_a_warning(
-    tmp_path, readonly, monkeypatch, caplog, isolated
+    tmp_path, mounts, monkeypatch, caplog, isolated
 ):
-    src = readonly.folder("install", lambda t: (t / "mod.py").write_text(""))
-    monkeypatch.setenv("HOME", str(readonly.folder("home")))
-    monkeypatch.setattr(tempfile, "tempdir", str(readonly.folder("tmp")))
+    src = mounts.tmpfs(
+        "install", "64m", readonly=True, fill=lambda t: (t / "mod.py").write_text("")
+    )
+    monkeypatch.setenv("HOME", str(mounts.tmpfs("home", "64m", readonly=True)))
+    monkeypatch.setattr(tempfile, "tempdir", str(mounts.tmpfs("tmp", "64m", readonly=True)))
     monkeypatch.setattr(logging.getLogger("bmodesep"), "propagate", True)  # to caplog
     with caplog.at_level(logging.WARNING):
         assert numbacache.configure(src / "mod.py") is False
@@ -163,10 +120,12 @@ def test_nothing_writable_means_no_cache_and_a_warning(
 
 
 def test_a_temporary_folder_that_others_can_write_is_not_used(
-    tmp_path, readonly, monkeypatch, isolated
+    tmp_path, mounts, monkeypatch, isolated
 ):
-    src = readonly.folder("install", lambda t: (t / "mod.py").write_text(""))
-    monkeypatch.setenv("HOME", str(readonly.folder("home")))
+    src = mounts.tmpfs(
+        "install", "64m", readonly=True, fill=lambda t: (t / "mod.py").write_text("")
+    )
+    monkeypatch.setenv("HOME", str(mounts.tmpfs("home", "64m", readonly=True)))
     tmp = tmp_path / "tmp"
     planted = tmp / f"bmodesep-numba-{os.getuid()}"
     planted.mkdir(parents=True)

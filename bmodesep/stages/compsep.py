@@ -187,13 +187,8 @@ def grid_chunk(
     cs = stage["compsep"]
     points = gridsearch.grid_points(cs["grid"])
     lo, hi = gridsearch.chunk_bounds(len(points), cs["chunks"], chunk)
-    job = checkpoint.fingerprint(
-        stage,
-        [masks_path, signal_path, *patches, sky_path],
-        zone=zone_name,
-        chunk=chunk,
-        sky=sky_path is not None,
-    )
+    inputs = [masks_path, signal_path, *patches, sky_path]  # a checkpoint holds to their content
+    job = checkpoint.fingerprint(stage, inputs, zone=zone_name, chunk=chunk, sky=bool(sky_path))
     parts = checkpoint.Parts(output, products.GRID_POINT, job)
     done = parts.done(range(lo, hi))
     todo = [j for j in range(lo, hi) if j not in done]

@@ -177,10 +177,10 @@ def npe_chunk(
         )
     cost = np.empty(n)
     blocks = [range(lo, min(lo + CHECKPOINT_EVERY, n)) for lo in range(0, n, CHECKPOINT_EVERY)]
-    footprint = npe["footprint"]
-    hits = footprint["hits_file"] if footprint["source"] == "hits" else None
-    inputs = [spectra_path, foreground, hits]
-    job = checkpoint.fingerprint(npe_config(config), inputs, set=set_name, chunk=chunk)
+    hits = npe["footprint"]["hits_file"] if npe["footprint"]["source"] == "hits" else None
+    job = checkpoint.fingerprint(
+        npe_config(config), [spectra_path, foreground, hits], chunk=chunk, set=set_name
+    )
     parts = checkpoint.Parts(output, simulations.SIMULATION_BLOCK, job)
     provenance = io.provenance(npe_config(config), npe["seed"], "npe_simulations")
     done = parts.done(range(len(blocks)))
