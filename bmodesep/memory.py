@@ -102,13 +102,24 @@ def check_npe_fits(config: Mapping[str, Any], limit: int | None) -> None:
         )
 
 
+# the steps that hold a simulation's band maps, and the one that simulates SBI data sets
+# (a figure or an r likelihood of the same simulation holds none: no check there)
+BAND_MAP_STEPS = (
+    "sky",
+    "frequency_maps",
+    "noise",
+    "grid_chunk",
+    "compsep_fit",
+    "nilc_compress",
+    "npe_ps_observed",
+)
 SIMULATING_NPE_STEPS = ("npe_chunk",)
 
 
 def check_job_fits(config: Mapping[str, Any], step: str, args: Mapping[str, Any]) -> None:
     """The lower-bound memory check of one ``bmodesep <stage> <step>`` job."""
     limit = usable_bytes()
-    if args.get("simulation") is not None:
+    if step in BAND_MAP_STEPS and args.get("simulation") is not None:
         check_simulation_fits(config, args["simulation"], limit)
     if step in SIMULATING_NPE_STEPS:
         check_npe_fits(config, limit)
