@@ -27,6 +27,7 @@ the fast path does at the band limit the smoothing kernel needs, without iterati
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -139,11 +140,15 @@ def ilc_weights(cov: np.ndarray, mixing: np.ndarray) -> np.ndarray:
     invertible; W A = 1 whatever C is.  The needlet ILC applies the same algebra without
     forming W (``ilc_apply``).
     """
+    cov = np.asarray(cov, float)
     n = mixing.shape[0]
-    eye = np.eye(n).reshape(n, n, *([1] * (cov.ndim - 2)))
-    data = np.broadcast_to(eye, (n, n, *cov.shape[2:]))  # W applied to unit vectors
-    w = np.stack([ilc_apply(cov, mixing, data[:, f]) for f in range(n)], axis=1)
-    return w
+    shape = cov.shape[2:]
+    # W applied to the n unit vectors, as n x (pixels) columns of one call: column f * P + p
+    # holds pixel p's covariance and the unit vector e_f
+    stacked = np.broadcast_to(cov.reshape(n, n, 1, -1), (n, n, n, math.prod(shape)))
+    data = np.broadcast_to(np.eye(n)[:, :, None], (n, n, math.prod(shape)))
+    w = ilc_apply(stacked.reshape(n, n, -1), mixing, data.reshape(n, -1))  # [c, f * P]
+    return w.reshape(mixing.shape[1], n, *shape)
 
 
 def ilc_apply(cov: np.ndarray, mixing: np.ndarray, data: np.ndarray) -> np.ndarray:
@@ -163,11 +168,13 @@ def ilc_apply(cov: np.ndarray, mixing: np.ndarray, data: np.ndarray) -> np.ndarr
     return apply_pairs(pairs, mixing, flat_d).reshape(mixing.shape[1], *shape)
 
 
+@functools.lru_cache(maxsize=32)
 def pair_index(n: int) -> np.ndarray:
     """``idx[i, j]``: row of the pair (i, j) in a packed covariance (triu order)."""
     idx = np.empty((n, n), dtype=np.int64)
     for k, (i, j) in enumerate(zip(*np.triu_indices(n), strict=True)):
         idx[i, j] = idx[j, i] = k
+    idx.flags.writeable = False
     return idx
 
 
@@ -467,13 +474,24 @@ def resize_alm(alm: np.ndarray, lmax_from: int, lmax_to: int) -> np.ndarray:
     (truncated, or zero-padded above ``lmax_from``)."""
     if lmax_from == lmax_to:
         return alm
+    src, dst = _resize_index(lmax_from, lmax_to)
     out = np.zeros((*alm.shape[:-1], harmonics.alm_size(lmax_to)), dtype=np.complex128)
-    top = min(lmax_from, lmax_to)
-    for m in range(top + 1):
-        src = m * (2 * lmax_from + 3 - m) // 2
-        dst = m * (2 * lmax_to + 3 - m) // 2
-        out[..., dst : dst + top + 1 - m] = alm[..., src : src + top + 1 - m]
+    out[..., dst] = alm[..., src]
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_index(lmax_from: int, lmax_to: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the (l, m) both layouts hold, in each layout."""
+    top = min(lmax_from, lmax_to)
+    src, dst = [], []
+    for m in range(top + 1):
+        a, b = m * (2 * lmax_from + 3 - m) // 2, m * (2 * lmax_to + 3 - m) // 2
+        src.append(np.arange(a, a + top + 1 - m))
+        dst.append(np.arange(b, b + top + 1 - m))
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    src.flags.writeable = dst.flags.writeable = False
+    return src, dst
 
 
 # ---------------------------------------------------------------- harmonic ILC
