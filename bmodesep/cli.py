@@ -103,6 +103,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
             npe_posterior=("posteriors of a simulation set", "estimator *chunks output"),
             npe_coverage=("TARP coverage of the coverage set", "posteriors output"),
+            npe_yardstick=(
+                "regressions of r on x: what an estimator should at least extract",
+                "compression *chunks *coverage output",
+            ),
             npe_observed=(
                 "posterior and predictive check of a pipeline sky",
                 f"estimator nilc spectra {SIM} output",

@@ -193,3 +193,167 @@ def test_training_progress_lines_have_rate_and_eta():
         "epoch 7/100" in lines[-1] and "(best 2.0000, 5/5 epochs without improvement)" in lines[-1]
     )
     assert "ETA 0:00:00 if no further improvement" in lines[-1]
+
+
+# --- estimator variants (issue 27): prior-bounded theta, asinh columns, an embedding net --
+
+
+def test_asinh_columns_are_the_documented_transform():
+    rng = np.random.default_rng(0)
+    x = np.column_stack(
+        [
+            rng.standard_cauchy(500),  # heavy tails: the MAD, not the sd, sets the scale
+            np.r_[np.zeros(300), rng.normal(size=200)],  # MAD 0: the sd instead
+            np.full(500, 3.0),  # constant: scale 1, std 1
+        ]
+    )
+    t = flows.AsinhColumns(torch.as_tensor(x))
+    centre = np.median(x, axis=0)
+    scale = 1.4826 * np.median(np.abs(x - centre), axis=0)
+    scale[1] = x[:, 1].std(ddof=1)
+    scale[2] = 1.0
+    z = np.arcsinh((x - centre) / scale)
+    std = z.std(axis=0, ddof=1)
+    std[2] = 1.0
+    expected = (z - z.mean(axis=0)) / std
+    got = t(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+    assert np.allclose(got, expected, atol=2e-5)
+    assert np.allclose(got[:, :2].mean(0), 0, atol=1e-5) and np.allclose(got[:, :2].std(0), 1, 1e-2)
+
+
+# a half-normal and a normal parameter, each seen twice with noise: the posterior of the
+# first is a normal truncated to [0, inf), of the second a normal (closed forms below)
+BOUNDED_PRIOR = Prior((Normal(0.0, 1.0, 0.0), Normal(0.0, 1.0)))
+BOUNDED_NOISE = 0.4
+
+
+def _bounded_data(theta, rng):
+    n = theta.shape[0]
+    return np.repeat(theta, 2, axis=1) + BOUNDED_NOISE * rng.normal(size=(n, 4))
+
+
+def _bounded_posterior(x):
+    """Mean and sd of theta_1 (truncated normal) and theta_2 (normal) given x."""
+    from scipy import stats
+
+    precision = 1 + 2 / BOUNDED_NOISE**2
+    sd = 1 / np.sqrt(precision)
+    means = np.array([x[0] + x[1], x[2] + x[3]]) / BOUNDED_NOISE**2 / precision
+    t = stats.truncnorm(-means[0] / sd, np.inf, loc=means[0], scale=sd)
+    return np.array([t.mean(), means[1]]), np.array([t.std(), sd])
+
+
+@pytest.fixture(scope="module")
+def bounded_problem():
+    rng = np.random.default_rng(4)
+    theta = BOUNDED_PRIOR.sample(20_000, rng)
+    hp = flows.hyperparameters(
+        {
+            "learning_rate": 1e-3,
+            "num_transforms": 3,
+            "hidden_features": 32,
+            "stop_after_epochs": 30,
+            "max_epochs": 300,
+            "parameters": "prior_bounded",
+        }
+    )
+    return flows.train(theta, _bounded_data(theta, rng), BOUNDED_PRIOR, hp, seed=0)
+
+
+def test_prior_bounded_estimator_rejects_to_the_prior_and_matches_the_truncated_posterior(
+    bounded_problem,
+):
+    post = flows.Posterior(bounded_problem.estimator, BOUNDED_PRIOR, "prior_bounded")
+    rng = np.random.default_rng(9)
+    # true theta_1 near its bound: a good part of a flow's mass falls below 0 there
+    theta = np.column_stack([np.abs(rng.normal(0, 0.1, 20)), rng.normal(size=20)])
+    x = _bounded_data(theta, rng)
+    samples = post.sample(x, 4000, seed=1)
+    assert samples.shape == (20, 4000, 2) and np.all(samples[..., 0] >= 0)
+    err = []
+    for xi, s in zip(x, samples, strict=True):
+        mean, sd = _bounded_posterior(xi)
+        err.append(np.abs(s.mean(0) - mean) / sd)
+        assert s[:, 0].std() == pytest.approx(sd[0], rel=0.2)
+    # a flow in theta that ignored the bound would shift theta_1's mean by ~0.5 sd or more
+    assert np.median(err) < 0.1 and np.max(err) < 0.35
+    assert np.all(post.log_prob(np.array([[-0.01, 0.0]]), x[0]) == -np.inf)
+    assert np.all(np.isfinite(post.log_prob(samples[0, :10], x[0])))
+
+
+class _UnitNormalFlow(torch.nn.Module):
+    """A stand-in estimator: q(theta | x) = N(loc, 1) per parameter, whatever x."""
+
+    condition_shape = torch.Size([4])
+
+    def __init__(self, loc):
+        super().__init__()
+        self.loc = torch.tensor(loc)
+
+    def sample(self, shape, condition):
+        return torch.randn(shape[0], condition.shape[0], 2) + self.loc
+
+
+def test_prior_bounded_rejection_gives_the_truncated_flow_and_gives_up_without_mass():
+    from scipy import stats
+
+    x = np.zeros((3, 4))
+    # 2.3% of N(-2, 1) lies above theta_1's bound at 0: rejection gives N(-2, 1) truncated
+    post = flows.Posterior(_UnitNormalFlow([-2.0, 0.0]), BOUNDED_PRIOR, "prior_bounded")
+    s = post.sample(x, 4000, seed=0)
+    assert s.shape == (3, 4000, 2) and np.all(s[..., 0] >= 0)
+    truncated = stats.truncnorm(2.0, np.inf, loc=-2.0)
+    assert s[..., 0].mean() == pytest.approx(truncated.mean(), abs=0.01)
+    assert s[..., 0].std() == pytest.approx(truncated.std(), rel=0.03)
+    assert s[..., 1].std() == pytest.approx(1.0, rel=0.03)
+    # 3e-7 of N(-5, 1) lies inside: below min_acceptance, one clear error
+    post = flows.Posterior(_UnitNormalFlow([-5.0, 0.0]), BOUNDED_PRIOR, "prior_bounded")
+    with pytest.raises(DataError, match="inside the prior's support"):
+        post.sample(x, 500, seed=0)
+
+
+def test_asinh_and_embedding_estimator_recovers_the_gaussian_posterior():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 3))
+    theta = GAUSS_PRIOR.sample(10_000, rng)
+    x = theta @ a.T + NOISE * rng.normal(size=(theta.shape[0], 6))
+    hp = flows.hyperparameters(
+        {
+            "learning_rate": 1e-3,
+            "num_transforms": 3,
+            "hidden_features": 32,
+            "stop_after_epochs": 20,
+            "max_epochs": 300,
+            "data_transform": "asinh",
+            "embedding_features": 3,  # the linear-Gaussian problem has 3 sufficient statistics
+        }
+    )
+    trained = flows.train(theta, x, GAUSS_PRIOR, hp, seed=0)
+    post = flows.Posterior(trained.estimator, GAUSS_PRIOR)
+    theta_true = GAUSS_PRIOR.sample(30, rng)
+    x_obs = theta_true @ a.T + NOISE * rng.normal(size=(30, 6))
+    samples = post.sample(x_obs, 3000, seed=3)
+    mean_err, std_err = [], []
+    for xi, s in zip(x_obs, samples, strict=True):
+        mean, cov = _analytic(a, xi)
+        sigma = np.sqrt(np.diag(cov))
+        mean_err.append(np.abs(s.mean(0) - mean) / sigma)
+        std_err.append(np.abs(s.std(0) / sigma - 1))
+    assert np.median(mean_err) < 0.15 and np.max(mean_err) < 0.8
+    assert np.median(std_err) < 0.1 and np.max(std_err) < 0.5
+    # transform buffers and embedding weights are saved and rebuilt
+    state = flows.state_arrays(trained.estimator)
+    assert any(k.endswith("centre") for k in state) and len(state) > 10
+    again = flows.rebuild(state, hp, 3, 6)
+    one = post.log_prob(theta_true, x_obs)
+    assert np.array_equal(one, flows.Posterior(again, GAUSS_PRIOR).log_prob(theta_true, x_obs))
+
+
+def test_estimator_choices_are_checked():
+    with pytest.raises(ConfigError, match="parameters 'raw' is not one of"):
+        flows.hyperparameters({"parameters": "raw"})
+    with pytest.raises(ConfigError, match="data_transform 'log' is not one of"):
+        flows.hyperparameters({"data_transform": "log"})
+    with pytest.raises(ConfigError, match="embedding_features"):
+        flows.hyperparameters({"embedding_features": -1})
+    assert flows.hyperparameters({"embedding_features": 0}).embedding_features == 0

@@ -13,6 +13,7 @@ from bmodesep.core.simulate.cmb import compute_camb_spectra
 from bmodesep.errors import DataError
 from bmodesep.products import io, sims
 from bmodesep.products.npe import read_chunks
+from bmodesep.products import npe_results as results
 from bmodesep.products.npe_results import read_posteriors
 from bmodesep.settings import cosmology
 from bmodesep.stages import npe
@@ -75,6 +76,36 @@ def test_posteriors_and_coverage_products(stage):
     assert cov["ecp"].shape == (14, 51) and list(cov.attrs["names"])[:2] == ["joint", "r"]
     assert np.all(np.diff(cov["ecp"], axis=1) >= 0)  # a CDF in the credibility level
     assert np.all(cov["ecp"][:, 0] == 0) and np.all(cov["ecp"] <= 1)
+
+
+def test_estimator_settings_are_saved_and_rebuild_the_estimator(stage, tmp_path):
+    root, cfg = stage
+    chosen = {"parameters": "prior_bounded", "data_transform": "asinh", "embedding_features": 4}
+    cfg = validate_config(cfg | {"npe": cfg["npe"] | {"estimator": chosen}})
+    chunks = [root / "train0.h5", root / "train1.h5"]
+    npe.npe_train(cfg, "joint", chunks, tmp_path / "estimator.h5")
+    est = io.read_product(tmp_path / "estimator.h5", "npe_estimator")
+    assert json.loads(est.attrs["hyperparameters"]).items() >= chosen.items()
+    assert est.config["training"]["estimator"] == chosen
+    post, _ = npe.load_posterior(tmp_path / "estimator.h5")
+    assert post.parameters == "prior_bounded"
+    x = read_chunks([root / "coverage0.h5"], "joint")[1]
+    table1 = prior.prior("table1")
+    samples = post.sample(x[:2], 30, seed=0)
+    assert np.all(samples >= table1.low) and np.all(samples <= table1.high)
+
+
+def test_yardstick_table_has_every_method_at_every_training_subset(stage):
+    root, cfg = stage
+    cfg = cfg | {"npe": cfg["npe"] | {"training_fractions": [0.5, 1.0]}}
+    chunks = [root / "train0.h5", root / "train1.h5"]
+    npe.npe_yardstick(cfg, "joint", chunks, [root / "coverage0.h5"], root / "yardstick.csv")
+    rows = results.read_yardstick(root / "yardstick.csv")
+    assert [(r["method"], r["training_simulations"]) for r in rows] == [
+        (m, n) for m in ("ridge_linear", "ridge_asinh", "mlp_asinh") for n in ("40", "80")
+    ]
+    assert all(r["parameter"] == "r" and r["test_simulations"] == "12" for r in rows)
+    assert all(-1 <= float(r["correlation"]) <= 1 and float(r["rms_error"]) > 0 for r in rows)
 
 
 def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, capsys):

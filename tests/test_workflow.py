@@ -178,6 +178,9 @@ def test_tiny_end_to_end_run(tmp_path):
     names = ("tarp", "corner_fixed", "corner_observed", "predictive", "predictive_fixed")
     for name in (*names, "training_size"):
         assert (results / "figures" / "npe" / "joint" / f"{name}.png").stat().st_size > 10_000
+    yard = (npe_dir / "yardstick.csv").read_text().splitlines()
+    assert yard[0] == "parameter,method,training_simulations,test_simulations,correlation,rms_error"
+    assert len(yard) == 1 + 3 * 2  # three regressions at the two training subsets
     table3 = (results / "figures" / "npe" / "table3.csv").read_text().splitlines()
     assert table3[0] == "sky,compression,r_true,mean_r,mean_sigma_r,bias_sigma,n"
     assert [row.split(",")[:3] + row.split(",")[-1:] for row in table3[1:]] == [

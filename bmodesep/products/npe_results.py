@@ -572,3 +572,28 @@ def _same_rows(p: io.Product, n: int, names: Iterable[str], what: str) -> None:
             raise DataError(
                 f"{p.path}: dataset '{name}' has {p[name].shape[0]} rows, expected {n} {what}"
             )
+
+
+# ---------------------------------------------------------------- npe_yardstick
+# npe/{compression}/yardstick.csv (:func:`~bmodesep.stages.npe.npe_yardstick`): how well
+# plain regressions of a parameter on the data vector, trained on nested subsets of the
+# training set, predict it on the coverage set (core/npe/yardstick.py)
+YARDSTICK_COLUMNS = (
+    "parameter",
+    "method",
+    "training_simulations",
+    "test_simulations",
+    "correlation",
+    "rms_error",
+)
+
+
+def write_yardstick(path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """The yardstick table (:data:`YARDSTICK_COLUMNS`), one row per method and subset."""
+    if not rows:
+        raise ValueError("a yardstick table needs rows")
+    return io.write_csv_atomic(path, rows, YARDSTICK_COLUMNS)
+
+
+def read_yardstick(path) -> list[dict[str, str]]:
+    return io.read_csv(path, YARDSTICK_COLUMNS)

@@ -5,6 +5,8 @@
     bmodesep npe npe_tune      --config C --compression K --chunks F... --output T.h5
     bmodesep npe npe_posterior --config C --estimator E.h5 --chunks F... --output P.h5
     bmodesep npe npe_coverage  --config C --posteriors P.h5 --output V.h5
+    bmodesep npe npe_yardstick --config C --compression K --chunks F... --coverage F...
+                               --output Y.csv
     bmodesep npe npe_observed  --config C --estimator E.h5 --nilc N.h5 --spectra S.h5
                                --simulation SIM --output O.h5
 
@@ -22,7 +24,10 @@ compression and saves its weights with the hyperparameters that rebuild it (from
 ``npe.hyperparameters`` or, with ``--tuning``, the best trial of ``npe_tune``).
 ``npe_posterior`` draws ``npe.posterior_samples`` for every data vector of a simulation set
 and summarises r, A_lens and the spectral-index field widths (eq. 25).  ``npe_coverage``
-runs TARP on the posteriors of the held-out ``coverage`` set.  ``npe_observed`` builds the
+runs TARP on the posteriors of the held-out ``coverage`` set.  ``npe_yardstick`` scores
+plain regressions of r on the data vector (:mod:`bmodesep.core.npe.yardstick`), trained
+on the nested training subsets of ``npe.training_fractions`` and tested on the coverage
+set: what an estimator should at least extract.  ``npe_observed`` builds the
 data vector of a simulation's NILC product (the pipeline's maps), samples its posterior
 and runs the posterior predictive chi^2 check of sec. III.3.
 """
@@ -43,7 +48,7 @@ from bmodesep.config import npe_config
 from bmodesep.core import harmonics
 from bmodesep.core.nilc import datavector, ilc
 from bmodesep.core.npe import coverage, prior, simulator
-from bmodesep.core.npe.sets import set_parameters
+from bmodesep.core.npe.sets import set_parameters, subset_chunks
 from bmodesep.core.npe.sets import simulation_seed as set_simulation_seed
 from bmodesep.core.randomness import rng_for
 from bmodesep.core.simulate import footprint, foregrounds
@@ -72,6 +77,7 @@ def estimator_config(config: Mapping[str, Any], compression: str) -> dict[str, A
         "training": {
             "compression": compression,
             "hyperparameters": npe["hyperparameters"],
+            "estimator": npe["estimator"],
             "tune": npe["tune"],
         }
     }
@@ -80,11 +86,12 @@ def estimator_config(config: Mapping[str, Any], compression: str) -> dict[str, A
 def _hyperparameters(config, tuning_path) -> tuple[flows.Hyperparameters, str]:
     from bmodesep.core.npe import flows
 
+    configured = config["npe"]["hyperparameters"] | config["npe"]["estimator"]
     if tuning_path is None:
-        return flows.hyperparameters(config["npe"]["hyperparameters"]), "config"
+        return flows.hyperparameters(configured), "config"
     tuning = results.read_tuning(tuning_path)
     best = json.loads(tuning.attrs["best_hyperparameters"])
-    return flows.hyperparameters(config["npe"]["hyperparameters"] | best), str(tuning_path)
+    return flows.hyperparameters(configured | best), str(tuning_path)
 
 
 def npe_footprint(config: Mapping[str, Any]) -> np.ndarray | None:
@@ -284,7 +291,8 @@ def load_posterior(path) -> tuple[flows.Posterior, io.Product]:
     hp = flows.hyperparameters(json.loads(product.attrs["hyperparameters"]))
     state = results.estimator_state(product)
     estimator = flows.rebuild(state, hp, len(P), int(product.attrs["n_data"]))
-    return flows.Posterior(estimator, prior.prior(product.attrs["prior"])), product
+    posterior = flows.Posterior(estimator, prior.prior(product.attrs["prior"]), hp.parameters)
+    return posterior, product
 
 
 def _sample_all(post: flows.Posterior, x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -385,6 +393,41 @@ def npe_coverage(config, posteriors, output) -> None:
         compression=post.attrs["compression"],
         test_simulations=theta.shape[0],
     )
+
+
+def npe_yardstick(config, compression: str, chunks, coverage, output) -> None:
+    """Rule npe_yardstick: regressions of r on x at each training subset, on the coverage set."""
+    from bmodesep.core.npe import yardstick
+
+    npe = config["npe"]
+    theta, x, _ = read_chunks(chunks, compression)
+    theta_test, x_test, _ = read_chunks(coverage, compression)
+    sizes = sorted(
+        {
+            min(subset_chunks(f, len(chunks)) * npe["simulations_per_chunk"], x.shape[0])
+            for f in npe["training_fractions"] or [1.0]
+        }
+    )
+    r = P.index("r")
+    with timed(f"yardstick of {compression}: {len(sizes)} subsets, {x_test.shape[0]} tests"):
+        scores = yardstick.yardstick(x, theta[:, r], x_test, theta_test[:, r], sizes, npe["seed"])
+    rows = [
+        {
+            "parameter": "r",
+            "method": method,
+            "training_simulations": n,
+            "test_simulations": x_test.shape[0],
+            "correlation": f"{scores[i, j, 0]:.4f}",
+            "rms_error": f"{scores[i, j, 1]:.6g}",
+        }
+        for i, method in enumerate(yardstick.METHODS)
+        for j, n in enumerate(sizes)
+    ]
+    for row in rows:
+        log.info(
+            "%(method)s, %(training_simulations)s simulations: r correlation %(correlation)s", row
+        )
+    results.write_yardstick(output, rows)
 
 
 def _alm_lmax(nalm: int) -> int:
@@ -654,7 +697,7 @@ def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
     if trials < 1:
         raise ConfigError("npe.tune.trials is 0: no hyperparameter search configured")
     theta, x, _ = read_chunks(chunk_paths, compression)
-    base = flows.hyperparameters(npe["hyperparameters"])
+    base = flows.hyperparameters(npe["hyperparameters"] | npe["estimator"])
     pr = prior.prior(npe["prior"])
     device = flows.training_device(gpus)
     log.info(

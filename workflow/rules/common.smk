@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from bmodesep.config import compsep_methods, npe_config, simulation_config
+from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
 
@@ -49,7 +50,7 @@ NPE_FIXED_SETS = [s for s, v in NPE_SETS.items() if v.foreground is not None]
 NPE_PS_SETS = NPE["ps_likelihood"]["sets"] if NPE_SETS else []
 # Fig. 1: nested training subsets, named by their fraction ("0.1") -> number of chunks
 NPE_SUBSETS = {
-    f"{f:g}": max(1, math.ceil(f * NPE["chunks"]))
+    f"{f:g}": subset_chunks(f, NPE["chunks"])
     for f in (NPE["training_fractions"] if NPE_SETS else [])
 }
 
@@ -158,6 +159,10 @@ def compsep_figure(name, sim="{sim}", ext="png"):
 
 def predictive_file(compression="{compression}", set="{set}"):
     return f"{RESULTS}/npe/{compression}/predictive/{set}.h5"
+
+
+def yardstick_file(compression="{compression}"):
+    return f"{RESULTS}/npe/{compression}/yardstick.csv"
 
 
 def subset_file(name, compression="{compression}", fraction="{fraction}"):
@@ -430,6 +435,8 @@ def npe_figure_targets():
     out += [npe_figure(f"likelihood_{s}.png") for s in NPE_PS_SETS]
     if NPE_SUBSETS:
         out += [npe_figure("training_size.png", c) for c in NPE_COMPRESSIONS]
+        if "coverage" in NPE_SETS:
+            out += [yardstick_file(c) for c in NPE_COMPRESSIONS]
     if NPE_FIXED_SETS:
         out += [npe_figure("table3.csv"), npe_figure("fixed_foreground.png")]
         out += [npe_figure("predictive_fixed.png", c) for c in NPE_COMPRESSIONS]

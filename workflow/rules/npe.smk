@@ -150,6 +150,30 @@ rule npe_observed:
         "--output {output} > {log} 2>&1"
 
 
+# the estimator's yardstick: regressions of r on x at each training subset (issue 27)
+rule npe_yardstick:
+    input:
+        chunks=npe_set_chunks("train") if "train" in NPE_SETS else [],
+        coverage=npe_set_chunks("coverage") if "coverage" in NPE_SETS else [],
+    output:
+        yardstick_file(),
+    params:
+        config=npe_stage_config,
+    log:
+        log_file("npe_yardstick", "{compression}"),
+    benchmark:
+        benchmark_file("npe_yardstick", "{compression}")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        TORCH_ENV
+    shell:
+        "bmodesep npe npe_yardstick --config {params.config} --compression {wildcards.compression} "
+        "--chunks {input.chunks} --coverage {input.coverage} --output {output} > {log} 2>&1"
+
+
 # Fig. 1: the same training on nested subsets of the training chunks, TARP for each
 rule npe_train_subset:
     input:

@@ -1,11 +1,26 @@
 """Neural posterior estimation with sbi: a masked autoregressive flow for q(theta | x).
 
-The flow works in an unconstrained parameter space ``u = T(theta)``: ``log(theta - a)``
-for parameters bounded below by ``a``, ``logit`` for parameters on ``[a, b]``, identity
-for unbounded ones.  Posterior samples mapped back with ``T^-1`` therefore always lie
-inside the prior's support (no rejection sampling, which crawls for an under-trained
-flow), and densities in theta carry the Jacobian of T.  On top of T, sbi z-scores the
-parameters and the data vectors independently per dimension (buffers in the saved state).
+Where the flow lives (``Hyperparameters.parameters``):
+
+- ``unconstrained``: in ``u = T(theta)``: ``log(theta - a)`` for parameters bounded below
+  by ``a``, ``logit`` for parameters on ``[a, b]``, identity for unbounded ones.
+  Posterior samples mapped back with ``T^-1`` always lie inside the prior's support, and
+  densities in theta carry the Jacobian of T.
+- ``prior_bounded``: in theta itself, as duivenvoorden2025's code has it; samples outside
+  the prior's support are rejected (sbi's own mechanism, done here batched over data
+  vectors), and ``log_prob`` is the flow's density inside the support (not renormalised
+  for the mass the flow puts outside it).
+
+On top of that, sbi z-scores the parameters per dimension.  The data vector
+(``Hyperparameters.data_transform``) is z-scored per column (``linear``), or first mapped
+column by column to ``asinh((x - median) / scale)`` with ``scale`` the column's robust
+spread (1.4826 x its median absolute deviation over the training set) and then
+z-scored (``asinh``): the foreground columns of a data vector are heavy-tailed under a
+wide prior, and asinh keeps their bulk linear while compressing their tails
+logarithmically.  ``embedding_features > 0`` adds a learned compression, a fully connected
+network (two tanh layers of ``hidden_features``) from the transformed data vector to that
+many features, trained jointly with the flow.  Transform buffers and embedding weights
+are part of the saved state.
 
 Architecture and optimiser follow duivenvoorden2025 Appendix C: ``num_transforms`` MADE
 blocks of ``num_layers`` tanh layers of ``hidden_features`` nodes, Adam with a constant
@@ -47,6 +62,14 @@ class Hyperparameters(NamedTuple):
     validation_fraction: float = 0.1
     stop_after_epochs: int = 30
     max_epochs: int = 1000
+    parameters: str = "unconstrained"
+    data_transform: str = "linear"
+    embedding_features: int = 0
+
+
+PARAMETER_SPACES = ("unconstrained", "prior_bounded")
+DATA_TRANSFORMS = ("linear", "asinh")
+_CHOICES = {"parameters": PARAMETER_SPACES, "data_transform": DATA_TRANSFORMS}
 
 
 # Appendix C: (low, high, log-scale) of the searched hyperparameters
@@ -69,9 +92,19 @@ def hyperparameters(values: Mapping[str, Any] | None = None) -> Hyperparameters:
     hp = Hyperparameters(**values)
     if not 0 < hp.validation_fraction < 1:
         raise ConfigError(f"validation_fraction must be in (0, 1), got {hp.validation_fraction}")
-    bad = [k for k, v in hp._asdict().items() if k != "validation_fraction" and not v > 0]
-    if bad:
-        raise ConfigError(f"NPE hyperparameters must be positive: {bad}")
+    for name, allowed in _CHOICES.items():
+        if getattr(hp, name) not in allowed:
+            raise ConfigError(
+                f"NPE {name} {getattr(hp, name)!r} is not one of {', '.join(allowed)}"
+            )
+    numeric = {k: v for k, v in hp._asdict().items() if k not in _CHOICES}
+    bad = [
+        k
+        for k, v in numeric.items()
+        if k not in ("validation_fraction", "embedding_features") and not v > 0
+    ]
+    if bad or hp.embedding_features < 0:
+        raise ConfigError(f"NPE hyperparameters must be positive: {bad or ['embedding_features']}")
     return hp
 
 
@@ -87,6 +120,17 @@ class ParameterTransform(NamedTuple):
     @classmethod
     def from_prior(cls, prior: Prior) -> ParameterTransform:
         return cls(np.asarray(prior.low, float), np.asarray(prior.high, float))
+
+    @classmethod
+    def identity(cls, n_parameters: int) -> ParameterTransform:
+        return cls(np.full(n_parameters, -np.inf), np.full(n_parameters, np.inf))
+
+    @classmethod
+    def for_space(cls, prior: Prior, parameters: str) -> ParameterTransform:
+        """The transform of a parameter space (``Hyperparameters.parameters``)."""
+        if parameters == "prior_bounded":
+            return cls.identity(len(prior.marginals))
+        return cls.from_prior(prior)
 
     def _kinds(self):
         lo, hi = np.isfinite(self.low), np.isfinite(self.high)
@@ -138,10 +182,10 @@ class UnconstrainedPrior(Distribution):
     support = constraints.independent(constraints.real, 1)
     has_rsample = False
 
-    def __init__(self, prior: Prior, device: str = "cpu"):
+    def __init__(self, prior: Prior, device: str = "cpu", parameters: str = "unconstrained"):
         self.prior = prior
         self.device = device
-        self.transform = ParameterTransform.from_prior(prior)
+        self.transform = ParameterTransform.for_space(prior, parameters)
         super().__init__(
             batch_shape=torch.Size(),
             event_shape=torch.Size([len(prior.marginals)]),
@@ -166,20 +210,68 @@ class UnconstrainedPrior(Distribution):
 # --- the estimator ----------------------------------------------------------------------
 
 
-def _builder(hp: Hyperparameters):
-    from sbi.neural_nets import posterior_nn
+class AsinhColumns(torch.nn.Module):
+    """``(asinh((x - centre) / scale) - mean) / std`` per column, fitted to training data.
 
-    with warnings.catch_warnings():
-        # `activation` goes on to zuko's MADE networks, which sbi reports as unknown
-        warnings.filterwarnings("ignore", "Unknown kwargs passed", UserWarning)
-        return posterior_nn(
-            "zuko_maf",
-            z_score_theta="independent",
-            z_score_x="independent",
-            hidden_features=[hp.hidden_features] * hp.num_layers,
-            num_transforms=hp.num_transforms,
-            activation=torch.nn.Tanh,
-        )
+    ``centre`` is the column's median and ``scale`` 1.4826 x its median absolute deviation
+    (the sd for a normal column; the column's sd where the MAD is zero, 1 where both are);
+    ``mean`` and ``std`` z-score the transformed column.
+    """
+
+    def __init__(self, x: torch.Tensor):
+        super().__init__()
+        x = x.detach().double().cpu().numpy()
+        centre = np.median(x, axis=0)
+        scale = 1.4826 * np.median(np.abs(x - centre), axis=0)
+        sd = x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.zeros_like(centre)
+        scale = np.where(scale > 0, scale, np.where(sd > 0, sd, 1.0))
+        z = np.arcsinh((x - centre) / scale)
+        mean = z.mean(axis=0)
+        std = z.std(axis=0, ddof=1) if x.shape[0] > 1 else np.ones_like(mean)
+        std = np.where(std > 0, std, 1.0)
+        for name, value in (("centre", centre), ("scale", scale), ("mean", mean), ("std", std)):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.asinh((x - self.centre) / self.scale) - self.mean) / self.std
+
+
+def _builder(hp: Hyperparameters):
+    """sbi's network builder for ``hp``: called with the training pairs (for z-scoring and
+    the data transform) or, in ``rebuild``, with placeholders whose buffers are then
+    overwritten by the saved state."""
+    from sbi.neural_nets import posterior_nn
+    from sbi.neural_nets.embedding_nets import FCEmbedding
+
+    def build(batch_theta: torch.Tensor, batch_x: torch.Tensor):
+        layers: list[torch.nn.Module] = []
+        if hp.data_transform == "asinh":
+            layers.append(AsinhColumns(batch_x))
+        if hp.embedding_features > 0:
+            layers.append(
+                FCEmbedding(
+                    batch_x.shape[1],
+                    hp.embedding_features,
+                    num_layers=2,
+                    num_hiddens=hp.hidden_features,
+                    activation=torch.nn.Tanh,
+                )
+            )
+        embedding = torch.nn.Sequential(*layers) if layers else torch.nn.Identity()
+        with warnings.catch_warnings():
+            # `activation` goes on to zuko's MADE networks, which sbi reports as unknown
+            warnings.filterwarnings("ignore", "Unknown kwargs passed", UserWarning)
+            return posterior_nn(
+                "zuko_maf",
+                z_score_theta="independent",
+                z_score_x="none" if hp.data_transform == "asinh" else "independent",
+                hidden_features=[hp.hidden_features] * hp.num_layers,
+                num_transforms=hp.num_transforms,
+                activation=torch.nn.Tanh,
+                embedding_net=embedding,
+            )(batch_theta, batch_x)
+
+    return build
 
 
 class Trained(NamedTuple):
@@ -292,7 +384,10 @@ def train(
             f"fraction of {hp.validation_fraction} and batches of {hp.batch_size}"
         )
     torch.manual_seed(seed)
-    u = ParameterTransform.from_prior(prior).forward(theta)
+    outside = (theta < prior.low) | (theta > prior.high)
+    if np.any(outside):
+        raise DataError(f"{int(outside.sum())} parameter values outside the prior's bounds")
+    u = ParameterTransform.for_space(prior, hp.parameters).forward(theta)
 
     class ReportingNPE(NPE):
         """sbi's NPE with a progress line per epoch (rate, ETA) instead of a progress bar."""
@@ -303,7 +398,7 @@ def train(
 
     report = TrainingReport(hp, label)
     inference = ReportingNPE(
-        prior=UnconstrainedPrior(prior, device),
+        prior=UnconstrainedPrior(prior, device, hp.parameters),
         density_estimator=_builder(hp),
         device=device,
         tracker=_NoTracker(),
@@ -355,10 +450,15 @@ class Posterior(NamedTuple):
 
     estimator: torch.nn.Module
     prior: Prior
+    parameters: str = "unconstrained"  # Hyperparameters.parameters of the estimator
+
+    # prior_bounded: give up when fewer than this fraction of a posterior's samples fall
+    # inside the prior (the flow has learnt nothing of the support)
+    min_acceptance = 1e-3
 
     @property
     def transform(self) -> ParameterTransform:
-        return ParameterTransform.from_prior(self.prior)
+        return ParameterTransform.for_space(self.prior, self.parameters)
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(np.asarray(x, float))
@@ -373,12 +473,46 @@ class Posterior(NamedTuple):
         """``[len(x), n, n_parameters]`` posterior samples for each data vector."""
         x = self._check_x(x)
         torch.manual_seed(seed)
+        u = self._draw(x, n)
+        if self.parameters == "unconstrained":
+            return self.transform.inverse(u)
+        return self._inside_prior(x, n, u)
+
+    def _draw(self, x: np.ndarray, n: int) -> np.ndarray:
         with torch.no_grad():
             u = self.estimator.sample(
                 torch.Size((n,)), condition=torch.as_tensor(x, dtype=torch.float32)
             )  # [n, len(x), d]
-        u = u.permute(1, 0, 2).double().numpy()
-        return self.transform.inverse(u)
+        return u.permute(1, 0, 2).double().numpy()
+
+    def _inside_prior(self, x: np.ndarray, n: int, theta: np.ndarray) -> np.ndarray:
+        """Rejection to the prior's support: redraw for the data vectors still short of n."""
+        low, high = self.prior.low, self.prior.high
+        out = np.empty((x.shape[0], n, theta.shape[-1]))
+        have = np.zeros(x.shape[0], int)
+        drawn = np.zeros(x.shape[0], int)
+        rows = np.arange(x.shape[0])
+        while rows.size:
+            drawn[rows] += theta.shape[1]
+            for j, i in enumerate(rows):
+                keep = theta[j][np.all((theta[j] >= low) & (theta[j] <= high), axis=-1)]
+                take = min(n - have[i], keep.shape[0])
+                out[i, have[i] : have[i] + take] = keep[:take]
+                have[i] += take
+            rows = rows[have[rows] < n]
+            if not rows.size:
+                break
+            rate = have[rows] / drawn[rows]
+            if np.any(rate < self.min_acceptance) and drawn[rows].min() >= 10 * n:
+                worst = rows[np.argmin(rate)]
+                raise DataError(
+                    f"only {have[worst]} of {drawn[worst]} posterior samples of data vector "
+                    f"{worst} fall inside the prior's support: the estimator has not "
+                    "learnt the prior (train longer or on more simulations)"
+                )
+            need = int(np.ceil((n - have[rows].min()) / max(rate.min(), 0.01) * 1.2))
+            theta = self._draw(x[rows], min(max(need, 16), 20 * n))
+        return out
 
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``log q(theta | x)`` for theta ``[m, d]`` and one data vector or one per theta."""

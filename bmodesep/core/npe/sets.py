@@ -48,3 +48,8 @@ def set_parameters(sim_set: SimulationSet, chunk: int, base_seed: int) -> np.nda
 def simulation_seed(base_seed: int, set_name: str, chunk: int, index: int) -> int:
     """The seed of one simulation: a pure function of the set, chunk and index."""
     return int(rng_for(base_seed, f"npe-seed:{set_name}", chunk, index).integers(0, 2**62))
+
+
+def subset_chunks(fraction: float, chunks: int) -> int:
+    """The training chunks of a nested subset (Fig. 1): the first ``ceil(fraction chunks)``."""
+    return max(1, math.ceil(fraction * chunks))
