@@ -216,7 +216,8 @@ def test_asinh_columns_are_the_documented_transform():
     std = z.std(axis=0, ddof=1)
     std[2] = 1.0
     expected = (z - z.mean(axis=0)) / std
-    got = t(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+    with torch.no_grad():
+        got = t(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
     assert np.allclose(got, expected, atol=2e-5)
     assert np.allclose(got[:, :2].mean(0), 0, atol=1e-5) and np.allclose(got[:, :2].std(0), 1, 1e-2)
 
@@ -306,6 +307,14 @@ def test_prior_bounded_rejection_gives_the_truncated_flow_and_gives_up_without_m
     assert s[..., 0].mean() == pytest.approx(truncated.mean(), abs=0.01)
     assert s[..., 0].std() == pytest.approx(truncated.std(), rel=0.03)
     assert s[..., 1].std() == pytest.approx(1.0, rel=0.03)
+
+    # draws in small batches: the same distribution
+    class Batched(flows.Posterior):
+        draw_batch = 700
+
+    s = Batched(_UnitNormalFlow([-2.0, 0.0]), BOUNDED_PRIOR, "prior_bounded").sample(x, 4000, 0)
+    assert s.shape == (3, 4000, 2) and np.all(s[..., 0] >= 0)
+    assert s[..., 0].mean() == pytest.approx(truncated.mean(), abs=0.01)
     # 3e-7 of N(-5, 1) lies inside: below min_acceptance, one clear error
     post = flows.Posterior(_UnitNormalFlow([-5.0, 0.0]), BOUNDED_PRIOR, "prior_bounded")
     with pytest.raises(DataError, match="inside the prior's support"):
@@ -347,6 +356,33 @@ def test_asinh_and_embedding_estimator_recovers_the_gaussian_posterior():
     again = flows.rebuild(state, hp, 3, 6)
     one = post.log_prob(theta_true, x_obs)
     assert np.array_equal(one, flows.Posterior(again, GAUSS_PRIOR).log_prob(theta_true, x_obs))
+
+
+def test_every_estimator_setting_trains_samples_and_rebuilds():
+    table1 = prior.prior("table1")
+    rng = np.random.default_rng(0)
+    theta = table1.sample(600, rng)
+    x = np.column_stack([theta, np.exp(theta[:, :3])]) + 0.1 * rng.normal(size=(600, 16))
+    for parameters in flows.PARAMETER_SPACES:
+        for transform in flows.DATA_TRANSFORMS:
+            for features in (0, 4):
+                hp = flows.hyperparameters(
+                    {
+                        "max_epochs": 2,
+                        "num_transforms": 2,
+                        "hidden_features": 16,
+                        "parameters": parameters,
+                        "data_transform": transform,
+                        "embedding_features": features,
+                    }
+                )
+                trained = flows.train(theta, x, table1, hp, seed=0)
+                again = flows.rebuild(flows.state_arrays(trained.estimator), hp, 13, 16)
+                one = flows.Posterior(trained.estimator, table1, parameters)
+                two = flows.Posterior(again, table1, parameters)
+                s = one.sample(x[:2], 50, seed=0)
+                assert np.all(s >= table1.low) and np.all(s <= table1.high)
+                assert np.array_equal(s, two.sample(x[:2], 50, seed=0))
 
 
 def test_estimator_choices_are_checked():

@@ -12,8 +12,8 @@ from bmodesep.core.npe import flows, prior
 from bmodesep.core.simulate.cmb import compute_camb_spectra
 from bmodesep.errors import DataError
 from bmodesep.products import io, sims
-from bmodesep.products.npe import read_chunks
 from bmodesep.products import npe_results as results
+from bmodesep.products.npe import read_chunks
 from bmodesep.products.npe_results import read_posteriors
 from bmodesep.settings import cosmology
 from bmodesep.stages import npe

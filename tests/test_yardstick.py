@@ -53,7 +53,7 @@ def test_data_without_the_parameter_score_zero():
 
 def test_bad_sizes_are_refused():
     x, y = np.zeros((50, 3)), np.zeros(50)
-    with pytest.raises(DataError, match="outside 10..50"):
+    with pytest.raises(DataError, match=r"outside 10\.\.50"):
         yardstick.yardstick(x, y, x, y, [60], seed=0)
     with pytest.raises(DataError, match="length 3, test ones 2"):
         yardstick.yardstick(x, y, x[:, :2], y, [50], seed=0)

@@ -215,7 +215,9 @@ class AsinhColumns(torch.nn.Module):
 
     ``centre`` is the column's median and ``scale`` 1.4826 x its median absolute deviation
     (the sd for a normal column; the column's sd where the MAD is zero, 1 where both are);
-    ``mean`` and ``std`` z-score the transformed column.
+    ``mean`` and ``std`` z-score the transformed column.  A per-column scale and shift,
+    the identity when fitted, is learnt with the flow (sbi requires an embedding network to
+    have parameters; the flow's first layer is affine in its input, so this adds no freedom).
     """
 
     def __init__(self, x: torch.Tensor):
@@ -231,9 +233,12 @@ class AsinhColumns(torch.nn.Module):
         std = np.where(std > 0, std, 1.0)
         for name, value in (("centre", centre), ("scale", scale), ("mean", mean), ("std", std)):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+        self.weight = torch.nn.Parameter(torch.ones(x.shape[1]))
+        self.bias = torch.nn.Parameter(torch.zeros(x.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (torch.asinh((x - self.centre) / self.scale) - self.mean) / self.std
+        z = (torch.asinh((x - self.centre) / self.scale) - self.mean) / self.std
+        return z * self.weight + self.bias
 
 
 def _builder(hp: Hyperparameters):
@@ -455,6 +460,7 @@ class Posterior(NamedTuple):
     # prior_bounded: give up when fewer than this fraction of a posterior's samples fall
     # inside the prior (the flow has learnt nothing of the support)
     min_acceptance = 1e-3
+    draw_batch = 200_000  # flow draws per call (conditions are repeated per draw)
 
     @property
     def transform(self) -> ParameterTransform:
@@ -479,39 +485,51 @@ class Posterior(NamedTuple):
         return self._inside_prior(x, n, u)
 
     def _draw(self, x: np.ndarray, n: int) -> np.ndarray:
-        with torch.no_grad():
-            u = self.estimator.sample(
-                torch.Size((n,)), condition=torch.as_tensor(x, dtype=torch.float32)
-            )  # [n, len(x), d]
-        return u.permute(1, 0, 2).double().numpy()
+        """``[len(x), n, d]`` flow draws, at most ``draw_batch`` per call of the flow (its
+        memory grows with draws x data-vector length)."""
+        parts = []
+        rows = max(1, self.draw_batch // n)
+        for start in range(0, x.shape[0], rows):
+            cond = torch.as_tensor(x[start : start + rows], dtype=torch.float32)
+            pieces = []
+            for done in range(0, n, self.draw_batch):
+                m = min(self.draw_batch, n - done)
+                with torch.no_grad():
+                    u = self.estimator.sample(torch.Size((m,)), condition=cond)  # [m, rows, d]
+                pieces.append(u.permute(1, 0, 2).double().numpy())
+            parts.append(np.concatenate(pieces, axis=1))
+        return np.concatenate(parts, axis=0)
 
     def _inside_prior(self, x: np.ndarray, n: int, theta: np.ndarray) -> np.ndarray:
-        """Rejection to the prior's support: redraw for the data vectors still short of n."""
+        """Rejection to the prior's support: redraw for the data vectors still short of n,
+        each as many as its acceptance so far suggests (rows grouped by powers of two)."""
         low, high = self.prior.low, self.prior.high
         out = np.empty((x.shape[0], n, theta.shape[-1]))
         have = np.zeros(x.shape[0], int)
         drawn = np.zeros(x.shape[0], int)
-        rows = np.arange(x.shape[0])
-        while rows.size:
-            drawn[rows] += theta.shape[1]
-            for j, i in enumerate(rows):
-                keep = theta[j][np.all((theta[j] >= low) & (theta[j] <= high), axis=-1)]
-                take = min(n - have[i], keep.shape[0])
-                out[i, have[i] : have[i] + take] = keep[:take]
-                have[i] += take
-            rows = rows[have[rows] < n]
-            if not rows.size:
-                break
-            rate = have[rows] / drawn[rows]
-            if np.any(rate < self.min_acceptance) and drawn[rows].min() >= 10 * n:
-                worst = rows[np.argmin(rate)]
+        groups = [(np.arange(x.shape[0]), theta)]
+        while groups:
+            for rows, draws in groups:
+                drawn[rows] += draws.shape[1]
+                for j, i in enumerate(rows):
+                    keep = draws[j][np.all((draws[j] >= low) & (draws[j] <= high), axis=-1)]
+                    take = min(n - have[i], keep.shape[0])
+                    out[i, have[i] : have[i] + take] = keep[:take]
+                    have[i] += take
+            short = np.flatnonzero(have < n)
+            rate = have[short] / drawn[short]
+            bad = (rate < self.min_acceptance) & (drawn[short] >= 10 * n)
+            if np.any(bad):
+                worst = short[bad][0]
                 raise DataError(
                     f"only {have[worst]} of {drawn[worst]} posterior samples of data vector "
                     f"{worst} fall inside the prior's support: the estimator has not "
                     "learnt the prior (train longer or on more simulations)"
                 )
-            need = int(np.ceil((n - have[rows].min()) / max(rate.min(), 0.01) * 1.2))
-            theta = self._draw(x[rows], min(max(need, 16), 20 * n))
+            need = np.ceil((n - have[short]) / np.maximum(rate, 0.01) * 1.2)
+            size = np.clip(2 ** np.ceil(np.log2(np.maximum(need, 16))), 16, 32 * n).astype(int)
+            groups = [(short[size == m], int(m)) for m in np.unique(size)]
+            groups = [(rows, self._draw(x[rows], m)) for rows, m in groups]
         return out
 
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
