@@ -45,7 +45,9 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
 def _asinh(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t = AsinhColumns(torch.as_tensor(train))
     with torch.no_grad():
-        return (t(torch.as_tensor(a, dtype=torch.float32)).double().numpy() for a in (train, test))
+        return tuple(
+            t(torch.as_tensor(a, dtype=torch.float32)).double().numpy() for a in (train, test)
+        )
 
 
 def _ridge_fit(z: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float]:
