@@ -617,13 +617,14 @@ def npe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "bin_width",
         "analysis_iterations",
         "footprint",
-        "ps_likelihood",
     )
     fixed_fg = sorted({t["foreground"] for t in npe["test_sets"].values() if t["foreground"]})
     sims = {s: config["simulations"][s] for s in fixed_fg if s in config["simulations"]}
     out = {
         "cmb": config["cmb"],
-        "npe": {k: npe[k] for k in keep},
+        # which sets keep their frequency spectra for the likelihood, not how it samples
+        "npe": {k: npe[k] for k in keep}
+        | {"ps_likelihood": {"sets": npe["ps_likelihood"]["sets"]}},
         "instruments": {npe["instrument"]: config["instruments"][npe["instrument"]]},
         "nilc": {k: v for k, v in nl.items() if k not in ("simulations", "run", "compressions")}
         | {"compressions": {c: nl["compressions"][c] for c in npe["compressions"]}},
@@ -632,3 +633,20 @@ def npe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         out["simulations"] = sims
         out["skies"] = {s["sky"]: config["skies"][s["sky"]] for s in sims.values()}
     return out
+
+
+def npe_set_config(config: Mapping[str, Any], set_name: str) -> dict[str, Any]:
+    """What one simulation set's chunks depend on: :func:`npe_config` with only that set
+    among the test sets (and the power-spectrum likelihood's sets), so that adding or
+    editing another test set, or any training, tuning or estimator setting, leaves the
+    set's chunks as they are."""
+    npe = config["npe"]
+    narrowed = dict(config) | {
+        "npe": dict(npe)
+        | {
+            "test_sets": {k: v for k, v in npe["test_sets"].items() if k == set_name},
+            "ps_likelihood": dict(npe["ps_likelihood"])
+            | {"sets": [s for s in npe["ps_likelihood"]["sets"] if s == set_name]},
+        }
+    }
+    return npe_config(narrowed)

@@ -223,6 +223,12 @@ def test_tiny_end_to_end_run(tmp_path):
     assert report.returncode == 0 and (tmp_path / "report.html").stat().st_size > 100_000
     again = run([*args, "-n"], cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # an estimator setting retrains; the simulations stay (their config is the simulator's)
+    edited = dict(cfg, npe=dict(cfg["npe"], estimator={"data_transform": "asinh"}))
+    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited))
+    plan = run([*args[2:], "--configfile", "edited.yaml", "-n"], cwd=tmp_path)
+    planned = job_counts(plan.stdout + plan.stderr)
+    assert planned.get("npe_train") == 1 and "npe_chunk" not in planned, planned
     # an interrupted campaign redoes only its missing chunks
     chunks = results / "npe" / "simulations" / "train"
     assert sorted(p.name for p in chunks.glob("chunk*.h5")) == ["chunk0.h5", "chunk1.h5"]

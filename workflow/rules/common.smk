@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from bmodesep.config import compsep_methods, npe_config, simulation_config
+from bmodesep.config import compsep_methods, npe_config, npe_set_config, simulation_config
 from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
@@ -233,6 +233,19 @@ def nilc_config(wildcards):
     """The simulation's config plus the NILC settings."""
     stage = simulation_config(config, wildcards.sim, with_nilc=True)
     return stage_config_file(f"nilc-{wildcards.sim}", stage)
+
+
+def npe_set_stage_config(wildcards):
+    """A simulation set's chunks depend on that set and the simulator's settings alone."""
+    return stage_config_file(f"npe-{wildcards.set}", npe_set_config(config, wildcards.set))
+
+
+def npe_likelihood_stage_config(wildcards):
+    """The power-spectrum likelihood of a set: the simulator's settings, the likelihood's
+    own and the number of posterior samples (not the estimator's training)."""
+    cfg = npe_config(config)
+    own = {"ps_likelihood": NPE["ps_likelihood"], "posterior_samples": NPE["posterior_samples"]}
+    return stage_config_file("npe-likelihood", cfg | {"npe": cfg["npe"] | own})
 
 
 def npe_stage_config(wildcards):

@@ -9,7 +9,7 @@ rule npe_chunk:
     output:
         npe_chunk_file(),
     params:
-        config=npe_stage_config,
+        config=npe_set_stage_config,
         foreground=npe_foreground_arg,
     log:
         log_file("npe_chunk", "{set}", "{chunk}"),
@@ -231,7 +231,7 @@ rule npe_ps_likelihood:
     output:
         ps_likelihood_file(),
     params:
-        config=npe_stage_config,
+        config=npe_likelihood_stage_config,
     log:
         log_file("npe_ps_likelihood", "{set}"),
     benchmark:
