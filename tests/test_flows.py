@@ -393,3 +393,5 @@ def test_estimator_choices_are_checked():
     with pytest.raises(ConfigError, match="embedding_features"):
         flows.hyperparameters({"embedding_features": -1})
     assert flows.hyperparameters({"embedding_features": 0}).embedding_features == 0
+    with pytest.raises(ConfigError, match="at least 2"):
+        flows.hyperparameters({"max_epochs": 1})

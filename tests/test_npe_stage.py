@@ -10,7 +10,7 @@ from bmodesep import cli
 from bmodesep.config import validate_config
 from bmodesep.core.npe import flows, prior
 from bmodesep.core.simulate.cmb import compute_camb_spectra
-from bmodesep.errors import DataError
+from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import io, sims
 from bmodesep.products import npe_results as results
 from bmodesep.products.npe import read_chunks
@@ -143,6 +143,28 @@ def test_tuning_searches_the_appendix_c_space_and_resumes(stage, monkeypatch, ca
     npe.npe_train(cfg, "joint", [root / "train0.h5"], root / "tuned.h5", tuning=root / "tune.h5")
     tuned = io.read_product(root / "tuned.h5", "npe_estimator")
     assert json.loads(tuned.attrs["hyperparameters"])["num_layers"] == best["num_layers"]
+
+
+def test_a_tuning_sized_for_few_cores_trains_on_the_first_simulations(stage, tmp_path, monkeypatch):
+    root, cfg = stage
+    chunks = [root / "train0.h5", root / "train1.h5"]
+    tune = {"trials": 1, "max_epochs": 2, "simulations": 100}
+    sized = validate_config(cfg | {"npe": cfg["npe"] | {"tune": tune}})
+    real, seen = flows.train, []
+
+    def recording(theta, x, *args, **kwargs):
+        seen.append((theta, x))
+        return real(theta, x, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "train", recording)
+    with pytest.raises(ConfigError, match=r"npe.tune.simulations: 100 is more than the 80"):
+        npe.npe_tune(sized, "joint", chunks, tmp_path / "tune.h5")
+    tune["simulations"] = 50
+    sized = validate_config(cfg | {"npe": cfg["npe"] | {"tune": tune}})
+    npe.npe_tune(sized, "joint", chunks, tmp_path / "tune.h5")
+    theta, x, _ = read_chunks(chunks, "joint")
+    assert len(seen) == 1 and np.array_equal(seen[0][0], theta[:50])
+    assert np.array_equal(seen[0][1], x[:50])
 
 
 def test_mismatched_inputs_are_refused_and_nothing_is_written(stage, tmp_path):

@@ -105,6 +105,8 @@ def hyperparameters(values: Mapping[str, Any] | None = None) -> Hyperparameters:
     ]
     if bad or hp.embedding_features < 0:
         raise ConfigError(f"NPE hyperparameters must be positive: {bad or ['embedding_features']}")
+    if hp.max_epochs < 2:
+        raise ConfigError(f"max_epochs must be at least 2 (sbi trains two), got {hp.max_epochs}")
     return hp
 
 
