@@ -167,6 +167,39 @@ def test_a_tuning_sized_for_few_cores_trains_on_the_first_simulations(stage, tmp
     assert np.array_equal(seen[0][1], x[:50])
 
 
+def test_compare_estimators_script_writes_a_row_per_variant_and_size(stage, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    root, _ = stage
+    path = Path(__file__).parents[1] / "scripts" / "compare_estimators.py"
+    spec = importlib.util.spec_from_file_location("compare_estimators", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--train", str(root / "train0.h5"), str(root / "train1.h5")]
+    args += ["--test", str(root / "coverage0.h5"), "--compression", "joint", "--sizes", "60"]
+    args += ["--base", '{"max_epochs": 2, "batch_size": 32, "hidden_features": 8}']
+    args += [
+        "--variant",
+        "default",
+        "{}",
+        "--variant",
+        "bounded",
+        '{"parameters": "prior_bounded"}',
+    ]
+    assert script.main([*args, "--samples", "40", "--output", str(tmp_path / "e.csv")]) == 0
+    rows = io.read_csv(tmp_path / "e.csv", script.COLUMNS)
+    assert [(r["variant"], r["training_simulations"]) for r in rows] == [
+        ("default", "60"),
+        ("bounded", "60"),
+    ]
+    assert json.loads(rows[1]["settings"])["parameters"] == "prior_bounded"
+    assert all(-1 <= float(r["correlation_r"]) <= 1 for r in rows)
+    assert script.main([*args, "--sizes", "500", "--output", str(tmp_path / "f.csv")]) == 1
+    assert "only 80 training pairs" in capsys.readouterr().err
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_mismatched_inputs_are_refused_and_nothing_is_written(stage, tmp_path):
     root, cfg = stage
     other = validate_config(dict(cfg, npe=dict(cfg["npe"], ell_min=20, bin_width=10)))

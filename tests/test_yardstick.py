@@ -59,3 +59,20 @@ def test_bad_sizes_are_refused():
         yardstick.yardstick(x, y, x[:, :2], y, [50], seed=0)
     with pytest.raises(DataError, match="at least 3"):
         yardstick.yardstick(x, y, x[:2], y[:2], [50], seed=0)
+
+
+def test_posterior_scores_of_exact_and_overconfident_posteriors():
+    # theta ~ N(0, 1) twice, x = theta + N(0, 1): the posterior is N(x / 2, 1 / 2); its mean
+    # correlates with theta as 1 / sqrt(2)
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(1000, 2))
+    x = theta + rng.normal(size=theta.shape)
+    exact = x[:, None, :] / 2 + np.sqrt(0.5) * rng.normal(size=(1000, 400, 2))
+    s = yardstick.posterior_scores(exact, theta, np.random.default_rng(0))
+    assert s["correlation_r"] == pytest.approx(np.sqrt(0.5), abs=0.04)
+    assert s["correlation_A_lens"] == pytest.approx(np.sqrt(0.5), abs=0.04)
+    assert s["mean_sd_r"] == pytest.approx(np.sqrt(0.5), rel=0.02)
+    assert s["tarp_joint_sigma"] < 3.5 and s["tarp_r_sigma"] < 3.5
+    narrow = x[:, None, :] / 2 + 0.3 * rng.normal(size=(1000, 400, 2))
+    bad = yardstick.posterior_scores(narrow, theta, np.random.default_rng(0))
+    assert bad["tarp_r_sigma"] > 5 and bad["mean_sd_r"] == pytest.approx(0.3, rel=0.02)

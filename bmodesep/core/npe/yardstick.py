@@ -164,3 +164,32 @@ def yardstick(
         for i, method in enumerate(METHODS):
             out[i, j] = score(predictions[method], y_test)
     return out
+
+
+POSTERIOR_SCORES = (
+    "correlation_r",
+    "mean_sd_r",
+    "correlation_A_lens",
+    "tarp_joint_sigma",
+    "tarp_r_sigma",
+)
+
+
+def posterior_scores(
+    samples: np.ndarray, theta: np.ndarray, rng: np.random.Generator
+) -> dict[str, float]:
+    """What an estimator learnt, from its posteriors ``[n, samples, d]`` of held-out pairs
+    with true ``theta [n, d]`` (r and A_lens the first two parameters): the correlation of
+    posterior mean and true value, the mean posterior sd of r, and the largest TARP
+    deviations (in bootstrap sigma) of the joint posterior and of r alone."""
+    from bmodesep.core.npe import coverage
+
+    if samples.ndim != 3 or samples.shape[0] != theta.shape[0]:
+        raise DataError(f"samples of shape {samples.shape} for {theta.shape[0]} truths")
+    return {
+        "correlation_r": score(samples[..., 0].mean(axis=1), theta[:, 0]).correlation,
+        "mean_sd_r": float(samples[..., 0].std(axis=1).mean()),
+        "correlation_A_lens": score(samples[..., 1].mean(axis=1), theta[:, 1]).correlation,
+        "tarp_joint_sigma": float(coverage.tarp(samples, theta, rng).deviation_sigma),
+        "tarp_r_sigma": float(coverage.tarp(samples[..., :1], theta[:, :1], rng).deviation_sigma),
+    }
