@@ -395,3 +395,14 @@ def test_estimator_choices_are_checked():
     assert flows.hyperparameters({"embedding_features": 0}).embedding_features == 0
     with pytest.raises(ConfigError, match="at least 2"):
         flows.hyperparameters({"max_epochs": 1})
+
+
+def test_parameter_spaces_transform_the_documented_parameters():
+    table1 = prior.prior("table1")
+    theta = table1.sample(50, np.random.default_rng(0))
+    full = flows.ParameterTransform.for_space(table1, "unconstrained").forward(theta)
+    raw = flows.ParameterTransform.for_space(table1, "prior_bounded").forward(theta)
+    mixed = flows.ParameterTransform.for_space(table1, "mixed").forward(theta)
+    assert np.array_equal(raw, theta)
+    assert np.array_equal(mixed[:, :2], theta[:, :2])  # r and A_lens as themselves
+    assert np.array_equal(mixed[:, 2:], full[:, 2:]) and not np.allclose(full[:, :2], theta[:, :2])

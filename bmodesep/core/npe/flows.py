@@ -10,6 +10,8 @@ Where the flow lives (``Hyperparameters.parameters``):
   the prior's support are rejected (sbi's own mechanism, done here batched over data
   vectors), and ``log_prob`` is the flow's density inside the support (not renormalised
   for the mass the flow puts outside it).
+- ``mixed``: r and A_lens (the first ``MIXED_RAW`` parameters) as themselves, with
+  rejection at their bounds, the foreground parameters through T.
 
 On top of that, sbi z-scores the parameters per dimension.  The data vector
 (``Hyperparameters.data_transform``) is z-scored per column (``linear``), or first mapped
@@ -67,7 +69,8 @@ class Hyperparameters(NamedTuple):
     embedding_features: int = 0
 
 
-PARAMETER_SPACES = ("unconstrained", "prior_bounded")
+PARAMETER_SPACES = ("unconstrained", "prior_bounded", "mixed")
+MIXED_RAW = 2  # "mixed": the first two parameters (r, A_lens of prior.PARAMETERS) as theta
 DATA_TRANSFORMS = ("linear", "asinh")
 _CHOICES = {"parameters": PARAMETER_SPACES, "data_transform": DATA_TRANSFORMS}
 
@@ -132,7 +135,10 @@ class ParameterTransform(NamedTuple):
         """The transform of a parameter space (``Hyperparameters.parameters``)."""
         if parameters == "prior_bounded":
             return cls.identity(len(prior.marginals))
-        return cls.from_prior(prior)
+        t = cls.from_prior(prior)
+        if parameters == "mixed":
+            t.low[:MIXED_RAW], t.high[:MIXED_RAW] = -np.inf, np.inf
+        return t
 
     def _kinds(self):
         lo, hi = np.isfinite(self.low), np.isfinite(self.high)
@@ -481,10 +487,10 @@ class Posterior(NamedTuple):
         """``[len(x), n, n_parameters]`` posterior samples for each data vector."""
         x = self._check_x(x)
         torch.manual_seed(seed)
-        u = self._draw(x, n)
+        theta = self.transform.inverse(self._draw(x, n))
         if self.parameters == "unconstrained":
-            return self.transform.inverse(u)
-        return self._inside_prior(x, n, u)
+            return theta  # inside the prior's support by construction
+        return self._inside_prior(x, n, theta)
 
     def _draw(self, x: np.ndarray, n: int) -> np.ndarray:
         """``[len(x), n, d]`` flow draws, at most ``draw_batch`` per call of the flow (its
@@ -531,7 +537,7 @@ class Posterior(NamedTuple):
             need = np.ceil((n - have[short]) / np.maximum(rate, 0.01) * 1.2)
             size = np.clip(2 ** np.ceil(np.log2(np.maximum(need, 16))), 16, 32 * n).astype(int)
             groups = [(short[size == m], int(m)) for m in np.unique(size)]
-            groups = [(rows, self._draw(x[rows], m)) for rows, m in groups]
+            groups = [(rows, self.transform.inverse(self._draw(x[rows], m))) for rows, m in groups]
         return out
 
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
