@@ -19,22 +19,26 @@ S0 = np.diag([1.0, 4.0, 0.25])
 NOISE = 0.5
 
 
-@pytest.fixture(scope="module")
-def gaussian_problem():
+def _train_gaussian(**settings):
+    """A flow trained on 10,000 pairs of the linear-Gaussian problem; ``a``, rng, result."""
     rng = np.random.default_rng(1)
     a = rng.normal(size=(6, 3))
     theta = GAUSS_PRIOR.sample(10_000, rng)
     x = theta @ a.T + NOISE * rng.normal(size=(theta.shape[0], 6))
-    hp = flows.hyperparameters(
-        {
-            "learning_rate": 1e-3,
-            "num_transforms": 3,
-            "hidden_features": 32,
-            "stop_after_epochs": 20,
-            "max_epochs": 300,
-        }
-    )
-    trained = flows.train(theta, x, GAUSS_PRIOR, hp, seed=0)
+    base = {
+        "learning_rate": 1e-3,
+        "num_transforms": 3,
+        "hidden_features": 32,
+        "stop_after_epochs": 20,
+        "max_epochs": 300,
+    }
+    hp = flows.hyperparameters(base | settings)
+    return a, rng, flows.train(theta, x, GAUSS_PRIOR, hp, seed=0)
+
+
+@pytest.fixture(scope="module")
+def gaussian_problem():
+    a, _, trained = _train_gaussian()
     return a, trained
 
 
@@ -322,22 +326,9 @@ def test_prior_bounded_rejection_gives_the_truncated_flow_and_gives_up_without_m
 
 
 def test_asinh_and_embedding_estimator_recovers_the_gaussian_posterior():
-    rng = np.random.default_rng(1)
-    a = rng.normal(size=(6, 3))
-    theta = GAUSS_PRIOR.sample(10_000, rng)
-    x = theta @ a.T + NOISE * rng.normal(size=(theta.shape[0], 6))
-    hp = flows.hyperparameters(
-        {
-            "learning_rate": 1e-3,
-            "num_transforms": 3,
-            "hidden_features": 32,
-            "stop_after_epochs": 20,
-            "max_epochs": 300,
-            "data_transform": "asinh",
-            "embedding_features": 3,  # the linear-Gaussian problem has 3 sufficient statistics
-        }
-    )
-    trained = flows.train(theta, x, GAUSS_PRIOR, hp, seed=0)
+    # the linear-Gaussian problem has 3 sufficient statistics: 3 features suffice
+    a, rng, trained = _train_gaussian(data_transform="asinh", embedding_features=3)
+    hp = trained.hyperparameters
     post = flows.Posterior(trained.estimator, GAUSS_PRIOR)
     theta_true = GAUSS_PRIOR.sample(30, rng)
     x_obs = theta_true @ a.T + NOISE * rng.normal(size=(30, 6))

@@ -97,7 +97,7 @@ def test_estimator_settings_are_saved_and_rebuild_the_estimator(stage, tmp_path)
 
 def test_yardstick_table_has_every_method_at_every_training_subset(stage):
     root, cfg = stage
-    cfg = cfg | {"npe": cfg["npe"] | {"training_fractions": [0.5, 1.0]}}
+    cfg = cfg | {"npe": cfg["npe"] | {"training_fractions": [0.5]}}  # and the whole set
     chunks = [root / "train0.h5", root / "train1.h5"]
     npe.npe_yardstick(cfg, "joint", chunks, [root / "coverage0.h5"], root / "yardstick.csv")
     rows = results.read_yardstick(root / "yardstick.csv")

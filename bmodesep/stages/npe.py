@@ -26,8 +26,8 @@ compression and saves its weights with the hyperparameters that rebuild it (from
 and summarises r, A_lens and the spectral-index field widths (eq. 25).  ``npe_coverage``
 runs TARP on the posteriors of the held-out ``coverage`` set.  ``npe_yardstick`` scores
 plain regressions of r on the data vector (:mod:`bmodesep.core.npe.yardstick`), trained
-on the nested training subsets of ``npe.training_fractions`` and tested on the coverage
-set: what an estimator should at least extract.  ``npe_observed`` builds the
+on the nested training subsets of ``npe.training_fractions`` and on the whole training
+set, tested on the coverage set: what an estimator should at least extract.  ``npe_observed`` builds the
 data vector of a simulation's NILC product (the pipeline's maps), samples its posterior
 and runs the posterior predictive chi^2 check of sec. III.3.
 """
@@ -405,7 +405,7 @@ def npe_yardstick(config, compression: str, chunks, coverage, output) -> None:
     sizes = sorted(
         {
             min(subset_chunks(f, len(chunks)) * npe["simulations_per_chunk"], x.shape[0])
-            for f in npe["training_fractions"] or [1.0]
+            for f in [*npe["training_fractions"], 1.0]  # the subsets and the whole set
         }
     )
     r = P.index("r")
