@@ -27,9 +27,9 @@ and summarises r, A_lens and the spectral-index field widths (eq. 25).  ``npe_co
 runs TARP on the posteriors of the held-out ``coverage`` set.  ``npe_yardstick`` scores
 plain regressions of r on the data vector (:mod:`bmodesep.core.npe.yardstick`), trained
 on the nested training subsets of ``npe.training_fractions`` and on the whole training
-set, tested on the coverage set: what an estimator should at least extract.  ``npe_observed`` builds the
-data vector of a simulation's NILC product (the pipeline's maps), samples its posterior
-and runs the posterior predictive chi^2 check of sec. III.3.
+set, tested on the coverage set: what an estimator should at least extract.
+``npe_observed`` builds the data vector of a simulation's NILC product (the pipeline's
+maps), samples its posterior and runs the posterior predictive chi^2 check of sec. III.3.
 """
 
 from __future__ import annotations
