@@ -298,6 +298,12 @@ def _check_npe(config: Mapping[str, Any]) -> list[str]:
             problems.append("npe.training_fractions: needs coverage_simulations for TARP")
         if len(set(npe["training_fractions"])) != len(npe["training_fractions"]):
             problems.append("npe.training_fractions: a fraction is listed twice")
+        training = npe["chunks"] * npe["simulations_per_chunk"]
+        if (npe["tune"]["simulations"] or 0) > training:
+            problems.append(
+                f"npe.tune.simulations: {npe['tune']['simulations']} is more than the "
+                f"{training} training simulations"
+            )
         for name in npe["ps_likelihood"]["sets"]:
             if name not in npe["test_sets"]:
                 problems.append(f"npe.ps_likelihood.sets: '{name}' is not in npe.test_sets")

@@ -697,13 +697,7 @@ def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
     if trials < 1:
         raise ConfigError("npe.tune.trials is 0: no hyperparameter search configured")
     theta, x, _ = read_chunks(chunk_paths, compression)
-    if npe["tune"]["simulations"] is not None:
-        if npe["tune"]["simulations"] > theta.shape[0]:
-            raise ConfigError(
-                f"npe.tune.simulations: {npe['tune']['simulations']} is more than the "
-                f"{theta.shape[0]} training simulations"
-            )
-        theta, x = theta[: npe["tune"]["simulations"]], x[: npe["tune"]["simulations"]]
+    theta, x = theta[: npe["tune"]["simulations"]], x[: npe["tune"]["simulations"]]  # None: all
     base = flows.hyperparameters(npe["hyperparameters"] | npe["estimator"])
     pr = prior.prior(npe["prior"])
     device = flows.training_device(gpus)
