@@ -57,6 +57,8 @@ def test_bad_sizes_are_refused():
         yardstick.yardstick(x, y, x, y, [60], seed=0)
     with pytest.raises(DataError, match="length 3, test ones 2"):
         yardstick.yardstick(x, y, x[:, :2], y, [50], seed=0)
+    with pytest.raises(DataError, match="test x contains NaN"):
+        yardstick.yardstick(x, y, np.full((50, 3), np.nan), y, [50], seed=0)
     with pytest.raises(DataError, match="at least 3"):
         yardstick.yardstick(x, y, x[:2], y[:2], [50], seed=0)
 

@@ -149,6 +149,9 @@ def yardstick(
         raise DataError(
             f"subset sizes {bad} outside {MIN_TRAINING}..{x_train.shape[0]} training pairs"
         )
+    for name, arr in (("x", x_train), ("y", y_train), ("test x", x_test), ("test y", y_test)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"yardstick: {name} contains NaN or inf")
     if x_test.shape[0] < 3:
         raise DataError(f"{x_test.shape[0]} test pairs: a correlation needs at least 3")
     out = np.empty((len(METHODS), len(sizes), 2))
