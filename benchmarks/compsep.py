@@ -352,3 +352,131 @@ def bench_compsep_kmeans(args):
         "paper_grid_hours_at_this_rate": 1_920_000 / rate / 3600,
         "paper_grid_hours_at_large_rate": 1_920_000 / rate_big / 3600,
     } | out
+
+
+def paper1_cpu_zone_problem(sky: str = "grf_hard", n_realisations: int = 20):
+    """One zone of ``config/paper1_cpu.yaml``: its sky (``grf_hard`` by default, the one
+    whose selection sits at the grid's edge), LiteBIRD-like noise, nside 64, the
+    highest-latitude 10% of the sky (a GAL020 half: the faintest foregrounds), and its
+    6 x 4 x 4 K-means grid.  Returns the zone, the grid's points and the problem."""
+    import healpy as hp
+    import yaml
+
+    from bmodesep.core.compsep import fitting, gridsearch
+    from bmodesep.core.compsep import likelihood as compsep
+    from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
+    from bmodesep.core.simulate.sky import foreground_maps
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "paper1_cpu.yaml").read_text())
+    spec = {k: v for k, v in config["skies"][sky].items() if k != "kind"}
+    nside = 64
+    setup = simulation_setup("litebird", nside, spec)
+    inst, lmax = setup.instrument, setup.lmax
+    zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.8
+    drawn = setup.draw(nside)
+    pix = np.flatnonzero(zone)
+    fg = foreground_maps(drawn, inst.frequencies_ghz)[:, :, pix]
+    problem = gridsearch.Problem(
+        model=compsep.SpectralModel(inst.frequencies_ghz),
+        signal=fg + drawn.cmb_qu[None][:, :, pix],
+        foreground=fg,
+        n_realisations=n_realisations,
+        ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
+        start=START,
+        bounds=BOUNDS,
+        options=fitting.FitOptions(),
+        noise=gridsearch.memoised_noise(
+            lambda i: simulate_noise(inst, nside, lmax, 4002, i).qu[0][:, :, pix], n_realisations
+        ),
+    )
+    return zone, gridsearch.grid_points(config["compsep"]["grid"]), problem
+
+
+@register("compsep-screened")
+def bench_compsep_screened(args):
+    """The exhaustive and the screened grid search on one zone of paper1_cpu (96 x 20)."""
+    import statistics
+
+    from bmodesep.core.compsep import clustering, gridsearch, screening, selection
+    from bmodesep.core.compsep import likelihood as compsep
+
+    zone, points, problem = paper1_cpu_zone_problem()
+    for i in range(problem.n_realisations):  # drawn once, kept, as a grid job does
+        problem.noise(i)
+    maps = {
+        k: clustering.kmeans_patches(zone, k, 0) for k in sorted({k for p in points for k in p})
+    }
+    layouts = gridsearch.pad_layouts(
+        [
+            compsep.cell_layout(
+                dict(zip(compsep.PARAMETERS, (maps[k] for k in p), strict=True)), zone
+            )
+            for p in points
+        ]
+    )
+    rule = selection.Rule()  # the paper's sec. 6 rule, the default
+    margin = 0.1
+
+    def criteria(rows, variance, nll):
+        return selection.Criteria(
+            np.array([getattr(r, variance) for r in rows]),
+            np.array([r.systematic_residual for r in rows]),
+            np.array([nll(r) for r in rows]),
+        )
+
+    def exhaustive():
+        return [gridsearch.evaluate_configuration(lay, problem) for lay in layouts]
+
+    def screened():
+        predicted = [screening.predict_configuration(lay, problem) for lay in layouts]
+        pc = criteria(predicted, "cmb_variance", lambda p: p.nll_mean)
+        free = np.array([p.free_parameters for p in predicted])
+        keep = np.flatnonzero(screening.candidates(pc, free, rule, margin).candidates)
+        second = gridsearch.pad_layouts([layouts[j] for j in keep])
+        measured = [gridsearch.evaluate_configuration(lay, problem) for lay in second]
+        return predicted, keep, measured
+
+    repeats = max(1, min(args.repeats, 3))
+    exhaustive()  # compile
+    screened()
+    ex_runs, sc_runs = [], []
+    ex_time = time_operation(lambda: ex_runs.append(exhaustive()), repeats, warmup=0)
+    sc_time = time_operation(lambda: sc_runs.append(screened()), repeats, warmup=0)
+    full, (predicted, keep, measured) = ex_runs[-1], sc_runs[-1]
+    fc = criteria(full, "cmb_variance", lambda r: r.nll.mean())
+    pc = criteria(predicted, "cmb_variance", lambda p: p.nll_mean)
+    free = np.array([p.free_parameters for p in predicted])
+    same = {}
+    for name in ("threshold", "variance", "variance_plus_systematic", "nll"):
+        r = rule._replace(name=name)
+        kept = np.flatnonzero(screening.candidates(pc, free, r, margin).candidates)
+        sub = fc.take(kept)
+        same[name] = bool(kept[selection.select(sub, r)[0]] == selection.select(fc, r)[0])
+    mc = criteria(measured, "cmb_variance", lambda r: r.nll.mean())
+    best_screened = int(keep[selection.select(mc, rule)[0]])
+    best_exhaustive = selection.select(fc, rule)[0]
+    ratio = pc.cmb_variance / fc.cmb_variance
+    n_real = problem.n_realisations
+    return {
+        "name": "compsep-screened",
+        "median_s": sc_time.median_s,
+        "cpu_s": sc_time.median_cpu_s,
+        "runs_s": sc_time.wall_s,
+        "exhaustive_s": ex_time.median_s,
+        "exhaustive_cpu_s": ex_time.median_cpu_s,
+        "speedup_vs_exhaustive": ex_time.median_s / sc_time.median_s,
+        "configurations": len(points),
+        "realisations": n_real,
+        "candidates": int(keep.size),
+        "fits_fraction": screening.fits_fraction(len(points), keep.size, n_real),
+        "fits_avoided": len(points) * (n_real + 1) - (len(points) + keep.size * (n_real + 1)),
+        "same_selection": bool(best_screened == best_exhaustive),
+        "selected": list(points[best_exhaustive]),
+        "same_selection_by_rule": same,
+        "margin": margin,
+        "variance_ratio_min": float(ratio.min()),
+        "variance_ratio_median": float(statistics.median(ratio)),
+        "variance_ratio_max": float(ratio.max()),
+        "note": "one zone (10% of the sky, highest latitudes) of paper1_cpu's grf_hard sky, "
+        "nside 64; rule threshold 1e-2; r_aware needs spectra (validated in the workflow)",
+    }

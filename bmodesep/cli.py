@@ -49,13 +49,21 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
         "clustered parametric component separation (kabalan2025)",
         _steps(
             kmeans_patches=("spherical K-means patches of a zone", f"{SIM} zone masks *outputs"),
-            grid_chunk=(
-                "one chunk of the patch-count grid search",
+            grid_screen_chunk=(
+                "pass 1 of the screened grid search: noiseless fits and predictions",
                 f"{SIM} zone #chunk masks signal *patches ?sky #devices output",
+            ),
+            grid_screen=(
+                "the configurations the screened search measures in a zone",
+                f"{SIM} zone *chunks ?spectra output",
+            ),
+            grid_chunk=(
+                "one chunk of the patch-count grid search (screened: of its candidates)",
+                f"{SIM} zone #chunk masks signal *patches ?sky #devices ?screen output",
             ),
             grid_select=(
                 "the selected configuration of a zone",
-                f"{SIM} zone *chunks ?spectra output",
+                f"{SIM} zone *chunks ?spectra ?screen output",
             ),
             compsep_fit=(
                 "the fits of one method in one zone",

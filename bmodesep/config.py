@@ -224,7 +224,7 @@ def _check_compsep(config: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"compsep.start.{param}: {cs['start'][param]} lies outside the bounds [{lo}, {hi}]"
             )
-    configurations = math.prod(len(v) for v in cs["grid"].values())
+    configurations = math.prod(len(cs["grid"][p]) for p in SPECTRAL_PARAMETERS)
     if configurations and cs["chunks"] > configurations:
         problems.append(
             f"compsep.chunks: {cs['chunks']} grid jobs per zone for {configurations} grid "

@@ -84,7 +84,7 @@ def tiny_workflow_config():
         simulations=["lb", "so"],
         zones=["GAL060_L"],
         noise_realisations=2,
-        grid={"beta_d": [1, 3], "temperature_d": [1], "beta_s": [1]},
+        grid=dict(cfg["compsep"]["grid"], beta_d=[1, 3], temperature_d=[1], beta_s=[1]),
         multires={"GAL060": {"beta_d": 2, "temperature_d": 0, "beta_s": 0}},
         # Table 5 at nside 8 would fit three parameters per pixel with 2 realisations
         multires_variants={

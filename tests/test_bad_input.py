@@ -69,7 +69,7 @@ def base_config() -> dict[str, Any]:
         cfg["compsep"],
         simulations=["lb"],
         zones=[ZONE],
-        grid={"beta_d": [1, 2], "temperature_d": [1], "beta_s": [1]},
+        grid=dict(cfg["compsep"]["grid"], beta_d=[1, 2], temperature_d=[1], beta_s=[1]),
     )
     return validate_config(cfg)
 

@@ -127,7 +127,7 @@ def stage_inputs(tmp_path_factory, spectra):
         simulations=["lb"],
         noise_realisations=3,
         chunks=2,
-        grid={"beta_d": [2, 4], "temperature_d": [1], "beta_s": [1, 2]},
+        grid=dict(cfg["compsep"]["grid"], beta_d=[2, 4], temperature_d=[1], beta_s=[1, 2]),
     )
     sims.write_spectra(root / "camb.h5", spectra, cfg)
     simulate.sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
@@ -462,3 +462,86 @@ def test_r_likelihood_of_a_perfect_reconstruction_gives_back_the_simulated_r(
 def zone_mask(root):
     _, zones = sims.read_masks(root / "masks.h5", 16)
     return zones["GAL020_U"]
+
+
+def test_screened_search_selects_what_the_exhaustive_grid_selects(stage_inputs, tmp_path):
+    """Issue 28: pass 1 (noiseless fits, predictions), the screen, pass 2 over the
+    candidates only, and the selection from measured values, against the exhaustive grid
+    of the same zone; resumable pieces and the search recorded in the selection."""
+    root, cfg = stage_inputs
+    grid = dict(cfg["compsep"]["grid"], search="screened", margin=0.1)
+    screened = dict(cfg, compsep=dict(cfg["compsep"], grid=grid))
+    common = (root / "masks.h5", root / "signal.h5", patch_files(root))
+    for i in range(2):
+        separate.grid_screen_chunk(
+            screened, "lb", "GAL020_U", i, *common, tmp_path / f"s{i}.h5", root / "sky.h5"
+        )
+    pass1 = [tmp_path / f"s{i}.h5" for i in range(2)]
+    separate.grid_screen(
+        screened, "lb", "GAL020_U", pass1, tmp_path / "screen.h5", root / "camb.h5"
+    )
+    screen = io.read_product(tmp_path / "screen.h5", "grid_screen")
+    assert screen["configuration"].tolist() == [[2, 1, 1], [2, 1, 2], [4, 1, 1], [4, 1, 2]]
+    assert screen["predicted_cmb_variance"].shape == (4,)
+    candidates = np.flatnonzero(screen["candidate"])
+    assert candidates.size >= 1 and screen["candidate"][screen.attrs["best_predicted_index"]]
+    measured = []
+    for i in range(2):
+        out = tmp_path / f"c{i}.h5"
+        separate.grid_chunk(
+            screened,
+            "lb",
+            "GAL020_U",
+            i,
+            *common,
+            out,
+            root / "sky.h5",
+            screen=tmp_path / "screen.h5",
+        )
+        measured += io.read_product(out, "grid_chunk")["index"].tolist()
+    assert sorted(measured) == candidates.tolist()  # the candidates, split over the jobs
+    chunks = [tmp_path / f"c{i}.h5" for i in range(2)]
+    with pytest.raises(ConfigError, match="needs the zone's screen"):
+        separate.grid_select(screened, "lb", "GAL020_U", chunks, tmp_path / "x.h5")
+    separate.grid_select(
+        screened,
+        "lb",
+        "GAL020_U",
+        chunks,
+        tmp_path / "sel.h5",
+        root / "camb.h5",
+        screen=tmp_path / "screen.h5",
+    )
+    sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
+    # the exhaustive grid of the same zone
+    full = [tmp_path / f"e{i}.h5" for i in range(2)]
+    for i, chunk in enumerate(full):
+        run_chunk(root, cfg, i, chunk, root / "sky.h5")
+    separate.grid_select(cfg, "lb", "GAL020_U", full, tmp_path / "esel.h5", root / "camb.h5")
+    exhaustive = io.read_product(tmp_path / "esel.h5", "grid_selection")
+    assert list(sel.attrs["best_configuration"]) == list(exhaustive.attrs["best_configuration"])
+    np.testing.assert_allclose(
+        sel["cmb_variance"], exhaustive["cmb_variance"][candidates], rtol=1e-6
+    )
+    # the prediction of eq. 9 against the measurement (3 realisations: loose)
+    np.testing.assert_allclose(
+        screen["predicted_cmb_variance"], exhaustive["cmb_variance"], rtol=0.5
+    )
+    assert sel.attrs["search"] == "screened" and exhaustive.attrs["search"] == "exhaustive"
+    assert sel.attrs["configurations"] == 4 and sel.attrs["measured"] == candidates.size
+    assert sel.attrs["fits_fraction"] == pytest.approx((4 + candidates.size * 4) / 16)
+    assert exhaustive.attrs["fits_fraction"] == 1.0
+    # a screen of another grid is refused by name
+    other = dict(grid, beta_d=[2, 4, 8])
+    with pytest.raises(DataError, match="the screen covers 4 configurations, the grid has 6"):
+        separate.grid_chunk(
+            dict(cfg, compsep=dict(cfg["compsep"], grid=other)),
+            "lb",
+            "GAL020_U",
+            0,
+            *common,
+            tmp_path / "bad.h5",
+            root / "sky.h5",
+            screen=tmp_path / "screen.h5",
+        )
+    assert not (tmp_path / "bad.h5").exists()

@@ -11,6 +11,11 @@ slice of the grid, one row per configuration.
 grid configuration, sorted by configuration index, with the selected row in the
 attribute ``best_index``.
 
+``screen_point``, ``grid_screen_chunk`` and ``grid_screen`` (written by
+:func:`bmodesep.stages.compsep.grid_screen_chunk` and ``grid_screen``): pass 1 of the
+screened grid search, every configuration's noiseless fit and predicted realisations,
+and the candidates pass 2 measures.
+
 ``compsep_fit`` (written by :func:`bmodesep.stages.compsep.compsep_fit`): the
 per-realisation fits of one method in one zone, the reconstructed CMB on the zone's
 pixels and the full-sky patch maps.
@@ -126,20 +131,29 @@ def write_grid_chunk(
     attrs: Mapping[str, Any],
 ) -> None:
     """A chunk of the grid from its configurations' checkpoint pieces (``grid_point``)."""
-    data = {
+    extra = SPECTRUM_FIELDS if points and TOTAL_RESIDUAL_CL in points[0].data else ()
+    fields = (*SELECTION_TABLE, *PER_REALISATION, *extra)
+    _write_rows(path, GRID_CHUNK, index, configurations, points, fields, provenance, attrs)
+
+
+def _write_rows(
+    path, kind, index, configurations, points, fields, provenance, attrs, extra=None
+) -> None:
+    """One row per configuration from checkpoint pieces (a chunk of either pass), and
+    ``extra`` datasets."""
+    data = dict(extra or {}) | {
         INDEX: D(index, "1"),
         CONFIGURATION: D(configurations.reshape(-1, 3), "1", "K_beta_d, K_T_d, K_beta_s"),
     }
-    extra = SPECTRUM_FIELDS if points and TOTAL_RESIDUAL_CL in points[0].data else ()
-    for field in (*SELECTION_TABLE, *PER_REALISATION, *extra):
+    for field in fields:
         data[field] = D(
             np.stack([r[field] for r in points]) if points else np.zeros(0),
             points[0].units[field] if points else "1",
         )
     missing = [a for a in CHUNK_ATTRS if a not in attrs]
     if missing:
-        raise ValueError(f"grid chunk attributes missing: {missing}")
-    io.write_product(path, GRID_CHUNK, data, provenance, attrs)
+        raise ValueError(f"{kind} attributes missing: {missing}")
+    io.write_product(path, kind, data, provenance, attrs)
 
 
 def read_grid_chunk(path) -> io.Product:
@@ -150,6 +164,92 @@ def read_grid_chunk(path) -> io.Product:
         if name not in p.data:
             raise DataError(f"{p.path}: dataset '{name}' is missing")
     _same_rows(p, p[INDEX].shape[0], (CONFIGURATION, *SELECTION_TABLE), "configurations")
+    return p
+
+
+# ---------------------------------------------------------------- the screened search
+# pass 1 (``screen_point`` pieces, ``grid_screen_chunk``): each configuration's noiseless
+# fit and its predicted realisations (bmodesep.core.compsep.screening); ``grid_screen``:
+# the whole table of a zone and the candidates pass 2 measures
+SCREEN_POINT = "screen_point"
+GRID_SCREEN_CHUNK = "grid_screen_chunk"
+GRID_SCREEN = "grid_screen"
+PREDICTED_CMB_VARIANCE = "predicted_cmb_variance"  # [config] eq. 9 predicted, uK_CMB^2
+PREDICTED_NLL_MEAN = "predicted_nll_mean"  # [config]
+FREE_PARAMETERS = "free_parameters"  # [config] indices neither on a bound nor without data
+CANDIDATE = "candidate"  # [config] bool: measured by pass 2
+WHITE_NOISE_CL = "white_noise_cl"  # [n] BB of unit white Q/U noise on the zone (with spectra)
+PREDICTION_TABLE = {
+    SYSTEMATIC_RESIDUAL: POWER,
+    "noise_variance": POWER,
+    "index_variance": POWER,
+    PREDICTED_CMB_VARIANCE: POWER,
+    PREDICTED_NLL_MEAN: "1",
+    FREE_PARAMETERS: "1",
+    "noiseless_converged": "1",
+    "at_bound_count": "1",
+}
+SCREEN_ATTRS = ("zone", "rule", "margin", "best_predicted_index", "fsky")
+
+
+def screen_point_datasets(prediction) -> dict[str, io.Dataset]:
+    """The checkpoint piece of one configuration of pass 1 (a ``screening.Prediction``)."""
+    row = {
+        SYSTEMATIC_RESIDUAL: prediction.systematic_residual,
+        "noise_variance": prediction.noise_variance,
+        "index_variance": prediction.index_variance,
+        PREDICTED_CMB_VARIANCE: prediction.cmb_variance,
+        PREDICTED_NLL_MEAN: prediction.nll_mean,
+        FREE_PARAMETERS: prediction.free_parameters,
+        "noiseless_converged": int(prediction.converged),
+        "at_bound_count": int(np.sum(prediction.at_bound)),
+    }
+    if prediction.systematic_cl is not None:
+        row[SYSTEMATIC_CL] = prediction.systematic_cl
+    return {k: D(np.asarray(v), _units(k)) for k, v in row.items()}
+
+
+def write_grid_screen_chunk(path, index, configurations, points, provenance, attrs, white_cl=None):
+    """Pass 1 of one slice of the grid; ``white_cl``: :data:`WHITE_NOISE_CL` (with spectra)."""
+    spectra = bool(points) and SYSTEMATIC_CL in points[0].data
+    fields = (*PREDICTION_TABLE, *((SYSTEMATIC_CL,) if spectra else ()))
+    extra = {} if white_cl is None else {WHITE_NOISE_CL: D(np.asarray(white_cl), POWER)}
+    _write_rows(
+        path, GRID_SCREEN_CHUNK, index, configurations, points, fields, provenance, attrs, extra
+    )
+
+
+def read_grid_screen_chunk(path) -> io.Product:
+    p = io.read_product(path, GRID_SCREEN_CHUNK)
+    _require_attrs(p, CHUNK_ATTRS)
+    for name in (INDEX, CONFIGURATION, *PREDICTION_TABLE):
+        if name not in p.data:
+            raise DataError(f"{p.path}: dataset '{name}' is missing")
+    _same_rows(p, p[INDEX].shape[0], (CONFIGURATION, *PREDICTION_TABLE), "configurations")
+    return p
+
+
+def write_grid_screen(path, table: Mapping[str, np.ndarray], provenance, attrs) -> None:
+    """A zone's pass-1 table (every configuration, by index) and its pass-2 candidates."""
+    missing = [a for a in SCREEN_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"grid screen attributes missing: {missing}")
+    io.write_product(
+        path, GRID_SCREEN, {f: D(v, _units(f)) for f, v in table.items()}, provenance, attrs
+    )
+
+
+def read_grid_screen(path) -> io.Product:
+    """A zone's screen: the configurations pass 2 measures are ``p[CANDIDATE]``."""
+    expect = {CONFIGURATION: ((None, 3), "1"), CANDIDATE: ((None,), "1")}
+    expect |= {name: ((None,), units) for name, units in PREDICTION_TABLE.items()}
+    expect |= {SYSTEMATIC_CL: ((None, None), POWER)}
+    p = io.read_product(path, GRID_SCREEN, expect, optional=(SYSTEMATIC_CL,))
+    _require_attrs(p, SCREEN_ATTRS)
+    n = p[CONFIGURATION].shape[0]
+    _same_rows(p, n, [name for name in expect if name in p.data], "configurations")
+    if not p[CANDIDATE].any():
+        raise DataError(f"{p.path}: the screen keeps no configuration")
     return p
 
 

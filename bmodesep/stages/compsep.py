@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from bmodesep.config import multires_table, simulation_config, simulation_lmax
-from bmodesep.core.compsep import clustering, fitting, gridsearch, selection
+from bmodesep.core.compsep import clustering, fitting, gridsearch, screening, selection
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
 from bmodesep.core.simulate import common_resolution
@@ -63,7 +63,7 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
     signal = sims.read_signal(signal_path, inst, nside)
     pix = np.flatnonzero(zone)
     cs = stage["compsep"]
-    n_real = cs["noise_realisations"] or sim["noise_realisations"]
+    n_real = noise_realisations(stage, name)
     if n_real < 2:
         raise ConfigError(
             f"simulation {name}: the grid search needs at least 2 noise "
@@ -115,6 +115,14 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
+
+
+def noise_realisations(stage, name: str) -> int:
+    """The noise realisations each configuration is fitted on (compsep's, or the
+    simulation's)."""
+    return (
+        stage["compsep"]["noise_realisations"] or stage["simulations"][name]["noise_realisations"]
+    )
 
 
 def true_cmb(stage, name: str, sky: io.Product) -> np.ndarray:
@@ -177,61 +185,171 @@ def kmeans_patches(config, simulation: str, zone: str, masks, outputs) -> None:
 
 
 def grid_chunk(
+    config,
+    simulation,
+    zone,
+    chunk,
+    masks,
+    signal,
+    patches,
+    output,
+    sky=None,
+    devices: int = 1,
+    screen=None,
+) -> None:
+    """Rule grid_chunk: every configuration of one slice of the grid (``screen``: of the
+    screened search's candidates), fitted over the noise realisations, with checkpoints."""
+    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
+    problem = problem._replace(devices=devices)
+    indices = chunk_indices(stage, chunk, screen)
+    inputs = [masks, signal, *patches, sky, screen]  # a checkpoint holds to their content
+    rows, parts = _checkpointed_configurations(
+        stage,
+        problem,
+        zone_mask,
+        zone,
+        chunk,
+        indices,
+        patches,
+        output,
+        inputs,
+        products.GRID_POINT,
+        gridsearch.evaluate_configuration,
+        products.grid_point_datasets,
+        lambda r: f"sigma2_cmb {r.cmb_variance:.4e} uK^2, converged {r.converged.mean():.0%}",
+    )
+    products.write_grid_chunk(output, *rows, **_chunk_meta(stage, zone, chunk, zone_mask))
+    parts.remove()
+
+
+def grid_screen_chunk(
     config, simulation, zone, chunk, masks, signal, patches, output, sky=None, devices: int = 1
 ) -> None:
-    """Rule grid_chunk: every configuration of one slice of the grid, with checkpoints."""
-    name, zone_name, sky_path = simulation, zone, sky
-    masks_path, signal_path = masks, signal
-    stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path, sky_path)
+    """Rule grid_screen_chunk: pass 1 of the screened search for one slice of the grid,
+    each configuration's noiseless fit and predicted realisations (core.compsep.screening)."""
+    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
     problem = problem._replace(devices=devices)
-    cs = stage["compsep"]
-    points = gridsearch.grid_points(cs["grid"])
-    lo, hi = gridsearch.chunk_bounds(len(points), cs["chunks"], chunk)
-    inputs = [masks_path, signal_path, *patches, sky_path]  # a checkpoint holds to their content
-    job = checkpoint.fingerprint(stage, inputs, zone=zone_name, chunk=chunk, sky=bool(sky_path))
-    parts = checkpoint.Parts(output, products.GRID_POINT, job)
-    done = parts.done(range(lo, hi))
-    todo = [j for j in range(lo, hi) if j not in done]
-    log.info(
-        "chunk %d/%d: configurations %d..%d on %d JAX device(s) (%s)",
+    indices = chunk_indices(stage, chunk)
+    inputs = [masks, signal, *patches, sky]
+    rows, parts = _checkpointed_configurations(
+        stage,
+        problem,
+        zone_mask,
+        zone,
         chunk,
-        cs["chunks"],
-        lo,
-        hi - 1,
-        max(devices, 1),
-        jax_platform(),
-    )
-    patch_maps = read_patch_files(patches, zone)
-    layouts = gridsearch.pad_layouts(
-        [
-            compsep.cell_layout(configuration_patches(points[j], patch_maps), zone)
-            for j in range(lo, hi)
-        ]
-    )
-    progress = Progress(
-        f"grid chunk {chunk} of {zone_name}", hi - lo, "configurations", already=len(done)
-    )
-    for j in todo:
-        result = gridsearch.evaluate_configuration(layouts[j - lo], problem)
-        parts.write(
-            j,
-            products.grid_point_datasets(result),
-            io.provenance(stage, cs["kmeans_seed"], "grid_point"),
-            {"configuration": list(points[j])},
-        )
-        progress.step(
-            f"configuration {j} {tuple(points[j])}: sigma2_cmb {result.cmb_variance:.4e} uK^2, "
-            f"converged {result.converged.mean():.0%}"
-        )
-    products.write_grid_chunk(
+        indices,
+        patches,
         output,
-        np.arange(lo, hi),
-        np.array([points[j] for j in range(lo, hi)]),
-        [parts.read(j) for j in range(lo, hi)],
-        io.provenance(stage, cs["kmeans_seed"], "grid_chunk"),
-        {"zone": zone_name, "chunk": chunk, "chunks": cs["chunks"], "fsky": float(zone.mean())},
+        inputs,
+        products.SCREEN_POINT,
+        screening.predict_configuration,
+        products.screen_point_datasets,
+        lambda p: f"predicted sigma2_cmb {p.cmb_variance:.4e} uK^2",
+    )
+    white = None
+    if problem.bb_spectrum is not None:
+        white = screening.white_noise_cl(problem.bb_spectrum, int(zone_mask.sum()))
+    products.write_grid_screen_chunk(
+        output,
+        *rows,
+        **_chunk_meta(stage, zone, chunk, zone_mask, "grid_screen_chunk"),
+        white_cl=white,
     )
     parts.remove()
+
+
+def chunk_indices(stage, chunk: int, screen=None) -> np.ndarray:
+    """The configurations of grid job ``chunk``: its slice of the grid, or with a screen
+    (the screened search's pass 2) its slice of the screen's candidates."""
+    cs = stage["compsep"]
+    n_points = len(gridsearch.grid_points(cs["grid"]))
+    if screen is None:
+        return np.arange(*gridsearch.chunk_bounds(n_points, cs["chunks"], chunk))
+    keep = products.read_grid_screen(screen)[products.CANDIDATE]
+    if keep.size != n_points:
+        raise DataError(
+            f"{screen}: the screen covers {keep.size} configurations, the grid has "
+            f"{n_points}: re-run the screen after changing compsep.grid"
+        )
+    candidates = np.flatnonzero(keep)
+    return candidates[slice(*gridsearch.chunk_bounds(candidates.size, cs["chunks"], chunk))]
+
+
+def _chunk_meta(stage, zone_name, chunk, zone_mask, rule="grid_chunk") -> dict:
+    cs = stage["compsep"]
+    return {
+        "provenance": io.provenance(stage, cs["kmeans_seed"], rule),
+        "attrs": {
+            "zone": zone_name,
+            "chunk": chunk,
+            "chunks": cs["chunks"],
+            "fsky": float(zone_mask.mean()),
+        },
+    }
+
+
+def _checkpointed_configurations(
+    stage,
+    problem,
+    zone_mask,
+    zone_name,
+    chunk,
+    indices,
+    patches,
+    output,
+    inputs,
+    kind,
+    evaluate,
+    datasets,
+    describe,
+):
+    """``evaluate(layout, problem)`` for each configuration of ``indices``, one checkpoint
+    piece (``datasets`` of the result) each: a killed job resumes where it stopped.
+    Returns the rows a chunk product takes, (index, configurations, pieces), and the
+    checkpoint folder (removed once the chunk is written)."""
+    cs = stage["compsep"]
+    points = gridsearch.grid_points(cs["grid"])
+    job = checkpoint.fingerprint(stage, inputs, zone=zone_name, chunk=chunk, kind=kind)
+    parts = checkpoint.Parts(output, kind, job)
+    done = set(parts.done(indices))
+    log.info(
+        "chunk %d/%d of %s: %d configurations (%s) on %d JAX device(s) (%s)",
+        chunk,
+        cs["chunks"],
+        zone_name,
+        len(indices),
+        kind,
+        max(problem.devices, 1),
+        jax_platform(),
+    )
+    patch_maps = read_patch_files(patches, zone_mask)
+    layouts = (
+        gridsearch.pad_layouts(
+            [
+                compsep.cell_layout(configuration_patches(points[j], patch_maps), zone_mask)
+                for j in indices
+            ]
+        )
+        if len(indices)
+        else []
+    )
+    progress = Progress(
+        f"grid chunk {chunk} of {zone_name}", len(indices), "configurations", already=len(done)
+    )
+    for layout, j in zip(layouts, indices, strict=True):
+        if j in done:
+            continue
+        result = evaluate(layout, problem)
+        parts.write(
+            j,
+            datasets(result),
+            io.provenance(stage, cs["kmeans_seed"], kind),
+            {"configuration": list(points[j])},
+        )
+        progress.step(f"configuration {j} {tuple(points[j])}: {describe(result)}")
+    configurations = np.array([points[j] for j in indices], dtype=np.int64).reshape(-1, 3)
+    rows = np.asarray(indices, dtype=np.int64), configurations, [parts.read(j) for j in indices]
+    return rows, parts
 
 
 def jax_platform() -> str:
@@ -296,31 +414,51 @@ def selection_rule(stage) -> selection.Rule:
     )
 
 
-def grid_table(stage, zone_name: str, chunk_paths) -> tuple[dict[str, np.ndarray], float]:
-    """The whole grid table of a zone from its chunks, and the zone's f_sky."""
-    cs = stage["compsep"]
-    chunks = [products.read_grid_chunk(p) for p in chunk_paths]
-    index = np.concatenate([c[products.INDEX] for c in chunks])
-    n_points = len(gridsearch.grid_points(cs["grid"]))
-    if sorted(index.tolist()) != list(range(n_points)):
+def grid_table(
+    stage, zone_name: str, chunk_paths, expected=None, read=None, fields=None, optional=()
+) -> tuple[dict[str, np.ndarray], float]:
+    """A zone's table from its chunks, sorted by configuration index, and its f_sky.
+
+    The chunks must cover ``expected`` (default: every configuration of the grid)
+    exactly; ``read`` and ``fields`` default to the grid chunks of pass 2 and their
+    selection table; ``optional`` fields are kept where every chunk has them."""
+    read = products.read_grid_chunk if read is None else read
+    fields = (products.CONFIGURATION, *products.SELECTION_TABLE) if fields is None else fields
+    chunks = [read(p) for p in chunk_paths]
+    index = np.concatenate([c[products.INDEX] for c in chunks]).astype(np.int64)
+    if expected is None:
+        expected = np.arange(len(gridsearch.grid_points(stage["compsep"]["grid"])))
+    if sorted(index.tolist()) != sorted(np.asarray(expected).tolist()):
         raise DataError(
-            f"grid chunks for {zone_name} cover configurations "
-            f"{sorted(index.tolist())[:5]}..., expected all {n_points}"
+            f"grid chunks for {zone_name} cover configurations {sorted(index.tolist())[:5]}..., "
+            f"expected {len(expected)} configurations ({np.asarray(expected)[:5].tolist()}...)"
         )
     order = np.argsort(index)
-    fields = (products.CONFIGURATION, *products.SELECTION_TABLE)
-    if all(products.TOTAL_RESIDUAL_CL in c.data for c in chunks):
-        fields = (*fields, *products.SPECTRUM_FIELDS)
+    fields = (*fields, *(f for f in optional if all(f in c.data for c in chunks)))
     table = {f: np.concatenate([c[f] for c in chunks])[order] for f in fields}
     return table, float(chunks[0].attrs["fsky"])
 
 
-def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
-    """Rule grid_select: the whole grid table of a zone and its selected configuration."""
+def grid_select(config, simulation, zone, chunks, output, spectra=None, screen=None) -> None:
+    """Rule grid_select: the measured grid table of a zone and its selected configuration
+    (screened search: the candidates' table, the selection from measured values only)."""
     name, zone_name, chunk_paths, spectra_path = simulation, zone, chunks, spectra
     stage = _compsep_config(config, name)
     cs = stage["compsep"]
-    table, fsky = grid_table(stage, zone_name, chunk_paths)
+    screened = cs["grid"]["search"] == "screened"
+    if screened != (screen is not None):
+        raise ConfigError(
+            f"compsep.grid.search is {cs['grid']['search']}: grid_select "
+            + ("needs the zone's screen (--screen)" if screened else "takes no --screen")
+        )
+    expected = (
+        None
+        if screen is None
+        else np.flatnonzero(products.read_grid_screen(screen)[products.CANDIDATE])
+    )
+    table, fsky = grid_table(
+        stage, zone_name, chunk_paths, expected, optional=products.SPECTRUM_FIELDS
+    )
     if spectra_path is not None and products.TOTAL_RESIDUAL_CL in table:
         table[products.R_HAT] = r_hat_per_configuration(
             stage,
@@ -351,7 +489,91 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None) -> None:
             "rule": rule.name,
             "threshold_honoured": honoured,
             "fsky": fsky,
+            **search_summary(stage, name, screen, len(table[products.CONFIGURATION])),
         },
+    )
+
+
+def search_summary(stage, simulation: str, screen, measured: int) -> dict:
+    """What a selection records of its search: the method, the grid's size, the
+    configurations measured over noise realisations and the fraction of the exhaustive
+    grid's fits it needed."""
+    cs = stage["compsep"]
+    n_points = len(gridsearch.grid_points(cs["grid"]))
+    out = {"search": cs["grid"]["search"], "configurations": n_points, "measured": measured}
+    if screen is None:
+        return out | {"fits_fraction": 1.0}
+    n_real = noise_realisations(stage, simulation)
+    attrs = products.read_grid_screen(screen).attrs
+    return out | {
+        "fits_fraction": screening.fits_fraction(n_points, measured, n_real),
+        "margin": attrs["margin"],
+        "best_predicted_index": attrs["best_predicted_index"],
+    }
+
+
+def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
+    """Rule grid_screen: a zone's pass-1 table and the candidates pass 2 measures."""
+    stage = _compsep_config(config, simulation)
+    cs = stage["compsep"]
+    table, fsky = grid_table(
+        stage,
+        zone,
+        chunks,
+        read=products.read_grid_screen_chunk,
+        fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
+        optional=(products.SYSTEMATIC_CL,),
+    )
+    white = products.read_grid_screen_chunk(chunks[0]).data.get(products.WHITE_NOISE_CL)
+    rule = selection_rule(stage)
+    criteria = predicted_criteria(stage, simulation, table, spectra, fsky, white)
+    margin = cs["grid"]["margin"]
+    screen = screening.candidates(criteria, table[products.FREE_PARAMETERS], rule, margin)
+    table[products.CANDIDATE] = screen.candidates
+    n_real = noise_realisations(stage, simulation)
+    n, kept = screen.candidates.size, int(screen.candidates.sum())
+    log.info(
+        "%s: %d of %d configurations kept for their noise realisations (rule %s, margin %g): "
+        "%.3f of the exhaustive grid's fits",
+        zone,
+        kept,
+        n,
+        rule.name,
+        margin,
+        screening.fits_fraction(n, kept, n_real),
+    )
+    products.write_grid_screen(
+        output,
+        table,
+        io.provenance(stage, cs["kmeans_seed"], "grid_screen"),
+        {
+            "zone": zone,
+            "rule": rule.name,
+            "margin": margin,
+            "best_predicted_index": screen.best_predicted,
+            "fsky": fsky,
+            "candidates": kept,
+        },
+    )
+
+
+def predicted_criteria(stage, name, table, spectra_path, fsky, white_cl) -> selection.Criteria:
+    """The selection criteria of pass 1: predicted variance and -ln L, exact systematics;
+    with spectra, r_aware's statistical BB predicted as the variance x the BB of unit
+    white noise on the zone (``white_cl``)."""
+    variance = table[products.PREDICTED_CMB_VARIANCE]
+    criteria = selection.Criteria(
+        variance, table[products.SYSTEMATIC_RESIDUAL], table[products.PREDICTED_NLL_MEAN]
+    )
+    if spectra_path is None or products.SYSTEMATIC_CL not in table or white_cl is None:
+        return criteria
+    syst = table[products.SYSTEMATIC_CL]
+    est, theory = _residual_theory(stage, name, spectra_path, syst.shape[-1])
+    modes = est.modes(fsky)
+    return criteria._replace(
+        systematic_bb=selection.bb_power(syst, modes),
+        statistical_bb=variance * selection.bb_power(white_cl, modes),
+        tensor_bb=float(selection.bb_power(theory.tensor, modes)),
     )
 
 

@@ -39,6 +39,7 @@ COMPSEP_METHODS = compsep_methods(config)
 KMEANS_COUNTS = kmeans_counts(COMPSEP)
 KMEANS_SEED = COMPSEP["kmeans_seed"]
 GRID_CHUNKS = list(range(COMPSEP["chunks"]))
+SCREENED = COMPSEP["grid"]["search"] == "screened"
 
 NILC = config["nilc"]
 
@@ -103,6 +104,14 @@ def patch_file(sim="{sim}", zone="{zone}", k="{k}"):
 
 def grid_chunk_file(sim="{sim}", zone="{zone}", chunk="{chunk}"):
     return f"{RESULTS}/compsep/{sim}/grid/{zone}/chunk{chunk}.h5"
+
+
+def screen_chunk_file(sim="{sim}", zone="{zone}", chunk="{chunk}"):
+    return f"{RESULTS}/compsep/{sim}/grid/{zone}/screen_chunk{chunk}.h5"
+
+
+def screen_file(sim="{sim}", zone="{zone}"):
+    return f"{RESULTS}/compsep/{sim}/grid/{zone}/screen.h5"
 
 
 def selection_file(sim="{sim}", zone="{zone}"):
@@ -322,6 +331,19 @@ def kmeans_patch_files(wildcards):
 
 def grid_chunk_files(wildcards):
     return [grid_chunk_file(wildcards.sim, wildcards.zone, c) for c in GRID_CHUNKS]
+
+
+def screen_chunk_files(wildcards):
+    return [screen_chunk_file(wildcards.sim, wildcards.zone, c) for c in GRID_CHUNKS]
+
+
+def grid_screen(wildcards):
+    """The zone's screen where the search is screened (compsep.grid.search), else none."""
+    return [screen_file(wildcards.sim, wildcards.zone)] if SCREENED else []
+
+
+def screen_arg(wildcards, input):
+    return f"--screen {input.screen}" if input.screen else ""
 
 
 def compsep_fit_inputs(wildcards):

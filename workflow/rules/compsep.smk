@@ -1,6 +1,8 @@
 # Component separation (kabalan2025; bmodesep/stages/compsep.py): K-means patches ->
 # grid-search chunks -> selection -> fits of the selected K-means, multi-resolution and
-# single-patch configurations.
+# single-patch configurations.  A screened search (compsep.grid.search: screened) runs
+# pass 1 (grid_screen_chunk: noiseless fits and predictions), grid_screen (the
+# candidates), then the grid chunks over the candidates only.
 
 
 rule kmeans_patches:
@@ -25,16 +27,70 @@ rule kmeans_patches:
         "--zone {wildcards.zone} --masks {input.masks} --outputs {output} > {log} 2>&1"
 
 
-rule grid_chunk:
+rule grid_screen_chunk:
     input:
         masks=masks_file(),
         signal=signal_file(),
         sky=sky_file(),
         patches=kmeans_patch_files,
     output:
+        screen_chunk_file(),
+    params:
+        config=compsep_config,
+    log:
+        log_file("grid_screen_chunk", "{sim}", "{zone}", "{chunk}"),
+    benchmark:
+        benchmark_file("grid_screen_chunk", "{sim}", "{zone}", "{chunk}")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=runtime_per_attempt(60),
+        gpu=0,
+    conda:
+        JAX_ENV
+    shell:
+        "bmodesep compsep grid_screen_chunk --config {params.config} --simulation "
+        "{wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} --masks {input.masks} "
+        "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
+        "--devices {resources.gpu} --output {output} > {log} 2>&1"
+
+
+rule grid_screen:
+    input:
+        chunks=screen_chunk_files,
+        spectra=spectra_file(),
+    output:
+        screen_file(),
+    params:
+        config=compsep_config,
+    log:
+        log_file("grid_screen", "{sim}", "{zone}"),
+    benchmark:
+        benchmark_file("grid_screen", "{sim}", "{zone}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JAX_ENV
+    shell:
+        "bmodesep compsep grid_screen --config {params.config} --simulation {wildcards.sim} "
+        "--zone {wildcards.zone} --chunks {input.chunks} --spectra {input.spectra} "
+        "--output {output} > {log} 2>&1"
+
+
+rule grid_chunk:
+    input:
+        masks=masks_file(),
+        signal=signal_file(),
+        sky=sky_file(),
+        patches=kmeans_patch_files,
+        screen=grid_screen,
+    output:
         grid_chunk_file(),
     params:
         config=compsep_config,
+        screen=screen_arg,
     log:
         log_file("grid_chunk", "{sim}", "{zone}", "{chunk}"),
     benchmark:
@@ -50,17 +106,19 @@ rule grid_chunk:
         "bmodesep compsep grid_chunk --config {params.config} --simulation {wildcards.sim} "
         "--zone {wildcards.zone} --chunk {wildcards.chunk} --masks {input.masks} "
         "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
-        "--devices {resources.gpu} --output {output} > {log} 2>&1"
+        "--devices {resources.gpu} {params.screen} --output {output} > {log} 2>&1"
 
 
 rule grid_select:
     input:
         chunks=grid_chunk_files,
         spectra=spectra_file(),
+        screen=grid_screen,
     output:
         selection_file(),
     params:
         config=compsep_config,
+        screen=screen_arg,
     log:
         log_file("grid_select", "{sim}", "{zone}"),
     benchmark:
@@ -74,7 +132,7 @@ rule grid_select:
     shell:
         "bmodesep compsep grid_select --config {params.config} --simulation {wildcards.sim} "
         "--zone {wildcards.zone} --chunks {input.chunks} --spectra {input.spectra} "
-        "--output {output} > {log} 2>&1"
+        "{params.screen} --output {output} > {log} 2>&1"
 
 
 rule compsep_fit:

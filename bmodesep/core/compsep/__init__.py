@@ -4,7 +4,8 @@
 reconstruction), ``clustering`` (spherical K-means, multi-resolution and single patches),
 ``fitting`` (bounded L-BFGS), ``gridsearch`` (one configuration's fits over noise
 realisations, chunks of the K_beta_d x K_T_d x K_beta_s grid), ``selection`` (the rules
-that pick a configuration), ``newton`` (the structured Newton fit).
+that pick a configuration), ``newton`` (the structured Newton fit), ``screening`` (the
+screened grid search: predicted realisations from the noiseless fit, the candidates).
 """
 
 from bmodesep.core.compsep.clustering import kmeans_patches, multires_patches, single_patch

@@ -280,15 +280,27 @@ def fit_data(
     )
 
 
+def noiseless_fit(layout: CellLayout, problem: Problem):
+    """The configuration's fit of the noiseless foreground-only sky, from the configured
+    start, and W(d_fg) ``[3, 2, n_zone]`` (CMB, dust, synchrotron) at its parameters."""
+    for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"the {what} maps of the zone contain NaN or inf")
+    ninv = jnp.asarray(problem.ninv)
+    x0, lower, upper = parameter_vectors(layout, problem.start, problem.bounds)
+    fit = cell_fitter(problem.model, problem.options, layout, ninv, lower, upper)
+    roots = compsep.cell_statistics(problem.foreground, layout.cell_of_pixel, layout.n_cells)
+    res = fit(roots, x0, False)
+    weights = _compiled_weights(problem.model)(res.params, ninv, jnp.asarray(layout.cell_params))
+    return res, compsep.apply_weights(np.asarray(weights), problem.foreground, layout.cell_of_pixel)
+
+
 def evaluate_configuration(
     layout: CellLayout,
     problem: Problem,
     keep_maps: bool = False,
 ) -> ConfigResult:
     """Fit every noise realisation and the foreground-only sky for one configuration."""
-    for what, arr in (("signal", problem.signal), ("foreground", problem.foreground)):
-        if not np.all(np.isfinite(arr)):
-            raise DataError(f"the {what} maps of the zone contain NaN or inf")
     weights_fn = _compiled_weights(problem.model)
     index = compsep.cell_index(layout.cell_of_pixel, layout.n_cells)
     ninv = jnp.asarray(problem.ninv)
@@ -306,7 +318,7 @@ def evaluate_configuration(
         res = fit(roots, start, warm)
         return res, reconstruct(res.params, d, components)
 
-    fg_fit, fg_components = fit_and_reconstruct(problem.foreground, x0, False)
+    fg_fit, fg_components = noiseless_fit(layout, problem)
     # warm start: every realisation starts from the noiseless (foreground-only) fit
     warm = problem.options.warm_start
     start = fg_fit.params if warm else x0

@@ -53,6 +53,15 @@ class Criteria(NamedTuple):
     statistical_bb: np.ndarray | None = None  # the same of <C_l(s - s_true)> - C_l(W(d_fg))
     tensor_bb: float | None = None  # the same of the r = 1 tensor spectrum
 
+    def take(self, index) -> Criteria:
+        """The criteria of the configurations ``index`` only (a screened search's)."""
+        rows = {
+            f: None if v is None else np.asarray(v)[index]
+            for f, v in self._asdict().items()
+            if f != "tensor_bb"
+        }
+        return self._replace(**rows)
+
 
 class Rule(NamedTuple):
     """A selection rule and its settings (``compsep.selection`` of the config)."""
