@@ -48,6 +48,30 @@ def test_lint_is_clean(config):
     assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("search", ["exhaustive", "screened"])
+def test_a_screened_search_plans_pass_1_the_screen_and_pass_2(search, tmp_path):
+    """Issue 28: with compsep.grid.search screened, each zone's chunks run pass 1, its
+    screen, then pass 2 over the candidates; the exhaustive search plans neither."""
+    cfg = tiny_workflow_config()
+    cfg["compsep"]["grid"] = dict(cfg["compsep"]["grid"], search=search)
+    cfg["compsep"]["chunks"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run(
+        ["-n", "-p", "--configfile", "c.yaml", "--snakefile", SNAKEFILE, "compsep_all"],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    jobs = job_counts(r.stdout + r.stderr)
+    zones = len(cfg["compsep"]["zones"]) * len(cfg["compsep"]["simulations"])
+    assert jobs["grid_chunk"] == 2 * zones and jobs["grid_select"] == zones
+    if search == "screened":
+        assert jobs["grid_screen_chunk"] == 2 * zones and jobs["grid_screen"] == zones
+        assert re.search(r"--screen \S+/grid/GAL060_L/screen\.h5", r.stdout + r.stderr)
+    else:
+        assert "grid_screen_chunk" not in jobs and "grid_screen" not in jobs
+        assert "--screen" not in r.stdout + r.stderr
+
+
 def test_bad_config_stops_the_workflow(tmp_path):
     cfg = tiny_config()
     cfg["simulations"]["lb"]["nside"] = 10
