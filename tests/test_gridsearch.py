@@ -545,3 +545,35 @@ def test_screened_search_selects_what_the_exhaustive_grid_selects(stage_inputs, 
             screen=tmp_path / "screen.h5",
         )
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_a_pass_2_job_without_candidates_hides_nothing(stage_inputs, tmp_path):
+    """One candidate, two pass-2 jobs: the empty chunk must not drop the residual spectra
+    (and r-hat) of the other from the selection."""
+    root, cfg = stage_inputs
+    grid = dict(cfg["compsep"]["grid"], search="screened", margin=0.0)
+    screened = dict(
+        cfg,
+        compsep=dict(
+            cfg["compsep"], grid=grid, selection={**cfg["compsep"]["selection"], "rule": "variance"}
+        ),
+    )
+    common = (root / "masks.h5", root / "signal.h5", patch_files(root))
+    pass1 = [tmp_path / f"s{i}.h5" for i in range(2)]
+    for i, out in enumerate(pass1):
+        separate.grid_screen_chunk(screened, "lb", "GAL020_U", i, *common, out, root / "sky.h5")
+    screen = tmp_path / "screen.h5"
+    separate.grid_screen(screened, "lb", "GAL020_U", pass1, screen, root / "camb.h5")
+    assert io.read_product(screen, "grid_screen")["candidate"].sum() == 1
+    chunks = [tmp_path / f"c{i}.h5" for i in range(2)]
+    for i, out in enumerate(chunks):
+        separate.grid_chunk(
+            screened, "lb", "GAL020_U", i, *common, out, root / "sky.h5", screen=screen
+        )
+    sizes = sorted(io.read_product(c, "grid_chunk")["index"].size for c in chunks)
+    assert sizes == [0, 1]
+    separate.grid_select(
+        screened, "lb", "GAL020_U", chunks, tmp_path / "sel.h5", root / "camb.h5", screen=screen
+    )
+    sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
+    assert sel["total_residual_cl"].shape[0] == 1 and np.isfinite(sel["r_hat"]).all()

@@ -434,8 +434,11 @@ def grid_table(
             f"expected {len(expected)} configurations ({np.asarray(expected)[:5].tolist()}...)"
         )
     order = np.argsort(index)
-    fields = (*fields, *(f for f in optional if all(f in c.data for c in chunks)))
-    table = {f: np.concatenate([c[f] for c in chunks])[order] for f in fields}
+    # a screened search's pass 2 can leave a job without configurations: its chunk has no
+    # rows, and no optional fields, which must not hide those of the others
+    rows = [c for c in chunks if c[products.INDEX].size] or chunks[:1]
+    fields = (*fields, *(f for f in optional if all(f in c.data for c in rows)))
+    table = {f: np.concatenate([c[f] for c in rows])[order] for f in fields}
     return table, float(chunks[0].attrs["fsky"])
 
 
