@@ -577,3 +577,27 @@ def test_a_pass_2_job_without_candidates_hides_nothing(stage_inputs, tmp_path):
     )
     sel = io.read_product(tmp_path / "sel.h5", "grid_selection")
     assert sel["total_residual_cl"].shape[0] == 1 and np.isfinite(sel["r_hat"]).all()
+
+
+def test_an_interrupted_pass_1_resumes_without_recomputing(stage_inputs, tmp_path, monkeypatch):
+    from bmodesep.core.compsep import screening
+
+    root, cfg = stage_inputs
+    grid = dict(cfg["compsep"]["grid"], search="screened")
+    screened = dict(cfg, compsep=dict(cfg["compsep"], grid=grid, chunks=1))
+    args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", patch_files(root))
+    out = tmp_path / "s0.h5"
+    real, calls = screening.predict_configuration, []
+    monkeypatch.setattr(screening, "predict_configuration", killed_on_second_call(real, calls))
+    with pytest.raises(KeyboardInterrupt):
+        separate.grid_screen_chunk(screened, *args, out)
+    assert not out.exists()
+    assert len(list(tmp_path.glob("s0.h5.parts/screen_point*.h5"))) == 1
+    calls.clear()
+    monkeypatch.setattr(
+        screening, "predict_configuration", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    separate.grid_screen_chunk(screened, *args, out)
+    assert len(calls) == 3  # 4 configurations, the first one kept from the killed run
+    assert io.read_product(out, "grid_screen_chunk")["index"].tolist() == [0, 1, 2, 3]
+    assert not (tmp_path / "s0.h5.parts").exists()
