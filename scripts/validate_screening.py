@@ -59,12 +59,11 @@ def zone_rows(config, name: str, zone: str, exhaustive: Path, screened: Path, ma
         chunks,
         read=products.read_grid_screen_chunk,
         fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
-        optional=(products.SYSTEMATIC_CL,),
+        optional=products.SCREEN_SPECTRA,
     )
     if not np.array_equal(table[products.CONFIGURATION], measured[products.CONFIGURATION]):
         raise BmodesepError(f"{name} {zone}: the two runs have different grids")
-    white = products.read_grid_screen_chunk(chunks[0]).data.get(products.WHITE_NOISE_CL)
-    predicted = stage_module.predicted_criteria(stage, name, table, spectra, fsky, white)
+    predicted = stage_module.predicted_criteria(stage, name, table, spectra, fsky)
     exact = stage_module.selection_criteria(stage, name, measured, spectra, fsky)
     ratio = table[products.PREDICTED_CMB_VARIANCE] / measured[products.CMB_VARIANCE]
     n_real = stage_module.noise_realisations(stage, name)

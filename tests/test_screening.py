@@ -150,3 +150,26 @@ def test_the_screen_by_hand():
 def test_fits_fraction():
     assert screening.fits_fraction(96, 96, 20) == pytest.approx((96 + 96 * 21) / (96 * 21))
     assert screening.fits_fraction(3200, 10, 100) == pytest.approx((3200 + 1010) / 323200)
+
+
+def test_predicted_statistical_residual_matches_the_monte_carlo(problem):
+    """The predicted statistical residual 'spectrum' against 40 realisations, for two
+    statistics of a zone map: its mean square (white-noise-like: the variance itself) and
+    the square of its mean over the zone (the largest scale, where the index errors,
+    correlated over patches, put more power than white noise of the same variance)."""
+    zone, prob = problem
+
+    def statistics(m):
+        return np.array([np.mean(m**2), np.mean(m, axis=-1) @ np.mean(m, axis=-1)])
+
+    lay = layout(zone, (40, 4, 4))
+    predicted = screening.predict_configuration(lay, prob._replace(bb_spectrum=statistics))
+    res = gridsearch.evaluate_configuration(lay, prob, keep_maps=True)
+    spread = res.cmb - res.cmb.mean(axis=0)  # the statistical residual of each realisation
+    mc = np.mean([statistics(m) for m in spread], axis=0) * 40 / 39
+    assert predicted.statistical_cl[0] == pytest.approx(mc[0], rel=0.05)
+    assert predicted.statistical_cl[0] == pytest.approx(predicted.cmb_variance, rel=0.1)
+    # large scales: more than white noise of the same variance would give, as measured
+    white = predicted.cmb_variance / lay.cell_of_pixel.size
+    assert predicted.statistical_cl[1] > 3 * white and mc[1] > 3 * white
+    assert predicted.statistical_cl[1] == pytest.approx(mc[1], rel=0.5)

@@ -99,7 +99,7 @@ CHUNK_ATTRS = ("zone", "chunk", "chunks", "fsky")
 
 
 def _units(field: str) -> str:
-    power = ("variance", "systematic", "residual_cl")
+    power = ("variance", "systematic", "residual_cl", "statistical_cl")
     return POWER if any(word in field for word in power) else "1"
 
 
@@ -178,7 +178,8 @@ PREDICTED_CMB_VARIANCE = "predicted_cmb_variance"  # [config] eq. 9 predicted, u
 PREDICTED_NLL_MEAN = "predicted_nll_mean"  # [config]
 FREE_PARAMETERS = "free_parameters"  # [config] indices neither on a bound nor without data
 CANDIDATE = "candidate"  # [config] bool: measured by pass 2
-WHITE_NOISE_CL = "white_noise_cl"  # [n] BB of unit white Q/U noise on the zone (with spectra)
+PREDICTED_STATISTICAL_CL = "predicted_statistical_cl"  # [config, n] (with sky spectra)
+SCREEN_SPECTRA = (SYSTEMATIC_CL, PREDICTED_STATISTICAL_CL)
 PREDICTION_TABLE = {
     SYSTEMATIC_RESIDUAL: POWER,
     "noise_variance": POWER,
@@ -206,17 +207,15 @@ def screen_point_datasets(prediction) -> dict[str, io.Dataset]:
     }
     if prediction.systematic_cl is not None:
         row[SYSTEMATIC_CL] = prediction.systematic_cl
+        row[PREDICTED_STATISTICAL_CL] = prediction.statistical_cl
     return {k: D(np.asarray(v), _units(k)) for k, v in row.items()}
 
 
-def write_grid_screen_chunk(path, index, configurations, points, provenance, attrs, white_cl=None):
-    """Pass 1 of one slice of the grid; ``white_cl``: :data:`WHITE_NOISE_CL` (with spectra)."""
+def write_grid_screen_chunk(path, index, configurations, points, provenance, attrs) -> None:
+    """Pass 1 of one slice of the grid (with sky spectra: :data:`SCREEN_SPECTRA` too)."""
     spectra = bool(points) and SYSTEMATIC_CL in points[0].data
-    fields = (*PREDICTION_TABLE, *((SYSTEMATIC_CL,) if spectra else ()))
-    extra = {} if white_cl is None else {WHITE_NOISE_CL: D(np.asarray(white_cl), POWER)}
-    _write_rows(
-        path, GRID_SCREEN_CHUNK, index, configurations, points, fields, provenance, attrs, extra
-    )
+    fields = (*PREDICTION_TABLE, *(SCREEN_SPECTRA if spectra else ()))
+    _write_rows(path, GRID_SCREEN_CHUNK, index, configurations, points, fields, provenance, attrs)
 
 
 def read_grid_screen_chunk(path) -> io.Product:
@@ -243,8 +242,8 @@ def read_grid_screen(path) -> io.Product:
     """A zone's screen: the configurations pass 2 measures are ``p[CANDIDATE]``."""
     expect = {CONFIGURATION: ((None, 3), "1"), CANDIDATE: ((None,), "1")}
     expect |= {name: ((None,), units) for name, units in PREDICTION_TABLE.items()}
-    expect |= {SYSTEMATIC_CL: ((None, None), POWER)}
-    p = io.read_product(path, GRID_SCREEN, expect, optional=(SYSTEMATIC_CL,))
+    expect |= {name: ((None, None), POWER) for name in SCREEN_SPECTRA}
+    p = io.read_product(path, GRID_SCREEN, expect, optional=SCREEN_SPECTRA)
     _require_attrs(p, SCREEN_ATTRS)
     n = p[CONFIGURATION].shape[0]
     _same_rows(p, n, [name for name in expect if name in p.data], "configurations")

@@ -246,14 +246,8 @@ def grid_screen_chunk(
         products.screen_point_datasets,
         lambda p: f"predicted sigma2_cmb {p.cmb_variance:.4e} uK^2",
     )
-    white = None
-    if problem.bb_spectrum is not None:
-        white = screening.white_noise_cl(problem.bb_spectrum, int(zone_mask.sum()))
     products.write_grid_screen_chunk(
-        output,
-        *rows,
-        **_chunk_meta(stage, zone, chunk, zone_mask, "grid_screen_chunk"),
-        white_cl=white,
+        output, *rows, **_chunk_meta(stage, zone, chunk, zone_mask, "grid_screen_chunk")
     )
     parts.remove()
 
@@ -525,11 +519,10 @@ def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
         chunks,
         read=products.read_grid_screen_chunk,
         fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
-        optional=(products.SYSTEMATIC_CL,),
+        optional=products.SCREEN_SPECTRA,
     )
-    white = products.read_grid_screen_chunk(chunks[0]).data.get(products.WHITE_NOISE_CL)
     rule = selection_rule(stage)
-    criteria = predicted_criteria(stage, simulation, table, spectra, fsky, white)
+    criteria = predicted_criteria(stage, simulation, table, spectra, fsky)
     margin = cs["grid"]["margin"]
     screen = screening.candidates(criteria, table[products.FREE_PARAMETERS], rule, margin)
     table[products.CANDIDATE] = screen.candidates
@@ -560,22 +553,21 @@ def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
     )
 
 
-def predicted_criteria(stage, name, table, spectra_path, fsky, white_cl) -> selection.Criteria:
-    """The selection criteria of pass 1: predicted variance and -ln L, exact systematics;
-    with spectra, r_aware's statistical BB predicted as the variance x the BB of unit
-    white noise on the zone (``white_cl``)."""
+def predicted_criteria(stage, name, table, spectra_path, fsky) -> selection.Criteria:
+    """The selection criteria of pass 1: predicted variance, -ln L and statistical BB
+    (first-order residual maps, ``screening``), exact systematics."""
     variance = table[products.PREDICTED_CMB_VARIANCE]
     criteria = selection.Criteria(
         variance, table[products.SYSTEMATIC_RESIDUAL], table[products.PREDICTED_NLL_MEAN]
     )
-    if spectra_path is None or products.SYSTEMATIC_CL not in table or white_cl is None:
+    if spectra_path is None or products.PREDICTED_STATISTICAL_CL not in table:
         return criteria
     syst = table[products.SYSTEMATIC_CL]
     est, theory = _residual_theory(stage, name, spectra_path, syst.shape[-1])
     modes = est.modes(fsky)
     return criteria._replace(
         systematic_bb=selection.bb_power(syst, modes),
-        statistical_bb=variance * selection.bb_power(white_cl, modes),
+        statistical_bb=selection.bb_power(table[products.PREDICTED_STATISTICAL_CL], modes),
         tensor_bb=float(selection.bb_power(theory.tensor, modes)),
     )
 

@@ -36,7 +36,6 @@ configuration) and half the number of free indices (what fitting them gains).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -44,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bmodesep.core.compsep import gridsearch
+from bmodesep.core.compsep import gridsearch, newton
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.compsep.likelihood import CellLayout
 from bmodesep.core.compsep.selection import Criteria, Rule, select
@@ -66,6 +65,7 @@ class Prediction(NamedTuple):
     nll_mean: float  # predicted mean -ln L over realisations
     free_parameters: int  # indices neither on a bound nor without data
     systematic_cl: np.ndarray | None = None  # C_l(W(d_fg)) (eq. 11)
+    statistical_cl: np.ndarray | None = None  # predicted <C_l(s - s_true)> - C_l(W(d_fg))
 
     @property
     def cmb_variance(self) -> float:
@@ -135,8 +135,32 @@ def _predicted_terms(params, roots, cell_params, counts, free, ninv, model, k0: 
     jac = _cmb_weight_jacobian(params, ninv, cell_params, model)  # [cell, 3, f]
     data = jnp.matmul(roots, jnp.swapaxes(roots, 1, 2))  # D_c
     gdg = jnp.einsum("caf,cfg,cbg->cab", jac, data, jac)
-    noise = jnp.sum(_noise_term(params, ninv, cell_params, model) * 2 * counts)
-    return jnp.sum(sigma * gdg), noise, compsep.nll_cells(params, roots, cell_params, ninv, model)
+    per_cell = _noise_term(params, ninv, cell_params, model)
+    noise = jnp.sum(per_cell * 2 * counts)
+    nll = compsep.nll_cells(params, roots, cell_params, ninv, model)
+    return jnp.sum(sigma * gdg), noise, nll, per_cell, jac, hess
+
+
+@partial(jax.jit, static_argnames="k0")
+def _index_draws(hess, z, cell_params, cell_pairs, free, k0: int):
+    """Draws of the index error db ~ N(0, H^-1) ``[draw, n_params]``: g = sum_c L_c z_c has
+    covariance H (L_c L_c^T each cell's block, negative curvature clipped), and H db = g is
+    solved as the Newton step solves it (Schur complement on beta_d, no damping)."""
+    evals, evecs = jnp.linalg.eigh(hess)
+    roots = evecs * jnp.sqrt(jnp.clip(evals, 0.0, None))[:, None, :]  # [cell, 3, 3]
+    n = free.shape[0]
+    blocks = newton._assemble(hess, cell_params, k0, n)
+
+    def one(zk):
+        g = (
+            jnp.zeros(n, hess.dtype)
+            .at[cell_params.ravel()]
+            .add(jnp.einsum("cab,cb->ca", roots, zk).ravel())
+        )
+        step, _ = newton._damped_step(blocks, -g, free, 0.0, k0, cell_params, cell_pairs)
+        return step
+
+    return jax.vmap(one)(z)
 
 
 def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Prediction:
@@ -149,7 +173,7 @@ def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Pr
     touched = np.zeros(layout.n_params, bool)
     touched[layout.cell_params[counts > 0].ravel()] = True
     free = touched & ~np.asarray(fg_fit.at_bound)
-    index_sum, noise_sum, nll = _predicted_terms(
+    index_sum, noise_sum, nll, per_cell, jac, hess = _predicted_terms(
         fg_fit.params,
         jnp.asarray(roots),
         jnp.asarray(layout.cell_params),
@@ -159,6 +183,11 @@ def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Pr
         problem.model,
         layout.n_patches[0],
     )
+    statistical_cl = None
+    if problem.bb_spectrum is not None:
+        statistical_cl = _statistical_spectrum(
+            layout, problem, np.asarray(per_cell), np.asarray(jac), hess, free
+        )
     n_values = 2 * layout.cell_of_pixel.size  # Q and U of every zone pixel
     n_free = int(free.sum())
     fg_cmb = np.asarray(components[0])
@@ -173,17 +202,45 @@ def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Pr
         nll_mean=float(nll) - 1.5 * n_values - 0.5 * n_free,
         free_parameters=n_free,
         systematic_cl=None if problem.bb_spectrum is None else problem.bb_spectrum(fg_cmb),
+        statistical_cl=statistical_cl,
     )
 
 
-def white_noise_cl(
-    bb_spectrum: Callable[[np.ndarray], np.ndarray], n_zone: int, draws: int = 16, seed: int = 0
-) -> np.ndarray:
-    """The BB spectrum (``bb_spectrum`` of a zone map ``[2, n_zone]``) of white Q/U noise of
-    unit variance per pixel, averaged over ``draws``: a white residual of variance sigma^2
-    has sigma^2 times this (how r_aware's statistical BB is predicted)."""
-    rng = np.random.default_rng(seed)
-    return np.mean([bb_spectrum(rng.standard_normal((2, n_zone))) for _ in range(draws)], axis=0)
+STATISTICAL_DRAWS = 16
+
+
+def _statistical_spectrum(layout, problem, per_cell, jac, hess, free, draws=STATISTICAL_DRAWS):
+    """The predicted statistical BB residual: the mean spectrum of ``draws`` first-order
+    residual maps, white noise of each cell's variance [(A^T N^-1 A)^-1]_CMB plus the
+    index errors db ~ N(0, H^-1) propagated (j_p . db).  Unlike the variance, the
+    spectrum sees that the index term is correlated over patches (more power on large
+    scales than white noise of the same variance).  Fixed seed: a function of the
+    configuration and the data alone."""
+    rng = np.random.default_rng(0)
+    cells = layout.cell_of_pixel
+    z = rng.standard_normal((draws, layout.n_cells, 3))
+    steps = np.asarray(
+        _index_draws(
+            hess,
+            jnp.asarray(z),
+            jnp.asarray(layout.cell_params),
+            jnp.asarray(_pairs(layout)),
+            jnp.asarray(free),
+            layout.n_patches[0],
+        )
+    )  # [draw, n_params]
+    # j_p [pix, 3, stokes] = G_c d(p)
+    j = np.einsum("paf,fsp->pas", jac[cells], np.asarray(problem.signal), optimize=True)
+    per_pixel = steps[:, layout.cell_params[cells]]  # [draw, pix, 3]
+    index_maps = np.einsum("pas,kpa->ksp", j, per_pixel, optimize=True)
+    sigma = np.sqrt(np.clip(per_cell, 0.0, None))[cells]
+    noise_maps = sigma * rng.standard_normal((draws, 2, cells.size))
+    return np.mean([problem.bb_spectrum(m) for m in index_maps + noise_maps], axis=0)
+
+
+def _pairs(layout: CellLayout) -> np.ndarray:
+    pairs = layout.cell_pairs
+    return compsep.beta_d_pairs(layout.cell_params) if pairs is None else pairs
 
 
 class Screen(NamedTuple):
