@@ -414,8 +414,10 @@ def bench_compsep_screened(args):
             for p in points
         ]
     )
+    from bmodesep.config import validate_config
+
     rule = selection.Rule()  # the paper's sec. 6 rule, the default
-    margin = 0.1
+    margin = validate_config({})["compsep"]["grid"]["margin"]  # the default margin
 
     def criteria(rows, variance, nll):
         return selection.Criteria(
