@@ -53,14 +53,7 @@ def zone_rows(config, name: str, zone: str, exhaustive: Path, screened: Path, ma
     fsky = float(sel.attrs["fsky"])
     spectra = exhaustive / "spectra" / "camb.h5"
     chunks = sorted((screened / "compsep" / name / "grid" / zone).glob("screen_chunk*.h5"))
-    table, _ = stage_module.grid_table(
-        stage,
-        zone,
-        chunks,
-        read=products.read_grid_screen_chunk,
-        fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
-        optional=products.SCREEN_SPECTRA,
-    )
+    table, _ = stage_module.screen_table(stage, zone, chunks)
     if not np.array_equal(table[products.CONFIGURATION], measured[products.CONFIGURATION]):
         raise BmodesepError(f"{name} {zone}: the two runs have different grids")
     predicted = stage_module.predicted_criteria(stage, name, table, spectra, fsky)

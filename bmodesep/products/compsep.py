@@ -230,12 +230,15 @@ def read_grid_screen_chunk(path) -> io.Product:
 
 def write_grid_screen(path, table: Mapping[str, np.ndarray], provenance, attrs) -> None:
     """A zone's pass-1 table (every configuration, by index) and its pass-2 candidates."""
-    missing = [a for a in SCREEN_ATTRS if a not in attrs]
+    _write_zone_table(path, GRID_SCREEN, SCREEN_ATTRS, table, provenance, attrs)
+
+
+def _write_zone_table(path, kind, required, table, provenance, attrs) -> None:
+    """A zone's table, one row per configuration, with its ``required`` attributes."""
+    missing = [a for a in required if a not in attrs]
     if missing:
-        raise ValueError(f"grid screen attributes missing: {missing}")
-    io.write_product(
-        path, GRID_SCREEN, {f: D(v, _units(f)) for f, v in table.items()}, provenance, attrs
-    )
+        raise ValueError(f"{kind} attributes missing: {missing}")
+    io.write_product(path, kind, {f: D(v, _units(f)) for f, v in table.items()}, provenance, attrs)
 
 
 def read_grid_screen(path) -> io.Product:
@@ -254,12 +257,7 @@ def read_grid_screen(path) -> io.Product:
 
 def write_grid_selection(path, table: Mapping[str, np.ndarray], provenance, attrs) -> None:
     """The whole grid table of a zone (``configuration`` + fields) and its selection."""
-    missing = [a for a in SELECTION_ATTRS if a not in attrs]
-    if missing:
-        raise ValueError(f"grid selection attributes missing: {missing}")
-    io.write_product(
-        path, GRID_SELECTION, {f: D(v, _units(f)) for f, v in table.items()}, provenance, attrs
-    )
+    _write_zone_table(path, GRID_SELECTION, SELECTION_ATTRS, table, provenance, attrs)
 
 
 def read_grid_selection(path) -> io.Product:

@@ -513,14 +513,7 @@ def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
     """Rule grid_screen: a zone's pass-1 table and the candidates pass 2 measures."""
     stage = _compsep_config(config, simulation)
     cs = stage["compsep"]
-    table, fsky = grid_table(
-        stage,
-        zone,
-        chunks,
-        read=products.read_grid_screen_chunk,
-        fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
-        optional=products.SCREEN_SPECTRA,
-    )
+    table, fsky = screen_table(stage, zone, chunks)
     rule = selection_rule(stage)
     criteria = predicted_criteria(stage, simulation, table, spectra, fsky)
     margin = cs["grid"]["margin"]
@@ -550,6 +543,18 @@ def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
             "fsky": fsky,
             "candidates": kept,
         },
+    )
+
+
+def screen_table(stage, zone_name: str, chunk_paths) -> tuple[dict[str, np.ndarray], float]:
+    """A zone's pass-1 table from its screen chunks, and its f_sky."""
+    return grid_table(
+        stage,
+        zone_name,
+        chunk_paths,
+        read=products.read_grid_screen_chunk,
+        fields=(products.CONFIGURATION, *products.PREDICTION_TABLE),
+        optional=products.SCREEN_SPECTRA,
     )
 
 
