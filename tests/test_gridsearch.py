@@ -601,3 +601,20 @@ def test_an_interrupted_pass_1_resumes_without_recomputing(stage_inputs, tmp_pat
     assert len(calls) == 3  # 4 configurations, the first one kept from the killed run
     assert io.read_product(out, "grid_screen_chunk")["index"].tolist() == [0, 1, 2, 3]
     assert not (tmp_path / "s0.h5.parts").exists()
+
+
+def test_a_patch_count_above_the_zone_pixels_is_one_patch_per_pixel(stage_inputs, tmp_path, caplog):
+    """The paper's grid reaches K_beta_d = 5,000 in zones of fewer pixels at nside 64: such
+    a K is the per-pixel configuration, said in the log and in the patch file."""
+    root, cfg = stage_inputs
+    grid = dict(cfg["compsep"]["grid"], beta_d=[2, 100000])
+    big = dict(cfg, compsep=dict(cfg["compsep"], grid=grid))
+    files = [tmp_path / f"K{k}.h5" for k in (1, 2, 100000)]
+    separate.kmeans_patches(big, "lb", "GAL020_U", root / "masks.h5", files)
+    zone = zone_mask(root)
+    maps = separate.read_patch_files(files, zone)
+    assert sorted(maps) == [1, 2, 100000]
+    assert maps[100000].max() + 1 == zone.sum()  # one patch per zone pixel
+    attrs = io.read_product(files[2], "patch_map").attrs
+    assert attrs["n_patches"] == zone.sum() and attrs["requested_patches"] == 100000
+    assert f"K = 100000 exceeds the {zone.sum()} pixels of GAL020_U" in caplog.text

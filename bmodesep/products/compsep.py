@@ -51,22 +51,31 @@ D = io.Dataset
 LABELS = "labels"  # [npix] patch label per pixel, -1 outside the zone
 
 
-def write_patch_map(path, labels: np.ndarray, zone: str, n_patches: int, provenance) -> None:
-    """The K-means patches of ``zone`` for ``n_patches``."""
+def write_patch_map(
+    path, labels: np.ndarray, zone: str, n_patches: int, provenance, requested: int | None = None
+) -> None:
+    """The K-means patches of ``zone`` for ``n_patches``; ``requested``: the grid's K where
+    it exceeds the zone's pixels (then ``n_patches`` is the pixel count: one per pixel)."""
     io.write_product(
         path,
         PATCH_MAP,
         {LABELS: D(labels, "1", "patch label per pixel, -1 outside the zone")},
         provenance,
-        {"zone": zone, "n_patches": n_patches, "method": "kmeans"},
+        {
+            "zone": zone,
+            "n_patches": n_patches,
+            "requested_patches": n_patches if requested is None else requested,
+            "method": "kmeans",
+        },
     )
 
 
 def read_patch_map(path, npix: int) -> tuple[int, np.ndarray]:
-    """(patch count, labels) of a patch file whose map has ``npix`` pixels."""
+    """(the grid's patch count K, labels) of a patch file whose map has ``npix`` pixels
+    (K above the zone's pixels: a map of one patch per pixel)."""
     p = io.read_product(path, PATCH_MAP, {LABELS: ((npix,), "1")})
     _require_attrs(p, ("zone", "n_patches"))
-    return int(p.attrs["n_patches"]), p[LABELS]
+    return int(p.attrs.get("requested_patches", p.attrs["n_patches"])), p[LABELS]
 
 
 # ---------------------------------------------------------------- grid_point, grid_chunk

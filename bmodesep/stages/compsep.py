@@ -175,11 +175,17 @@ def kmeans_patches(config, simulation: str, zone: str, masks, outputs) -> None:
     counts = kmeans_counts(cs)
     if len(outputs) != len(counts):
         raise ConfigError(f"{len(outputs)} output files for {len(counts)} K-means counts {counts}")
+    n_pixels = int(zone.sum())
     for k, path in zip(counts, outputs, strict=True):
         t0 = time.perf_counter()
-        labels = clustering.kmeans_patches(zone, k, cs["kmeans_seed"])
+        used = min(k, n_pixels)
+        if used < k:
+            log.warning(
+                "K = %d exceeds the %d pixels of %s: one patch per pixel", k, n_pixels, zone_name
+            )
+        labels = clustering.kmeans_patches(zone, used, cs["kmeans_seed"])
         products.write_patch_map(
-            path, labels, zone_name, k, io.provenance(stage, cs["kmeans_seed"], "patches")
+            path, labels, zone_name, used, io.provenance(stage, cs["kmeans_seed"], "patches"), k
         )
         log.info("K-means K=%d in %s: %.2f s", k, zone_name, time.perf_counter() - t0)
 
