@@ -312,27 +312,14 @@ def _checkpointed_configurations(
     job = checkpoint.fingerprint(stage, inputs, zone=zone_name, chunk=chunk, kind=kind)
     parts = checkpoint.Parts(output, kind, job)
     done = set(parts.done(indices))
-    log.info(
-        "chunk %d/%d of %s: %d configurations (%s) on %d JAX device(s) (%s)",
-        chunk,
-        cs["chunks"],
-        zone_name,
-        len(indices),
-        kind,
-        max(problem.devices, 1),
-        jax_platform(),
-    )
+    devices = f"{max(problem.devices, 1)} JAX device(s) ({jax_platform()})"
+    log.info("chunk %d/%d of %s: %d configurations (%s) on %s", chunk, cs["chunks"], zone_name,
+             len(indices), kind, devices)  # fmt: skip
     patch_maps = read_patch_files(patches, zone_mask)
-    layouts = (
-        gridsearch.pad_layouts(
-            [
-                compsep.cell_layout(configuration_patches(points[j], patch_maps), zone_mask)
-                for j in indices
-            ]
-        )
-        if len(indices)
-        else []
-    )
+    layouts = gridsearch.pad_layouts(
+        [compsep.cell_layout(configuration_patches(points[j], patch_maps), zone_mask)
+         for j in indices]
+    )  # fmt: skip
     progress = Progress(
         f"grid chunk {chunk} of {zone_name}", len(indices), "configurations", already=len(done)
     )
@@ -340,12 +327,8 @@ def _checkpointed_configurations(
         if j in done:
             continue
         result = evaluate(layout, problem)
-        parts.write(
-            j,
-            datasets(result),
-            io.provenance(stage, cs["kmeans_seed"], kind),
-            {"configuration": list(points[j])},
-        )
+        provenance = io.provenance(stage, cs["kmeans_seed"], kind)
+        parts.write(j, datasets(result), provenance, {"configuration": list(points[j])})
         progress.step(f"configuration {j} {tuple(points[j])}: {describe(result)}")
     configurations = np.array([points[j] for j in indices], dtype=np.int64).reshape(-1, 3)
     rows = np.asarray(indices, dtype=np.int64), configurations, [parts.read(j) for j in indices]

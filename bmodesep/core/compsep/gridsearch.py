@@ -437,6 +437,8 @@ def shard_over_devices(batch, devices: int):
 
 def pad_layouts(layouts: Sequence[CellLayout]) -> list[CellLayout]:
     """Pad a batch of layouts to common cell and parameter counts (one compilation)."""
+    if not layouts:
+        return []
     n_cells = max(lay.n_cells for lay in layouts)
     n_patches = [max(lay.n_patches[i] for lay in layouts) for i in range(3)]
     n_pairs = max(len(lay.cell_pairs) for lay in layouts)
