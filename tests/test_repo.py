@@ -37,6 +37,7 @@ BENCHMARK_NAMES = [
     "compsep-cold",
     "compsep-multires-100",
     "compsep-kmeans",
+    "compsep-screened",
     "nilc",
     "nilc-64",
     "ilc-kernel",
