@@ -90,7 +90,7 @@ CASES = [
         id="nside-float",
     ),
     pytest.param(
-        lambda p: _changed(p, "compsep", "chunks", 50), ["compsep.chunks"], id="more-chunks"
+        lambda p: _changed(p, "compsep", "chunks", 5000), ["compsep.chunks"], id="more-chunks"
     ),
     pytest.param(lambda p: _changed(p, "cmb", "r", -0.5), ["cmb.r"], id="negative-r"),
     pytest.param(lambda p: _changed(p, "cmb", "r", float("nan")), ["cmb.r"], id="nan-r"),
