@@ -603,6 +603,38 @@ def test_an_interrupted_pass_1_resumes_without_recomputing(stage_inputs, tmp_pat
     assert not (tmp_path / "s0.h5.parts").exists()
 
 
+def test_pass_1_draws_the_statistical_residual_only_for_r_aware(stage_inputs, tmp_path):
+    """The predicted statistical BB (16 residual maps and spectra per configuration, about
+    half of pass 1) is drawn only where the rule reads it: r_aware against the statistical
+    residual; the other rules' screens have the exact systematic BB alone."""
+    root, cfg = stage_inputs
+    grid = dict(cfg["compsep"]["grid"], search="screened")
+    common = (root / "masks.h5", root / "signal.h5", patch_files(root))
+    tables = {}
+    for rule in ("threshold", "r_aware"):
+        sel = dict(cfg["compsep"]["selection"], rule=rule, reference="statistical")
+        stage = dict(cfg, compsep=dict(cfg["compsep"], grid=grid, chunks=1, selection=sel))
+        out, screen = tmp_path / f"{rule}_s0.h5", tmp_path / f"{rule}_screen.h5"
+        separate.grid_screen_chunk(stage, "lb", "GAL020_U", 0, *common, out, root / "sky.h5")
+        separate.grid_screen(stage, "lb", "GAL020_U", [out], screen, root / "camb.h5")
+        tables[rule] = io.read_product(screen, "grid_screen")
+    assert "predicted_statistical_cl" not in tables["threshold"].data
+    assert tables["r_aware"]["predicted_statistical_cl"].shape[0] == 4
+    for rule in tables:  # the same fits and systematic spectra either way
+        assert tables[rule]["systematic_cl"].shape[0] == 4
+    np.testing.assert_array_equal(
+        tables["threshold"]["predicted_cmb_variance"], tables["r_aware"]["predicted_cmb_variance"]
+    )
+    assert tables["r_aware"].attrs["rule"] == "r_aware"
+    # a screen without the statistical BB cannot be read as r_aware's
+    table = dict(tables["threshold"].data)
+    rule = selection.Rule("r_aware", reference="statistical")
+    stage = dict(cfg, compsep=dict(cfg["compsep"], grid=grid))
+    criteria = separate.predicted_criteria(stage, "lb", table, root / "camb.h5", 0.1)
+    with pytest.raises(ConfigError, match="statistical reference needs"):
+        selection.select(criteria, rule)
+
+
 def test_a_patch_count_above_the_zone_pixels_is_one_patch_per_pixel(stage_inputs, tmp_path, caplog):
     """The paper's grid reaches K_beta_d = 5,000 in zones of fewer pixels at nside 64: such
     a K is the per-pixel configuration, said in the log and in the patch file."""

@@ -187,7 +187,8 @@ PREDICTED_CMB_VARIANCE = "predicted_cmb_variance"  # [config] eq. 9 predicted, u
 PREDICTED_NLL_MEAN = "predicted_nll_mean"  # [config]
 FREE_PARAMETERS = "free_parameters"  # [config] indices neither on a bound nor without data
 CANDIDATE = "candidate"  # [config] bool: measured by pass 2
-PREDICTED_STATISTICAL_CL = "predicted_statistical_cl"  # [config, n] (with sky spectra)
+# [config, n] (with sky spectra, where the rule needs it: screening.needs_statistical)
+PREDICTED_STATISTICAL_CL = "predicted_statistical_cl"
 SCREEN_SPECTRA = (SYSTEMATIC_CL, PREDICTED_STATISTICAL_CL)
 PREDICTION_TABLE = {
     SYSTEMATIC_RESIDUAL: POWER,
@@ -216,14 +217,16 @@ def screen_point_datasets(prediction) -> dict[str, io.Dataset]:
     }
     if prediction.systematic_cl is not None:
         row[SYSTEMATIC_CL] = prediction.systematic_cl
+    if prediction.statistical_cl is not None:
         row[PREDICTED_STATISTICAL_CL] = prediction.statistical_cl
     return {k: D(np.asarray(v), _units(k)) for k, v in row.items()}
 
 
 def write_grid_screen_chunk(path, index, configurations, points, provenance, attrs) -> None:
-    """Pass 1 of one slice of the grid (with sky spectra: :data:`SCREEN_SPECTRA` too)."""
-    spectra = bool(points) and SYSTEMATIC_CL in points[0].data
-    fields = (*PREDICTION_TABLE, *(SCREEN_SPECTRA if spectra else ()))
+    """Pass 1 of one slice of the grid (with sky spectra: those of :data:`SCREEN_SPECTRA`
+    its pieces have too)."""
+    spectra = [f for f in SCREEN_SPECTRA if points and f in points[0].data]
+    fields = (*PREDICTION_TABLE, *spectra)
     _write_rows(path, GRID_SCREEN_CHUNK, index, configurations, points, fields, provenance, attrs)
 
 

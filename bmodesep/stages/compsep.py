@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 
@@ -237,6 +238,7 @@ def grid_screen_chunk(
     problem = problem._replace(devices=devices)
     indices = chunk_indices(stage, chunk)
     inputs = [masks, signal, *patches, sky]
+    statistical = screening.needs_statistical(selection_rule(stage))
     rows, parts = _checkpointed_configurations(
         stage,
         problem,
@@ -248,7 +250,7 @@ def grid_screen_chunk(
         output,
         inputs,
         products.SCREEN_POINT,
-        screening.predict_configuration,
+        partial(screening.predict_configuration, statistical=statistical),
         products.screen_point_datasets,
         lambda p: f"predicted sigma2_cmb {p.cmb_variance:.4e} uK^2",
     )
@@ -554,14 +556,15 @@ def predicted_criteria(stage, name, table, spectra_path, fsky) -> selection.Crit
     criteria = selection.Criteria(
         variance, table[products.SYSTEMATIC_RESIDUAL], table[products.PREDICTED_NLL_MEAN]
     )
-    if spectra_path is None or products.PREDICTED_STATISTICAL_CL not in table:
+    if spectra_path is None or products.SYSTEMATIC_CL not in table:
         return criteria
     syst = table[products.SYSTEMATIC_CL]
     est, theory = _residual_theory(stage, name, spectra_path, syst.shape[-1])
     modes = est.modes(fsky)
+    stat = table.get(products.PREDICTED_STATISTICAL_CL)  # only where the rule needs it
     return criteria._replace(
         systematic_bb=selection.bb_power(syst, modes),
-        statistical_bb=selection.bb_power(table[products.PREDICTED_STATISTICAL_CL], modes),
+        statistical_bb=None if stat is None else selection.bb_power(stat, modes),
         tensor_bb=float(selection.bb_power(theory.tensor, modes)),
     )
 

@@ -163,9 +163,20 @@ def _index_draws(hess, z, cell_params, cell_pairs, free, k0: int):
     return jax.vmap(one)(z)
 
 
-def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Prediction:
+def needs_statistical(rule: Rule) -> bool:
+    """Whether the screen of ``rule`` reads the predicted statistical BB (r_aware against
+    the statistical residual): only then does pass 1 draw its residual maps."""
+    return rule.name == "r_aware" and rule.reference == "statistical"
+
+
+def predict_configuration(
+    layout: CellLayout, problem: gridsearch.Problem, statistical: bool = True
+) -> Prediction:
     """Pass 1 of the screened search for one configuration (one fit).  Layouts padded to
-    common sizes (``gridsearch.pad_layouts``) share one compilation."""
+    common sizes (``gridsearch.pad_layouts``) share one compilation.  With sky spectra
+    (``problem.bb_spectrum``) the systematic BB is measured, and with ``statistical``
+    the statistical BB predicted too (16 residual maps and their spectra: about half of
+    pass 1's time at nside 64, needed only where :func:`needs_statistical`)."""
     fg_fit, components = gridsearch.noiseless_fit(layout, problem)
     index = compsep.cell_index(layout.cell_of_pixel, layout.n_cells)
     roots = compsep.cell_statistics(problem.signal, layout.cell_of_pixel, layout.n_cells, index)
@@ -184,7 +195,7 @@ def predict_configuration(layout: CellLayout, problem: gridsearch.Problem) -> Pr
         layout.n_patches[0],
     )
     statistical_cl = None
-    if problem.bb_spectrum is not None:
+    if statistical and problem.bb_spectrum is not None:
         statistical_cl = _statistical_spectrum(
             layout, problem, np.asarray(per_cell), np.asarray(jac), hess, free
         )

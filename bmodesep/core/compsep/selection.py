@@ -116,6 +116,11 @@ def select(criteria: Criteria, rule: Rule) -> tuple[int, bool]:
                 raise ConfigError("the r_aware tensor reference needs the tensor spectrum")
             reference = rule.reference_r * float(criteria.tensor_bb) * np.ones_like(variance)
         else:
+            if criteria.statistical_bb is None:
+                raise ConfigError(
+                    "the r_aware statistical reference needs the statistical residual BB "
+                    "(a screen whose pass 1 ran under another rule: re-run it)"
+                )
             reference = np.asarray(criteria.statistical_bb, dtype=float)
         ratio = np.asarray(criteria.systematic_bb, dtype=float) / reference
         return _least_eligible(variance, ratio, rule.fraction, ratio)
