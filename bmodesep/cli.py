@@ -48,26 +48,29 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
     "compsep": (
         "clustered parametric component separation (kabalan2025)",
         _steps(
-            kmeans_patches=("spherical K-means patches of a zone", f"{SIM} zone masks *outputs"),
+            kmeans_patches=(
+                "spherical K-means patches of one zone or several",
+                f"{SIM} *zone masks *outputs",
+            ),
             grid_screen_chunk=(
                 "pass 1 of the screened grid search: noiseless fits and predictions",
-                f"{SIM} zone #chunk masks signal *patches ?sky #devices output",
+                f"{SIM} *zone #chunk masks signal *patches ?sky #devices *output",
             ),
             grid_screen=(
-                "the configurations the screened search measures in a zone",
-                f"{SIM} zone *chunks ?spectra output",
+                "the configurations the screened search measures in each zone",
+                f"{SIM} *zone *chunks ?spectra *output",
             ),
             grid_chunk=(
                 "one chunk of the patch-count grid search (screened: of its candidates)",
-                f"{SIM} zone #chunk masks signal *patches ?sky #devices ?screen output",
+                f"{SIM} *zone #chunk masks signal *patches ?sky #devices ?*screen *output",
             ),
             grid_select=(
-                "the selected configuration of a zone",
-                f"{SIM} zone *chunks ?spectra ?screen output",
+                "the selected configuration of each zone",
+                f"{SIM} *zone *chunks ?spectra ?*screen *output",
             ),
             compsep_fit=(
-                "the fits of one method in one zone",
-                f"{SIM} zone method masks signal ?*patches ?selection #devices output",
+                "the fits of one method in each zone",
+                f"{SIM} *zone method masks signal ?*patches ?*selection #devices *output",
             ),
             recovery=(
                 "the configuration each selection rule picks, against the true patches",

@@ -635,6 +635,59 @@ def test_pass_1_draws_the_statistical_residual_only_for_r_aware(stage_inputs, tm
         selection.select(criteria, rule)
 
 
+def test_one_job_covers_several_zones(stage_inputs, tmp_path):
+    """Issue 28 item 4: a compsep job takes every zone of its simulation (one JAX start-up
+    per job); its products are those of the one-zone jobs, its per-zone inputs matched to
+    their zones by what the products record, in whatever order they come."""
+    root, cfg = stage_inputs
+    zones = ["GAL020_U", "GAL020_L"]
+    common = (root / "masks.h5", root / "signal.h5")
+    patches = [tmp_path / f"{z}_K{k}.h5" for z in zones for k in (1, 2, 4)]
+    separate.kmeans_patches(cfg, "lb", zones, root / "masks.h5", patches)
+    for mine, alone in zip(patches[:3], patch_files(root), strict=True):
+        np.testing.assert_array_equal(
+            io.read_product(mine, "patch_map")["labels"],
+            io.read_product(alone, "patch_map")["labels"],
+        )
+    assert io.read_product(patches[3], "patch_map").attrs["zone"] == "GAL020_L"
+    chunks = {z: [tmp_path / f"{z}_c{i}.h5" for i in range(2)] for z in zones}
+    for i in range(2):
+        outs = [chunks[z][i] for z in zones]
+        separate.grid_chunk(cfg, "lb", zones, i, *common, patches[::-1], outs, root / "sky.h5")
+    selections = [tmp_path / f"{z}_sel.h5" for z in zones]
+    every_chunk = chunks["GAL020_L"] + chunks["GAL020_U"]
+    separate.grid_select(cfg, "lb", zones, every_chunk, selections, root / "camb.h5")
+    alone = [tmp_path / f"alone{i}.h5" for i in range(2)]
+    for i, chunk in enumerate(alone):
+        run_chunk(root, cfg, i, chunk, root / "sky.h5")
+    separate.grid_select(cfg, "lb", "GAL020_U", alone, tmp_path / "alone.h5", root / "camb.h5")
+    together = io.read_product(selections[0], "grid_selection")
+    one = io.read_product(tmp_path / "alone.h5", "grid_selection")
+    np.testing.assert_array_equal(together["cmb_variance"], one["cmb_variance"])
+    np.testing.assert_array_equal(together["r_hat"], one["r_hat"])
+    lower = io.read_product(selections[1], "grid_selection")
+    assert lower.attrs["zone"] == "GAL020_L" and lower["cmb_variance"].shape == (4,)
+    assert not np.allclose(lower["cmb_variance"], together["cmb_variance"])  # another zone
+    fits = [tmp_path / f"{z}_kmeans.h5" for z in zones]
+    separate.compsep_fit(
+        cfg, "lb", zones, "kmeans", *common, fits, patches=patches, selection=selections[::-1]
+    )
+    for zone_name, fit, sel in zip(zones, fits, selections, strict=True):
+        product = io.read_product(fit, "compsep_fit")
+        chosen = io.read_product(sel, "grid_selection").attrs["best_configuration"]
+        assert product.attrs["zone"] == zone_name and product["converged"].all()
+        assert list(product.attrs["configuration"]) == list(chosen)
+    # a zone without its inputs, or outputs not one per zone: refused before any output
+    bad = [tmp_path / "bad_U.h5", tmp_path / "bad_L.h5"]
+    with pytest.raises(DataError, match="no patch files of zone GAL020_L among the 3 given"):
+        separate.grid_chunk(cfg, "lb", zones, 0, *common, patch_files(root), bad, root / "sky.h5")
+    with pytest.raises(DataError, match="no grid chunks of zone GAL020_L"):
+        separate.grid_select(cfg, "lb", zones, chunks["GAL020_U"], bad, root / "camb.h5")
+    with pytest.raises(ConfigError, match="1 output files for 2 zone"):
+        separate.compsep_fit(cfg, "lb", zones, "single", *common, tmp_path / "bad.h5")
+    assert not any(p.exists() for p in bad) and not (tmp_path / "bad.h5").exists()
+
+
 def test_a_patch_count_above_the_zone_pixels_is_one_patch_per_pixel(stage_inputs, tmp_path, caplog):
     """The paper's grid reaches K_beta_d = 5,000 in zones of fewer pixels at nside 64: such
     a K is the per-pixel configuration, said in the log and in the patch file."""

@@ -71,3 +71,19 @@ def test_gaussian_beam_matches_healpy_polarisation_beam():
         hp.gauss_beam(np.radians(0.5), lmax=lmax),
         rtol=1e-10,
     )
+
+
+def test_pixel_geometry_matches_healpy():
+    """The ducc0 pixel helpers the compsep jobs use instead of importing healpy."""
+    for nside in (1, 4, 32):
+        pix = np.arange(12 * nside**2)
+        assert harmonics.nside_of(pix.size) == nside == hp.npix2nside(pix.size)
+        np.testing.assert_allclose(
+            harmonics.pix2vec(nside, pix), np.stack(hp.pix2vec(nside, pix), axis=-1), atol=1e-15
+        )
+        np.testing.assert_array_equal(harmonics.ring2nest(nside, pix), hp.ring2nest(nside, pix))
+        np.testing.assert_array_equal(harmonics.nest2ring(nside, pix), hp.nest2ring(nside, pix))
+    assert harmonics.nside_of(12 * 3**2) == 3 and hp.isnpixok(12 * 3**2)  # RING: any nside
+    for n in (11, 13, 47, 49151):  # none is 12 nside^2
+        assert harmonics.nside_of(n) is None and not hp.isnpixok(n)
+    assert harmonics.nside_of(0) is None

@@ -136,10 +136,10 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     gpu_rules = ("grid_chunk", "compsep_fit", "npe_train", "npe_tune")
     assert sum("gres/gpu=1" in j["tres"] for j in jobs) == sum(counts.get(r, 0) for r in gpu_rules)
-    assert "on 1 JAX device(s)" in (results / "logs/grid_chunk/lb_GAL060_L_0.log").read_text()
+    assert "on 1 JAX device(s)" in (results / "logs/grid_chunk/lb_0.log").read_text()
     # progress lines with rate and ETA in the job logs
     assert re.search(
-        r"1/2 configurations, .* ETA", (results / "logs/grid_chunk/lb_GAL060_L_0.log").read_text()
+        r"1/2 configurations, .* ETA", (results / "logs/grid_chunk/lb_0.log").read_text()
     )
     assert "ETA" in (results / "logs/npe_train/joint.log").read_text()
 

@@ -16,6 +16,7 @@ iterations are healpy's ``iter``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -31,6 +32,32 @@ def healpix_geometry(nside: int) -> dict:
 
 def npix(nside: int) -> int:
     return 12 * nside * nside
+
+
+# Pixel geometry through ducc0: importing healpy costs 2-6 CPU-s (matplotlib, astropy),
+# a large share of a short compsep job's start-up (BENCHMARKS.md, issue 28 item 4).
+def nside_of(n_pixels: int) -> int | None:
+    """The nside of a HEALPix map of ``n_pixels`` pixels, None if no nside has that many."""
+    nside = math.isqrt(n_pixels // 12) if n_pixels > 0 else 0
+    ok = nside > 0 and npix(nside) == n_pixels
+    return nside if ok else None
+
+
+def _base(nside: int, scheme: str = "RING"):
+    return ducc0.healpix.Healpix_Base(nside, scheme)
+
+
+def pix2vec(nside: int, pixels: np.ndarray) -> np.ndarray:
+    """Unit vectors ``[..., 3]`` of RING pixel centres (healpy's ``pix2vec``, stacked)."""
+    return _base(nside).pix2vec(np.asarray(pixels, dtype=np.int64))
+
+
+def ring2nest(nside: int, pixels: np.ndarray) -> np.ndarray:
+    return _base(nside).ring2nest(np.asarray(pixels, dtype=np.int64))
+
+
+def nest2ring(nside: int, pixels: np.ndarray) -> np.ndarray:
+    return _base(nside).nest2ring(np.asarray(pixels, dtype=np.int64))
 
 
 def alm_size(lmax: int) -> int:

@@ -441,6 +441,17 @@ def _is_healpix(npix: int) -> bool:
     return npix > 0 and nside == int(nside) and (int(nside) & (int(nside) - 1)) == 0
 
 
+def by_zone(paths, kind: str) -> dict[str, list]:
+    """``kind`` products grouped by the zone they record (their attributes alone are read),
+    in the order given: a job covering several zones is given all their files at once."""
+    out: dict[str, list] = {}
+    for path in paths:
+        p = io.read_product(path, kind, {})
+        _require_attrs(p, ("zone",))
+        out.setdefault(str(p.attrs["zone"]), []).append(path)
+    return out
+
+
 def _require_attrs(p: io.Product, names: Iterable[str]) -> None:
     missing = [a for a in names if a not in p.attrs]
     if missing:

@@ -1,11 +1,20 @@
 """Component-separation stage (``workflow/rules/compsep.smk``): one function per rule.
 
-    bmodesep compsep kmeans_patches --config C --simulation S --zone Z --masks M --outputs F...
-    bmodesep compsep grid_chunk     --config C --simulation S --zone Z --chunk I --masks M
-                                    --signal F --patches F... [--sky SKY] --output F
-    bmodesep compsep grid_select    --config C --simulation S --zone Z --chunks F... --output F
-    bmodesep compsep compsep_fit    --config C --simulation S --zone Z --method M --masks M
-                                    --signal F [--patches F... --selection F] --output F
+    bmodesep compsep kmeans_patches --config C --simulation S --zone Z... --masks M
+                                    --outputs F...
+    bmodesep compsep grid_chunk     --config C --simulation S --zone Z... --chunk I --masks M
+                                    --signal F --patches F... [--sky SKY] --output F...
+    bmodesep compsep grid_select    --config C --simulation S --zone Z... --chunks F...
+                                    --output F...
+    bmodesep compsep compsep_fit    --config C --simulation S --zone Z... --method M
+                                    --masks M --signal F [--patches F... --selection F...]
+                                    --output F...
+
+A job covers one zone or several (``--zone`` and ``--output`` in the same order): the
+workflow gives each job every zone of its simulation, so the start-up of a JAX job
+(imports, tracing, compilation: most of a small fit's cost) is paid once per simulation
+rather than once per zone (issue 28 item 4).  Per-zone input files (patches, chunks,
+screens, selections) are matched to their zone by the zone their product records.
 
 Noise realisation i is regenerated from (simulation seed, i) exactly as the simulation
 stage draws it.  A chunk writes one checkpoint per configuration next to its output, so a
@@ -16,8 +25,10 @@ Patch files are given as paths (the workflow names them); each carries its patch
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -164,9 +175,60 @@ def multires_patches(stage, method: str, zone_name: str, zone: np.ndarray, nside
     return {p: clustering.multires_patches(zone, min(spec[p], nside)) for p in compsep.PARAMETERS}
 
 
+# ---------------------------------------------------------------- one job, many zones
+def job_zones(zone, outputs, what: str = "output files") -> list[tuple[str, Any]]:
+    """(zone, its output) for each zone of a job: ``zone`` one name or a list of them,
+    ``outputs`` one path or one per zone, in the same order."""
+    zones = [zone] if isinstance(zone, str) else list(zone)
+    outs = [outputs] if isinstance(outputs, str | os.PathLike) else list(outputs)
+    if not zones or len(outs) != len(zones):
+        raise ConfigError(f"{len(outs)} {what} for {len(zones)} zone(s) {zones}")
+    if len(set(zones)) != len(zones):
+        raise ConfigError(f"zones given twice: {zones}")
+    return list(zip(zones, outs, strict=True))
+
+
+def zone_files(paths, kind: str, zone_name: str, what: str) -> list:
+    """Those of ``paths`` (``kind`` products, any zones) that belong to ``zone_name``."""
+    if paths is None:
+        return []
+    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    mine = products.by_zone(paths, kind).get(zone_name, [])
+    if not mine:
+        raise DataError(f"no {what} of zone {zone_name} among the {len(paths)} given")
+    return mine
+
+
+def _one(files: list, zone_name: str):
+    if len(files) != 1:
+        raise DataError(f"{len(files)} files given for zone {zone_name}, expected one: {files}")
+    return files[0]
+
+
+def _screen(screens, zone_name: str):
+    """The zone's screen among ``screens`` (None: an exhaustive search)."""
+    if screens is None:
+        return None
+    return _one(zone_files(screens, products.GRID_SCREEN, zone_name, "screen"), zone_name)
+
+
 # ---------------------------------------------------------------- steps
-def kmeans_patches(config, simulation: str, zone: str, masks, outputs) -> None:
-    """Rule kmeans_patches: one patch file per K of the grid, ``outputs`` in increasing K."""
+def kmeans_patches(config, simulation: str, zone, masks, outputs) -> None:
+    """Rule kmeans_patches: one patch file per K of the grid and zone, ``outputs`` zone
+    by zone in increasing K."""
+    zones = [zone] if isinstance(zone, str) else list(zone)
+    counts = kmeans_counts(_compsep_config(config, simulation)["compsep"])
+    if len(outputs) != len(zones) * len(counts):
+        raise ConfigError(
+            f"{len(outputs)} output files for {len(zones)} zone(s) x {len(counts)} K-means "
+            f"counts {counts}"
+        )
+    n = len(counts)
+    for i, zone_name in enumerate(zones):
+        _kmeans_patches_zone(config, simulation, zone_name, masks, outputs[i * n : (i + 1) * n])
+
+
+def _kmeans_patches_zone(config, simulation: str, zone: str, masks, outputs) -> None:
     name, zone_name = simulation, zone
     stage = _compsep_config(config, name)
     nside = stage["simulations"][name]["nside"]
@@ -204,8 +266,32 @@ def grid_chunk(
     devices: int = 1,
     screen=None,
 ) -> None:
-    """Rule grid_chunk: every configuration of one slice of the grid (``screen``: of the
-    screened search's candidates), fitted over the noise realisations, with checkpoints."""
+    """Rule grid_chunk: every configuration of one slice of each zone's grid (``screen``:
+    of the screened search's candidates, one screen per zone), fitted over the noise
+    realisations, with checkpoints."""
+    jobs = [  # every zone's files found before any is computed
+        (z, out, zone_files(patches, products.PATCH_MAP, z, "patch files"), _screen(screen, z))
+        for z, out in job_zones(zone, output)
+    ]
+    for zone_name, out, mine, zone_screen in jobs:
+        _grid_chunk_zone(
+            config,
+            simulation,
+            zone_name,
+            chunk,
+            masks,
+            signal,
+            mine,
+            out,
+            sky,
+            devices,
+            zone_screen,
+        )
+
+
+def _grid_chunk_zone(
+    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices, screen
+) -> None:
     stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
     problem = problem._replace(devices=devices)
     indices = chunk_indices(stage, chunk, screen)
@@ -232,8 +318,22 @@ def grid_chunk(
 def grid_screen_chunk(
     config, simulation, zone, chunk, masks, signal, patches, output, sky=None, devices: int = 1
 ) -> None:
-    """Rule grid_screen_chunk: pass 1 of the screened search for one slice of the grid,
-    each configuration's noiseless fit and predicted realisations (core.compsep.screening)."""
+    """Rule grid_screen_chunk: pass 1 of the screened search for one slice of each zone's
+    grid, each configuration's noiseless fit and predicted realisations
+    (core.compsep.screening)."""
+    jobs = [
+        (z, out, zone_files(patches, products.PATCH_MAP, z, "patch files"))
+        for z, out in job_zones(zone, output)
+    ]
+    for zone_name, out, mine in jobs:
+        _grid_screen_chunk_zone(
+            config, simulation, zone_name, chunk, masks, signal, mine, out, sky, devices
+        )
+
+
+def _grid_screen_chunk_zone(
+    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices
+) -> None:
     stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
     problem = problem._replace(devices=devices)
     indices = chunk_indices(stage, chunk)
@@ -428,8 +528,18 @@ def grid_table(
 
 
 def grid_select(config, simulation, zone, chunks, output, spectra=None, screen=None) -> None:
-    """Rule grid_select: the measured grid table of a zone and its selected configuration
-    (screened search: the candidates' table, the selection from measured values only)."""
+    """Rule grid_select: the measured grid table of each zone and its selected
+    configuration (screened search: the candidates' table, the selection from measured
+    values only)."""
+    jobs = [
+        (z, out, zone_files(chunks, products.GRID_CHUNK, z, "grid chunks"), _screen(screen, z))
+        for z, out in job_zones(zone, output)
+    ]
+    for zone_name, out, mine, zone_screen in jobs:
+        _grid_select_zone(config, simulation, zone_name, mine, out, spectra, zone_screen)
+
+
+def _grid_select_zone(config, simulation, zone, chunks, output, spectra, screen) -> None:
     name, zone_name, chunk_paths, spectra_path = simulation, zone, chunks, spectra
     stage = _compsep_config(config, name)
     cs = stage["compsep"]
@@ -501,7 +611,16 @@ def search_summary(stage, simulation: str, screen, measured: int) -> dict:
 
 
 def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
-    """Rule grid_screen: a zone's pass-1 table and the candidates pass 2 measures."""
+    """Rule grid_screen: each zone's pass-1 table and the candidates pass 2 measures."""
+    jobs = [
+        (z, out, zone_files(chunks, products.GRID_SCREEN_CHUNK, z, "pass-1 chunks"))
+        for z, out in job_zones(zone, output)
+    ]
+    for zone_name, out, mine in jobs:
+        _grid_screen_zone(config, simulation, zone_name, mine, out, spectra)
+
+
+def _grid_screen_zone(config, simulation, zone, chunks, output, spectra) -> None:
     stage = _compsep_config(config, simulation)
     cs = stage["compsep"]
     table, fsky = screen_table(stage, zone, chunks)
@@ -674,7 +793,29 @@ def compsep_fit(
     selection=None,
     devices: int = 1,
 ) -> None:
-    """Rule compsep_fit: the fits of one method (kmeans, single, multires...) in one zone."""
+    """Rule compsep_fit: the fits of one method (kmeans, single, multires...) in each zone
+    (kmeans: with each zone's patch files and grid selection)."""
+    kmeans = method == "kmeans" and patches is not None and selection is not None
+    jobs = [
+        (
+            z,
+            out,
+            zone_files(patches, products.PATCH_MAP, z, "patch files") if kmeans else None,
+            _one(zone_files(selection, products.GRID_SELECTION, z, "grid selection"), z)
+            if kmeans
+            else None,
+        )
+        for z, out in job_zones(zone, output)
+    ]
+    for zone_name, out, mine, zone_selection in jobs:
+        _compsep_fit_zone(
+            config, simulation, zone_name, method, masks, signal, out, mine, zone_selection, devices
+        )
+
+
+def _compsep_fit_zone(
+    config, simulation, zone, method, masks, signal, output, patches, selection, devices
+) -> None:
     name, zone_name, masks_path, signal_path = simulation, zone, masks, signal
     stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path)
     problem = problem._replace(devices=devices)

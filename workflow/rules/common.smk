@@ -325,31 +325,35 @@ def validation_simulations():
     return [s for s in COMPSEP_SIMULATIONS if has_kmeans_true_patches(s)]
 
 
+# compsep jobs cover every zone of their simulation (workflow/rules/compsep.smk)
+ZONE_ARGS = " ".join(COMPSEP_ZONES)
+
+
 def kmeans_patch_files(wildcards):
-    return [patch_file(wildcards.sim, wildcards.zone, k) for k in KMEANS_COUNTS]
+    return [patch_file(wildcards.sim, z, k) for z in COMPSEP_ZONES for k in KMEANS_COUNTS]
 
 
 def grid_chunk_files(wildcards):
-    return [grid_chunk_file(wildcards.sim, wildcards.zone, c) for c in GRID_CHUNKS]
+    return [grid_chunk_file(wildcards.sim, z, c) for z in COMPSEP_ZONES for c in GRID_CHUNKS]
 
 
 def screen_chunk_files(wildcards):
-    return [screen_chunk_file(wildcards.sim, wildcards.zone, c) for c in GRID_CHUNKS]
+    return [screen_chunk_file(wildcards.sim, z, c) for z in COMPSEP_ZONES for c in GRID_CHUNKS]
 
 
-def grid_screen(wildcards):
-    """The zone's screen where the search is screened (compsep.grid.search), else none."""
-    return [screen_file(wildcards.sim, wildcards.zone)] if SCREENED else []
+def grid_screens(wildcards):
+    """The zones' screens where the search is screened (compsep.grid.search), else none."""
+    return [screen_file(wildcards.sim, z) for z in COMPSEP_ZONES] if SCREENED else []
 
 
 def screen_arg(wildcards, input):
-    return f"--screen {input.screen}" if input.screen else ""
+    return f"--screen {' '.join(input.screen)}" if input.screen else ""
 
 
 def compsep_fit_inputs(wildcards):
     inputs = {"masks": masks_file(wildcards.sim), "signal": signal_file(wildcards.sim)}
     if wildcards.method == "kmeans":
-        inputs["selection"] = selection_file(wildcards.sim, wildcards.zone)
+        inputs["selection"] = [selection_file(wildcards.sim, z) for z in COMPSEP_ZONES]
         inputs["patches"] = kmeans_patch_files(wildcards)
     return inputs
 
@@ -357,7 +361,7 @@ def compsep_fit_inputs(wildcards):
 def compsep_fit_args(wildcards, input):
     if wildcards.method != "kmeans":
         return ""
-    return f"--patches {' '.join(input.patches)} --selection {input.selection}"
+    return f"--patches {' '.join(input.patches)} --selection {' '.join(input.selection)}"
 
 
 def method_fits(wildcards):
@@ -511,12 +515,14 @@ def compare_rows():
         sim = config["simulations"][s]
         base = {"simulation": s, "sky": sim["sky"], "instrument": sim["instrument"]}
         for m in COMPSEP_METHODS:
-            jobs = [benchmark_file("compsep_fit", s, z, m) for z in COMPSEP_ZONES]
+            jobs = [benchmark_file("compsep_fit", s, m)]  # every zone in one job
             if m == "kmeans":
-                for z in COMPSEP_ZONES:
-                    jobs += [benchmark_file("kmeans_patches", s, z)]
-                    jobs += [benchmark_file("grid_chunk", s, z, str(c)) for c in GRID_CHUNKS]
-                    jobs += [benchmark_file("grid_select", s, z)]
+                jobs += [benchmark_file("kmeans_patches", s)]
+                if SCREENED:
+                    jobs += [benchmark_file("grid_screen_chunk", s, str(c)) for c in GRID_CHUNKS]
+                    jobs += [benchmark_file("grid_screen", s)]
+                jobs += [benchmark_file("grid_chunk", s, str(c)) for c in GRID_CHUNKS]
+                jobs += [benchmark_file("grid_select", s)]
             jobs.append(benchmark_file("r_likelihood", s, m))
             rows.append(base | {"method": m, "kind": "rlike", "result": rlike_file(s, m), "benchmarks": jobs})
         for c in NPE_COMPRESSIONS:

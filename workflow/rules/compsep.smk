@@ -3,28 +3,33 @@
 # single-patch configurations.  A screened search (compsep.grid.search: screened) runs
 # pass 1 (grid_screen_chunk: noiseless fits and predictions), grid_screen (the
 # candidates), then the grid chunks over the candidates only.
+#
+# Every job covers all zones of its simulation (products stay one per zone): a JAX job's
+# start-up (imports, tracing, compilation) is most of a small fit's cost, so it is paid
+# once per simulation, chunk or method rather than once per zone (issue 28 item 4).
 
 
 rule kmeans_patches:
     input:
         masks=masks_file(),
     output:
-        [patch_file(k=k) for k in KMEANS_COUNTS],
+        [patch_file(zone=z, k=k) for z in COMPSEP_ZONES for k in KMEANS_COUNTS],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
     log:
-        log_file("kmeans_patches", "{sim}", "{zone}"),
+        log_file("kmeans_patches", "{sim}"),
     benchmark:
-        benchmark_file("kmeans_patches", "{sim}", "{zone}")
+        benchmark_file("kmeans_patches", "{sim}")
     threads: 2
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=30 * len(COMPSEP_ZONES),
     conda:
         JAX_ENV
     shell:
         "bmodesep compsep kmeans_patches --config {params.config} --simulation {wildcards.sim} "
-        "--zone {wildcards.zone} --masks {input.masks} --outputs {output} > {log} 2>&1"
+        "--zone {params.zones} --masks {input.masks} --outputs {output} > {log} 2>&1"
 
 
 rule grid_screen_chunk:
@@ -34,23 +39,24 @@ rule grid_screen_chunk:
         sky=sky_file(),
         patches=kmeans_patch_files,
     output:
-        screen_chunk_file(),
+        [screen_chunk_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
     log:
-        log_file("grid_screen_chunk", "{sim}", "{zone}", "{chunk}"),
+        log_file("grid_screen_chunk", "{sim}", "{chunk}"),
     benchmark:
-        benchmark_file("grid_screen_chunk", "{sim}", "{zone}", "{chunk}")
+        benchmark_file("grid_screen_chunk", "{sim}", "{chunk}")
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=runtime_per_attempt(60),
+        runtime=runtime_per_attempt(60 * len(COMPSEP_ZONES)),
         gpu=0,
     conda:
         JAX_ENV
     shell:
         "bmodesep compsep grid_screen_chunk --config {params.config} --simulation "
-        "{wildcards.sim} --zone {wildcards.zone} --chunk {wildcards.chunk} --masks {input.masks} "
+        "{wildcards.sim} --zone {params.zones} --chunk {wildcards.chunk} --masks {input.masks} "
         "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
         "--devices {resources.gpu} --output {output} > {log} 2>&1"
 
@@ -60,13 +66,14 @@ rule grid_screen:
         chunks=screen_chunk_files,
         spectra=spectra_file(),
     output:
-        screen_file(),
+        [screen_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
     log:
-        log_file("grid_screen", "{sim}", "{zone}"),
+        log_file("grid_screen", "{sim}"),
     benchmark:
-        benchmark_file("grid_screen", "{sim}", "{zone}")
+        benchmark_file("grid_screen", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -75,7 +82,7 @@ rule grid_screen:
         JAX_ENV
     shell:
         "bmodesep compsep grid_screen --config {params.config} --simulation {wildcards.sim} "
-        "--zone {wildcards.zone} --chunks {input.chunks} --spectra {input.spectra} "
+        "--zone {params.zones} --chunks {input.chunks} --spectra {input.spectra} "
         "--output {output} > {log} 2>&1"
 
 
@@ -85,26 +92,27 @@ rule grid_chunk:
         signal=signal_file(),
         sky=sky_file(),
         patches=kmeans_patch_files,
-        screen=grid_screen,
+        screen=grid_screens,
     output:
-        grid_chunk_file(),
+        [grid_chunk_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
         screen=screen_arg,
     log:
-        log_file("grid_chunk", "{sim}", "{zone}", "{chunk}"),
+        log_file("grid_chunk", "{sim}", "{chunk}"),
     benchmark:
-        benchmark_file("grid_chunk", "{sim}", "{zone}", "{chunk}")
+        benchmark_file("grid_chunk", "{sim}", "{chunk}")
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=runtime_per_attempt(120),  # a retry resumes, with more time
+        runtime=runtime_per_attempt(120 * len(COMPSEP_ZONES)),  # a retry resumes, with more time
         gpu=0,  # profiles set it; a chunk spreads its realisations over all its GPUs
     conda:
         JAX_ENV
     shell:
         "bmodesep compsep grid_chunk --config {params.config} --simulation {wildcards.sim} "
-        "--zone {wildcards.zone} --chunk {wildcards.chunk} --masks {input.masks} "
+        "--zone {params.zones} --chunk {wildcards.chunk} --masks {input.masks} "
         "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
         "--devices {resources.gpu} {params.screen} --output {output} > {log} 2>&1"
 
@@ -113,16 +121,17 @@ rule grid_select:
     input:
         chunks=grid_chunk_files,
         spectra=spectra_file(),
-        screen=grid_screen,
+        screen=grid_screens,
     output:
-        selection_file(),
+        [selection_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
         screen=screen_arg,
     log:
-        log_file("grid_select", "{sim}", "{zone}"),
+        log_file("grid_select", "{sim}"),
     benchmark:
-        benchmark_file("grid_select", "{sim}", "{zone}")
+        benchmark_file("grid_select", "{sim}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -131,7 +140,7 @@ rule grid_select:
         JAX_ENV
     shell:
         "bmodesep compsep grid_select --config {params.config} --simulation {wildcards.sim} "
-        "--zone {wildcards.zone} --chunks {input.chunks} --spectra {input.spectra} "
+        "--zone {params.zones} --chunks {input.chunks} --spectra {input.spectra} "
         "{params.screen} --output {output} > {log} 2>&1"
 
 
@@ -139,24 +148,25 @@ rule compsep_fit:
     input:
         unpack(compsep_fit_inputs),
     output:
-        fit_file(),
+        [fit_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
+        zones=ZONE_ARGS,
         kmeans=compsep_fit_args,
     log:
-        log_file("compsep_fit", "{sim}", "{zone}", "{method}"),
+        log_file("compsep_fit", "{sim}", "{method}"),
     benchmark:
-        benchmark_file("compsep_fit", "{sim}", "{zone}", "{method}")
+        benchmark_file("compsep_fit", "{sim}", "{method}")
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=runtime_per_attempt(60),
+        runtime=runtime_per_attempt(60 * len(COMPSEP_ZONES)),
         gpu=0,
     conda:
         JAX_ENV
     shell:
         "bmodesep compsep compsep_fit --config {params.config} --simulation {wildcards.sim} "
-        "--zone {wildcards.zone} --method {wildcards.method} --masks {input.masks} "
+        "--zone {params.zones} --method {wildcards.method} --masks {input.masks} "
         "--signal {input.signal} {params.kmeans} --devices {resources.gpu} "
         "--output {output} > {log} 2>&1"
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from bmodesep.core import harmonics
 from bmodesep.core.simulate import sky
 from bmodesep.errors import ConfigError, DataError
 
@@ -213,10 +214,9 @@ def relabel_contiguous(labels) -> np.ndarray:
 
 def _zone_pixels(zone_mask) -> tuple[np.ndarray, int]:
     """(zone as a boolean map, its nside); DataError if not a non-empty HEALPix mask."""
-    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
-
     zone = np.asarray(zone_mask)
-    if zone.ndim != 1 or not hp.isnpixok(zone.size):
+    nside = harmonics.nside_of(zone.size) if zone.ndim == 1 else None
+    if nside is None:
         raise DataError(f"zone mask must be a HEALPix map [npix], got shape {zone.shape}")
     if zone.dtype != bool:
         if not np.all((zone == 0) | (zone == 1)):
@@ -224,7 +224,7 @@ def _zone_pixels(zone_mask) -> tuple[np.ndarray, int]:
         zone = zone.astype(bool)
     if not zone.any():
         raise DataError("zone mask holds no pixel")
-    return zone, hp.npix2nside(zone.size)
+    return zone, nside
 
 
 def single_patch(zone_mask) -> np.ndarray:
@@ -256,8 +256,6 @@ def kmeans_patches(zone_mask, n_patches: int, seed: int) -> np.ndarray:
     Deterministic in (zone, n_patches, seed); labels numbered by first occurrence in
     RING order.  ``n_patches`` 1 gives the single patch without running K-means.
     """
-    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
-
     zone, nside = _zone_pixels(zone_mask)
     pixels = np.flatnonzero(zone)
     if not 1 <= n_patches <= pixels.size:
@@ -268,7 +266,7 @@ def kmeans_patches(zone_mask, n_patches: int, seed: int) -> np.ndarray:
         raise ConfigError(f"K-means seed must be non-negative, got {seed}")
     if n_patches == 1:
         return single_patch(zone)
-    vectors = np.stack(hp.pix2vec(nside, pixels), axis=-1)
+    vectors = harmonics.pix2vec(nside, pixels)
     labels, _ = spherical_kmeans(vectors, int(n_patches), jax.random.key(seed))
     patches = np.full(zone.size, OUTSIDE, dtype=np.int64)
     patches[pixels] = np.asarray(labels)

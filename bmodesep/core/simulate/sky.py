@@ -161,16 +161,12 @@ def index_field_map(
 
 def galactic_envelope_map(nside: int, amplitude: float, scale: float) -> np.ndarray:
     """``1 + amplitude exp(-|sin b| / scale)`` in Galactic coordinates (RING)."""
-    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
-
-    z = hp.pix2vec(nside, np.arange(harmonics.npix(nside)))[2]
+    z = harmonics.pix2vec(nside, np.arange(harmonics.npix(nside)))[:, 2]
     return 1.0 + amplitude * np.exp(-np.abs(z) / scale)
 
 
 def superpixel_patches(nside: int, patch_nside: int) -> np.ndarray:
     """Integer patch map: the HEALPix pixel at ``patch_nside`` holding each pixel (0: one patch)."""
-    import healpy as hp  # here: importing healpy costs ~1 s (matplotlib, astropy)
-
     pix = np.arange(harmonics.npix(nside))
     if patch_nside == 0:
         return np.zeros_like(pix)
@@ -179,8 +175,8 @@ def superpixel_patches(nside: int, patch_nside: int) -> np.ndarray:
     if patch_nside & (patch_nside - 1):
         raise ConfigError(f"superpixel_nside {patch_nside} is not a power of two")
     shift = 2 * int(np.log2(nside // patch_nside))
-    nest_low = hp.ring2nest(nside, pix) >> shift
-    return hp.nest2ring(patch_nside, nest_low)
+    nest_low = harmonics.ring2nest(nside, pix) >> shift
+    return harmonics.nest2ring(patch_nside, nest_low)
 
 
 def patch_mean(field: np.ndarray, patches: np.ndarray) -> np.ndarray:
