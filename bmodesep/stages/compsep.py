@@ -188,15 +188,21 @@ def job_zones(zone, outputs, what: str = "output files") -> list[tuple[str, Any]
     return list(zip(zones, outs, strict=True))
 
 
-def zone_files(paths, kind: str, zone_name: str, what: str) -> list:
-    """Those of ``paths`` (``kind`` products, any zones) that belong to ``zone_name``."""
-    if paths is None:
-        return []
+def zone_files(paths, kind: str, what: str):
+    """``pick(zone)``: those of ``paths`` (``kind`` products of any zones, their attributes
+    read once) that belong to ``zone``; DataError if none does.  No paths: none needed."""
+    paths = [] if paths is None else paths
     paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    mine = products.by_zone(paths, kind).get(zone_name, [])
-    if not mine:
-        raise DataError(f"no {what} of zone {zone_name} among the {len(paths)} given")
-    return mine
+    groups = products.by_zone(paths, kind) if paths else {}
+
+    def pick(zone_name: str) -> list:
+        if not paths:
+            return []
+        if zone_name not in groups:
+            raise DataError(f"no {what} of zone {zone_name} among the {len(paths)} given")
+        return groups[zone_name]
+
+    return pick
 
 
 def _one(files: list, zone_name: str):
@@ -205,11 +211,10 @@ def _one(files: list, zone_name: str):
     return files[0]
 
 
-def _screen(screens, zone_name: str):
-    """The zone's screen among ``screens`` (None: an exhaustive search)."""
-    if screens is None:
-        return None
-    return _one(zone_files(screens, products.GRID_SCREEN, zone_name, "screen"), zone_name)
+def _screens(screens):
+    """``pick(zone)``: the zone's screen among ``screens`` (None: an exhaustive search)."""
+    pick = zone_files(screens, products.GRID_SCREEN, "screen")
+    return lambda zone_name: None if screens is None else _one(pick(zone_name), zone_name)
 
 
 # ---------------------------------------------------------------- steps
@@ -217,6 +222,8 @@ def kmeans_patches(config, simulation: str, zone, masks, outputs) -> None:
     """Rule kmeans_patches: one patch file per K of the grid and zone, ``outputs`` zone
     by zone in increasing K."""
     zones = [zone] if isinstance(zone, str) else list(zone)
+    if len(set(zones)) != len(zones):
+        raise ConfigError(f"zones given twice: {zones}")
     counts = kmeans_counts(_compsep_config(config, simulation)["compsep"])
     if len(outputs) != len(zones) * len(counts):
         raise ConfigError(
@@ -269,9 +276,9 @@ def grid_chunk(
     """Rule grid_chunk: every configuration of one slice of each zone's grid (``screen``:
     of the screened search's candidates, one screen per zone), fitted over the noise
     realisations, with checkpoints."""
+    mine, screen_of = zone_files(patches, products.PATCH_MAP, "patch files"), _screens(screen)
     jobs = [  # every zone's files found before any is computed
-        (z, out, zone_files(patches, products.PATCH_MAP, z, "patch files"), _screen(screen, z))
-        for z, out in job_zones(zone, output)
+        (z, out, mine(z), screen_of(z)) for z, out in job_zones(zone, output)
     ]
     for zone_name, out, mine, zone_screen in jobs:
         _grid_chunk_zone(
@@ -321,10 +328,8 @@ def grid_screen_chunk(
     """Rule grid_screen_chunk: pass 1 of the screened search for one slice of each zone's
     grid, each configuration's noiseless fit and predicted realisations
     (core.compsep.screening)."""
-    jobs = [
-        (z, out, zone_files(patches, products.PATCH_MAP, z, "patch files"))
-        for z, out in job_zones(zone, output)
-    ]
+    mine = zone_files(patches, products.PATCH_MAP, "patch files")
+    jobs = [(z, out, mine(z)) for z, out in job_zones(zone, output)]
     for zone_name, out, mine in jobs:
         _grid_screen_chunk_zone(
             config, simulation, zone_name, chunk, masks, signal, mine, out, sky, devices
@@ -531,10 +536,8 @@ def grid_select(config, simulation, zone, chunks, output, spectra=None, screen=N
     """Rule grid_select: the measured grid table of each zone and its selected
     configuration (screened search: the candidates' table, the selection from measured
     values only)."""
-    jobs = [
-        (z, out, zone_files(chunks, products.GRID_CHUNK, z, "grid chunks"), _screen(screen, z))
-        for z, out in job_zones(zone, output)
-    ]
+    mine, screen_of = zone_files(chunks, products.GRID_CHUNK, "grid chunks"), _screens(screen)
+    jobs = [(z, out, mine(z), screen_of(z)) for z, out in job_zones(zone, output)]
     for zone_name, out, mine, zone_screen in jobs:
         _grid_select_zone(config, simulation, zone_name, mine, out, spectra, zone_screen)
 
@@ -612,10 +615,8 @@ def search_summary(stage, simulation: str, screen, measured: int) -> dict:
 
 def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
     """Rule grid_screen: each zone's pass-1 table and the candidates pass 2 measures."""
-    jobs = [
-        (z, out, zone_files(chunks, products.GRID_SCREEN_CHUNK, z, "pass-1 chunks"))
-        for z, out in job_zones(zone, output)
-    ]
+    mine = zone_files(chunks, products.GRID_SCREEN_CHUNK, "pass-1 chunks")
+    jobs = [(z, out, mine(z)) for z, out in job_zones(zone, output)]
     for zone_name, out, mine in jobs:
         _grid_screen_zone(config, simulation, zone_name, mine, out, spectra)
 
@@ -796,17 +797,11 @@ def compsep_fit(
     """Rule compsep_fit: the fits of one method (kmeans, single, multires...) in each zone
     (kmeans: with each zone's patch files and grid selection)."""
     kmeans = method == "kmeans" and patches is not None and selection is not None
-    jobs = [
-        (
-            z,
-            out,
-            zone_files(patches, products.PATCH_MAP, z, "patch files") if kmeans else None,
-            _one(zone_files(selection, products.GRID_SELECTION, z, "grid selection"), z)
-            if kmeans
-            else None,
-        )
-        for z, out in job_zones(zone, output)
-    ]
+    jobs = [(z, out, None, None) for z, out in job_zones(zone, output)]
+    if kmeans:  # every zone's files found before any is computed
+        mine = zone_files(patches, products.PATCH_MAP, "patch files")
+        chosen = zone_files(selection, products.GRID_SELECTION, "grid selection")
+        jobs = [(z, out, mine(z), _one(chosen(z), z)) for z, out, _, _ in jobs]
     for zone_name, out, mine, zone_selection in jobs:
         _compsep_fit_zone(
             config, simulation, zone_name, method, masks, signal, out, mine, zone_selection, devices
