@@ -37,11 +37,14 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             camb_spectra=("CAMB lensed-scalar and r = 1 tensor spectra", "output"),
             true_patches=("K-means patch maps of a true-patch sky", f"{SIM} masks output"),
             sky=(
-                "the sky of a simulation: CMB, dust, synchrotron",
-                f"{SIM} spectra ?patches output",
+                "the sky of a simulation: CMB, dust, synchrotron (kind maps: the CMB file)",
+                f"{SIM} ?spectra ?patches ?cmb output",
             ),
-            masks=("Galactic masks and zones", f"{SIM} ?sky ?planck output"),
-            frequency_maps=("signal maps in every band", f"{SIM} sky #threads output"),
+            masks=("Galactic masks and zones", f"{SIM} ?sky ?planck ?signal output"),
+            frequency_maps=(
+                "signal maps in every band (kind maps: read from the user's FITS files)",
+                f"{SIM} ?sky ?*total ?*foregrounds #threads output",
+            ),
             noise=("noise realisations of every split and band", f"{SIM} #threads output"),
         ),
     ),

@@ -207,6 +207,65 @@ def _check_skies(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_maps(config: Mapping[str, Any]) -> list[str]:
+    """Skies of kind maps: a pattern that names one file per band, known units, and only
+    the uses their files allow (issue 29, bmodesep/core/maps.py)."""
+    from bmodesep.core import maps as user_maps
+    from bmodesep.errors import DataError
+
+    problems: list[str] = []
+    map_skies = {n for n, s in config["skies"].items() if s["kind"] == "maps"}
+    for name in sorted(map_skies):
+        spec, where = config["skies"][name]["maps"], f"skies.{name}.maps"
+        if not spec["total"]:
+            problems.append(f"{where}.total: a maps sky needs the path pattern of its maps")
+        if spec["units"] is not None:
+            try:
+                user_maps.canonical_unit(spec["units"])
+            except DataError as exc:
+                problems.append(f"{where}.units: {exc}")
+    for sim_name, sim in config["simulations"].items():
+        if sim["sky"] not in map_skies or sim["instrument"] not in config["instruments"]:
+            continue
+        spec, where = config["skies"][sim["sky"]]["maps"], f"skies.{sim['sky']}.maps"
+        try:
+            freqs = _instrument_frequencies(config, sim["instrument"])
+        except ConfigError:
+            continue  # reported by _check_instruments
+        for key in ("total", "foregrounds"):
+            if spec[key]:
+                try:
+                    user_maps.band_paths(spec[key], freqs)
+                except ConfigError as exc:
+                    problems.append(f"{where}.{key}: {exc}")
+        if config["masks"]["source"] == "synthetic":
+            problems.append(
+                f"masks.source: synthetic masks threshold a simulated sky's dust; simulation "
+                f"{sim_name} is made of maps (sky {sim['sky']}): use latitude or planck"
+            )
+        if sim_name in config["compsep"]["simulations"]:
+            for key, use in (("foregrounds", "systematic residual"), ("cmb", "residual spectra")):
+                if not spec[key]:
+                    problems.append(
+                        f"{where}.{key}: compsep.simulations lists {sim_name}, whose {use} "
+                        f"need the {key} maps"
+                    )
+    for name, spec in config["npe"]["test_sets"].items():
+        fixed = config["simulations"].get(spec["foreground"] or "")
+        if fixed is not None and fixed["sky"] in map_skies:
+            problems.append(
+                f"npe.test_sets.{name}.foreground: simulation {spec['foreground']} is made of "
+                "maps, without separate foreground components"
+            )
+    return problems
+
+
+def _instrument_frequencies(config: Mapping[str, Any], name: str) -> list[float]:
+    from bmodesep.settings import resolve_instrument
+
+    return list(resolve_instrument(config, name).frequencies_ghz)
+
+
 def _check_compsep(config: Mapping[str, Any]) -> list[str]:
     """Component separation: simulations it can fit, bounds, multi-resolution tables
     (instruments with beams, filters and splits are brought to one resolution and one
@@ -438,6 +497,7 @@ CHECKS = (
     _check_instruments,
     _check_simulations,
     _check_skies,
+    _check_maps,
     _check_compsep,
     _check_nilc,
     _check_npe,

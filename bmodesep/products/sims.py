@@ -27,6 +27,7 @@ FOREGROUND_QU = "foreground_qu"  # signal: [freq, QU, pix] uK_CMB
 TOTAL_B = "total_b"  # signal (optional): [freq, pix] uK_CMB
 NOISE_QU = "qu"  # noise: [realisation, split, freq, QU, pix] uK_CMB
 NOISE_B = "b"  # noise (optional): [realisation, split, freq, pix] uK_CMB
+OBSERVED = "observed"  # signal (optional, maps skies): [pix] 1 = observed in every band
 
 
 # ---------------------------------------------------------------- CMB spectra
@@ -259,17 +260,22 @@ def write_signal(
     *,
     noise_cl: np.ndarray | None = None,
     sigma_pixel: np.ndarray | None = None,
+    observed: np.ndarray | None = None,
 ) -> Path:
     """The observed signal and the noise model: ``noise_cl`` (harmonic noise) or
-    ``sigma_pixel`` (white noise per pixel), exactly one of them."""
+    ``sigma_pixel`` (white noise per pixel), exactly one of them.  Maps a user brings may
+    lack ``foreground_qu`` and have unobserved pixels (``observed``, 0 there)."""
     if (noise_cl is None) == (sigma_pixel is None):
         raise ValueError("give exactly one noise model: noise_cl or sigma_pixel")
     data = {
         "frequencies_ghz": D(np.asarray(instrument.frequencies_ghz), "GHz"),
         TOTAL_QU: D(total_qu, "uK_CMB", "CMB + foregrounds, [freq, QU, pix]"),
-        FOREGROUND_QU: D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]"),
         "transfer": D(transfer, "1", "beam x high-pass applied to the signal, [freq, l]"),
     }
+    if foreground_qu is not None:
+        data[FOREGROUND_QU] = D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]")
+    if observed is not None:
+        data[OBSERVED] = D(np.asarray(observed, np.uint8), "1", "1 = observed in every band")
     if noise_cl is not None:
         data["noise_model/noise_cl"] = D(noise_cl, "uK_CMB^2", "N_l of one split, [freq, l]")
     else:
@@ -287,7 +293,8 @@ def write_signal(
     )
 
 
-def read_signal(path, instrument: Instrument, nside: int) -> io.Product:
+def read_signal(path, instrument: Instrument, nside: int, foreground: bool = False) -> io.Product:
+    """The signal product; ``foreground``: its foreground-only maps are required."""
     npx, nf = harmonics.npix(nside), instrument.n_freq
     p = io.read_product(
         path,
@@ -297,8 +304,9 @@ def read_signal(path, instrument: Instrument, nside: int) -> io.Product:
             TOTAL_QU: ((None, 2, npx), "uK_CMB"),
             FOREGROUND_QU: ((None, 2, npx), "uK_CMB"),
             TOTAL_B: ((None, npx), "uK_CMB"),
+            OBSERVED: ((npx,), "1"),
         },
-        optional=[TOTAL_B],
+        optional=[TOTAL_B, OBSERVED] + ([] if foreground else [FOREGROUND_QU]),
     )
     if p["frequencies_ghz"].shape[0] != nf or p[TOTAL_QU].shape[0] != nf:
         raise DataError(
@@ -311,6 +319,16 @@ def read_signal(path, instrument: Instrument, nside: int) -> io.Product:
             f"instrument {instrument.name}'s {list(instrument.frequencies_ghz)}"
         )
     return p
+
+
+def read_coverage(path, nside: int) -> np.ndarray:
+    """``[npix]`` bool: the pixels a signal product observes (all where it records none)."""
+    p = io.read_product(
+        path, "signal", {OBSERVED: ((harmonics.npix(nside),), "1")}, optional=[OBSERVED]
+    )
+    if OBSERVED not in p.data:
+        return np.ones(harmonics.npix(nside), bool)
+    return p[OBSERVED].astype(bool)
 
 
 def write_noise(

@@ -72,7 +72,7 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
     inst = resolve_instrument(stage, sim["instrument"])
     _, zones = sims.read_masks(masks_path, nside)
     zone = _zone(zones, zone_name, masks_path)
-    signal = sims.read_signal(signal_path, inst, nside)
+    signal = sims.read_signal(signal_path, inst, nside, foreground=True)
     pix = np.flatnonzero(zone)
     cs = stage["compsep"]
     n_real = noise_realisations(stage, name)

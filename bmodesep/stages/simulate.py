@@ -26,10 +26,12 @@ from bmodesep.config import (
     simulation_lmax,
 )
 from bmodesep.core import harmonics
+from bmodesep.core import maps as user_maps
 from bmodesep.core.randomness import rng_for
 from bmodesep.core.simulate import cmb, foregrounds
 from bmodesep.core.simulate import masks as galactic
 from bmodesep.core.simulate.instrument import (
+    SignalMaps,
     noise_cl,
     observe_signal,
     signal_transfer,
@@ -45,7 +47,7 @@ from bmodesep.core.simulate.sky import (
 )
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import timed
-from bmodesep.products import sims
+from bmodesep.products import fits, sims
 from bmodesep.settings import cosmology, pysm_data_dir, resolve_instrument, sky_model
 
 
@@ -106,11 +108,24 @@ def true_patches(config: Mapping[str, Any], simulation: str, masks, output) -> N
     )
 
 
-def sky(config: Mapping[str, Any], simulation: str, spectra, output, patches=None) -> None:
-    """Rule sky: CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM)."""
+def sky(
+    config: Mapping[str, Any], simulation: str, spectra, output, patches=None, cmb=None
+) -> None:
+    """Rule sky: CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM);
+    of a sky of kind maps, its CMB (the file ``cmb``)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
-    camb = sims.read_spectra(spectra, lmax)
     attrs = {"sky_kind": sky_cfg["kind"], "nside": nside, "lmax": lmax}
+    if sky_cfg["kind"] == "maps":
+        spec = sky_cfg["maps"]
+        if cmb is None:
+            raise ConfigError(f"simulation {simulation}: a maps sky's sky product needs --cmb")
+        qu, _ = _band_maps([cmb], spec, [None], nside, lmax)
+        alm = harmonics.analysis(qu[0], nside, lmax, 2, simulation_analysis_iterations(sim))
+        sims.write_sky(output, None, alm, qu[0], stage_config, sky_cfg["seed"], attrs)
+        return
+    if spectra is None:
+        raise ConfigError(f"simulation {simulation}: a simulated sky needs --spectra")
+    camb = sims.read_spectra(spectra, lmax)
     if sky_cfg["kind"] == "pysm":
         pysm_cfg = sky_cfg["pysm"]
         if not pysm_cfg["allow_download"]:
@@ -157,9 +172,11 @@ def foreground_at(
     return foregrounds.foreground_at(sky_cfg.get("pysm"), sky, nside, freqs_ghz, pysm_data_dir())
 
 
-def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=None) -> None:
+def masks(
+    config: Mapping[str, Any], simulation: str, output, sky=None, planck=None, signal=None
+) -> None:
     """Rule masks: GAL020/040/060 masks (synthetic from the sky, by latitude, or Planck's)
-    and the zones."""
+    and the zones; with ``signal`` (a sky of kind maps), only where its maps are observed."""
     stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
     mcfg = stage_config["masks"]
     if mcfg["source"] == "planck":
@@ -182,6 +199,9 @@ def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=N
         fg = foreground_at(sky_cfg, drawn, nside, [mcfg["reference_frequency_ghz"]])[0]
         intensity = galactic.smoothed_polarised_intensity(fg, nside, mcfg["smoothing_fwhm_deg"])
         gal = galactic.threshold_masks(intensity, mcfg["sky_fractions"])
+    if signal is not None:
+        observed = sims.read_coverage(signal, nside)
+        gal = {n: m & observed for n, m in gal.items()}
     zones = galactic.galactic_zones(gal)
     for zone, pixels in zones.items():
         if not pixels.any():
@@ -189,23 +209,82 @@ def masks(config: Mapping[str, Any], simulation: str, output, sky=None, planck=N
     sims.write_masks(output, gal, zones, intensity, stage_config, mcfg["source"])
 
 
-def frequency_maps(config: Mapping[str, Any], simulation: str, sky, output, threads=1) -> None:
-    """Rule frequency_maps: the observed signal in every band (beams, filter), noise model."""
+def _band_maps(paths, spec, frequencies, nside: int, lmax: int):
+    """Q/U ``[band, 2, npix]`` uK_CMB at ``nside`` from one FITS file per band (a sky of
+    kind maps, ``bmodesep.core.maps``) and the pixels every band observes."""
+    if len(paths) != len(frequencies):
+        raise ConfigError(f"{len(paths)} map files for {len(frequencies)} bands")
+    qu, observed, first = [], np.ones(harmonics.npix(nside), bool), None
+    for path, freq in zip(paths, frequencies, strict=True):
+        m = fits.read_healpix_fits(path, spec["fields"])
+        first = first or (path, m.nside)
+        if m.nside != first[1]:
+            raise DataError(
+                f"{path}: nside {m.nside}, {first[0]} has nside {first[1]}: the bands of a "
+                "sky must share one nside"
+            )
+        unit = user_maps.resolve_unit(m.unit, spec["units"], str(path))
+        try:
+            band, seen = user_maps.to_analysis(m.qu, unit, freq, nside, lmax, spec["pixel_window"])
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from exc
+        qu.append(band)
+        observed &= seen
+    return np.stack(qu), observed
+
+
+def _user_signal(sim, sky_cfg, instrument, total, foregrounds):
+    """The signal of a sky of kind maps: the user's maps in every band, their coverage."""
+    nside, lmax, n_iter = sim["nside"], simulation_lmax(sim), simulation_analysis_iterations(sim)
+    spec, freqs = sky_cfg["maps"], instrument.frequencies_ghz
+    if not total:
+        raise ConfigError("a maps sky's frequency maps need --total (one file per band)")
+    with timed(f"{instrument.n_freq} frequency maps from FITS"):
+        qu, observed = _band_maps(total, spec, freqs, nside, lmax)
+        fg = None
+        if foregrounds:
+            fg, fg_observed = _band_maps(foregrounds, spec, freqs, nside, lmax)
+            observed &= fg_observed
+        b = None
+        if instrument.b_maps:
+            b = np.stack([user_maps.b_map(m, nside, lmax, n_iter) for m in qu])
+    if not observed.any():
+        raise DataError("no pixel is observed in every band")
+    return SignalMaps(qu, fg, b), observed
+
+
+def frequency_maps(
+    config: Mapping[str, Any],
+    simulation: str,
+    sky,
+    output,
+    threads=1,
+    total=None,
+    foregrounds=None,
+) -> None:
+    """Rule frequency_maps: the observed signal in every band (beams, filter), noise model;
+    of a sky of kind maps, the user's maps (``total``, ``foregrounds``: one file per band)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     instrument = resolve_instrument(stage_config, sim["instrument"])
-    product, drawn = sims.read_sky(sky, nside)
-    with timed(f"signal maps, {instrument.n_freq} bands"):
-        fg = foreground_at(sky_cfg, drawn, nside, instrument.frequencies_ghz)
-        signal = observe_signal(
-            instrument,
-            product[sims.CMB_ALM],
-            product[sims.CMB_QU],
-            fg,
-            nside,
-            lmax,
-            simulation_analysis_iterations(sim),
-            threads,
-        )
+    observed = None
+    if sky_cfg["kind"] == "maps":
+        signal, observed = _user_signal(sim, sky_cfg, instrument, total, foregrounds)
+    else:
+        if sky is None:
+            raise ConfigError(f"simulation {simulation}: the signal of a simulated sky needs --sky")
+        product, drawn = sims.read_sky(sky, nside)
+        with timed(f"signal maps, {instrument.n_freq} bands"):
+            fg = foreground_at(sky_cfg, drawn, nside, instrument.frequencies_ghz)
+            signal = observe_signal(
+                instrument,
+                product[sims.CMB_ALM],
+                product[sims.CMB_QU],
+                fg,
+                nside,
+                lmax,
+                simulation_analysis_iterations(sim),
+                threads,
+            )
     harmonic = instrument.noise == "harmonic"
     sims.write_signal(
         output,
@@ -220,6 +299,7 @@ def frequency_maps(config: Mapping[str, Any], simulation: str, sky, output, thre
         lmax,
         noise_cl=noise_cl(instrument, lmax) if harmonic else None,
         sigma_pixel=None if harmonic else white_noise_sigma_per_pixel(instrument, nside),
+        observed=observed,
     )
 
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from bmodesep.config import compsep_methods, npe_config, npe_set_config, simulation_config
+from bmodesep.core.maps import band_paths
 from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
@@ -287,20 +288,53 @@ def simulation_nside(wildcards):
 
 
 # ---------------------------------------------------------------- input functions
+def user_maps(sim):
+    """The maps key of a simulation whose sky is of kind maps (the user's FITS files), or None."""
+    sky = config["skies"][config["simulations"][sim]["sky"]]
+    return sky["maps"] if sky["kind"] == "maps" else None
+
+
+def user_map_files(sim, key):
+    """The user's file of each band (key total or foregrounds; [] if not given)."""
+    spec = user_maps(sim)
+    if not spec or not spec[key]:
+        return []
+    freqs = resolve_instrument(config, config["simulations"][sim]["instrument"]).frequencies_ghz
+    return band_paths(spec[key], freqs)
+
+
 def masks_inputs(wildcards):
+    inputs = {"signal": signal_file(wildcards.sim)} if user_maps(wildcards.sim) else {}
     if config["masks"]["source"] == "planck":
-        return {"planck": config["masks"]["planck_file"]}
+        return inputs | {"planck": config["masks"]["planck_file"]}
     if config["masks"]["source"] == "latitude":
-        return {}
-    return {"sky": sky_file(wildcards.sim)}
+        return inputs
+    return inputs | {"sky": sky_file(wildcards.sim)}
 
 
 def masks_args(wildcards, input):
+    args = f"--signal {input.signal} " if user_maps(wildcards.sim) else ""
     if config["masks"]["source"] == "planck":
-        return f"--planck {input.planck}"
+        return args + f"--planck {input.planck}"
     if config["masks"]["source"] == "latitude":
-        return ""
-    return f"--sky {input.sky}"
+        return args
+    return args + f"--sky {input.sky}"
+
+
+def frequency_maps_inputs(wildcards):
+    if not user_maps(wildcards.sim):
+        return {"sky": sky_file(wildcards.sim)}
+    return {
+        "total": user_map_files(wildcards.sim, "total"),
+        "foregrounds": user_map_files(wildcards.sim, "foregrounds"),
+    }
+
+
+def frequency_maps_args(wildcards, input):
+    if not user_maps(wildcards.sim):
+        return f"--sky {input.sky}"
+    fg = input.foregrounds
+    return f"--total {input.total}" + (f" --foregrounds {fg}" if fg else "")
 
 
 def has_kmeans_true_patches(sim):
@@ -310,6 +344,9 @@ def has_kmeans_true_patches(sim):
 
 
 def sky_inputs(wildcards):
+    spec = user_maps(wildcards.sim)
+    if spec:
+        return {"cmb": spec["cmb"]} if spec["cmb"] else {}
     inputs = {"spectra": spectra_file()}
     if has_kmeans_true_patches(wildcards.sim):
         inputs["patches"] = true_patch_file(wildcards.sim)
@@ -317,7 +354,16 @@ def sky_inputs(wildcards):
 
 
 def sky_args(wildcards, input):
-    return f"--patches {input.patches}" if has_kmeans_true_patches(wildcards.sim) else ""
+    if user_maps(wildcards.sim):
+        return f"--cmb {input.cmb}" if "cmb" in input.keys() else ""
+    args = f"--spectra {input.spectra}"
+    return args + (f" --patches {input.patches}" if has_kmeans_true_patches(wildcards.sim) else "")
+
+
+def has_sky(sim):
+    """Whether the simulation has a sky product: every simulated sky; a maps sky with its CMB."""
+    spec = user_maps(sim)
+    return not spec or bool(spec["cmb"])
 
 
 def validation_simulations():

@@ -52,7 +52,7 @@ rule sky:
         sky_file(),
     params:
         config=simulation_stage_config,
-        patches=sky_args,
+        inputs=sky_args,
     log:
         log_file("sky", "{sim}"),
     benchmark:
@@ -65,7 +65,7 @@ rule sky:
         SIM_ENV
     shell:
         "bmodesep simulate sky --config {params.config} --simulation {wildcards.sim} "
-        "--spectra {input.spectra} {params.patches} --output {output} > {log} 2>&1"
+        "{params.inputs} --output {output} > {log} 2>&1"
 
 
 rule masks:
@@ -93,11 +93,12 @@ rule masks:
 
 rule frequency_maps:
     input:
-        sky=sky_file(),
+        unpack(frequency_maps_inputs),
     output:
         signal_file(),
     params:
         config=simulation_stage_config,
+        inputs=frequency_maps_args,
     log:
         log_file("frequency_maps", "{sim}"),
     benchmark:
@@ -110,7 +111,7 @@ rule frequency_maps:
         SIM_ENV
     shell:
         "bmodesep simulate frequency_maps --config {params.config} --simulation {wildcards.sim} "
-        "--sky {input.sky} --threads {threads} --output {output} > {log} 2>&1"
+        "{params.inputs} --threads {threads} --output {output} > {log} 2>&1"
 
 
 rule noise:
@@ -135,4 +136,5 @@ rule noise:
 
 rule simulate_all:
     input:
-        [f(s) for s in SIMULATIONS for f in (sky_file, masks_file, signal_file, noise_file)],
+        [f(s) for s in SIMULATIONS for f in (masks_file, signal_file, noise_file)],
+        [sky_file(s) for s in SIMULATIONS if has_sky(s)],

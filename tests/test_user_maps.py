@@ -1,0 +1,410 @@
+"""Frequency maps a user brings (issue 29): FITS reading, units, ordering, resolution, and
+the sky kind ``maps`` against the simulation path it must reproduce."""
+
+import copy
+import os
+import subprocess
+import sys
+
+import astropy.units as u
+import healpy as hp
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, tiny_config, tiny_workflow_config
+
+from bmodesep.config import validate_config
+from bmodesep.core import harmonics
+from bmodesep.core import maps as user_maps
+from bmodesep.core.seds import T_CMB_K
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.products import fits, sims
+from bmodesep.settings import resolve_instrument
+from bmodesep.stages import simulate as stage
+
+NSIDE = 8
+
+
+# ---------------------------------------------------------------- units
+@pytest.mark.parametrize("freq", [27.0, 100.0, 353.0, 857.0])
+def test_unit_factors_match_astropy(freq):
+    cmb = u.thermodynamic_temperature(freq * u.GHz, T_CMB_K * u.K)
+    rj = u.brightness_temperature(freq * u.GHz)  # K_RJ <-> specific intensity
+    k_rj = (1 * u.K).to(u.MJy / u.sr, equivalencies=rj).to(u.uK, equivalencies=cmb).value
+    assert user_maps.to_uk_cmb("K_RJ", freq) == pytest.approx(k_rj, rel=1e-12)
+    assert user_maps.to_uk_cmb("uK_RJ", freq) == pytest.approx(k_rj * 1e-6, rel=1e-12)
+    mjy = (1 * u.MJy / u.sr).to(u.uK, equivalencies=cmb).value
+    assert user_maps.to_uk_cmb("MJy/sr", freq) == pytest.approx(mjy, rel=1e-12)
+    assert user_maps.to_uk_cmb("Jy/sr", freq) == pytest.approx(mjy * 1e-6, rel=1e-12)
+    assert user_maps.to_uk_cmb("K_CMB", freq) == 1e6
+    assert user_maps.to_uk_cmb("uK_CMB", freq) == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, unit",
+    [("K_CMB", "K_CMB"), ("Kcmb", "K_CMB"), ("uK_CMB", "uK_CMB"), ("muK_CMB", "uK_CMB"),
+     ("mK_CMB", "mK_CMB"), ("K_RJ", "K_RJ"), ("uK_RJ", "uK_RJ"), ("MJy/sr", "MJy/sr")],
+)  # fmt: skip
+def test_header_spellings(text, unit):
+    assert user_maps.canonical_unit(text) == unit
+
+
+@pytest.mark.parametrize("text", ["K", "uK", "Jy", "furlong"])
+def test_ambiguous_or_unknown_units_are_refused(text):
+    with pytest.raises(DataError, match="unit"):
+        user_maps.canonical_unit(text)
+
+
+def test_unit_resolution():
+    assert user_maps.resolve_unit("Kcmb", None, "f") == "K_CMB"
+    assert user_maps.resolve_unit(None, "uK_RJ", "f") == "uK_RJ"
+    assert user_maps.resolve_unit("K_CMB", "K_CMB", "f") == "K_CMB"
+    with pytest.raises(DataError, match="no unit"):
+        user_maps.resolve_unit(None, None, "f.fits")
+    with pytest.raises(DataError, match="header states K_RJ"):
+        user_maps.resolve_unit("K_RJ", "K_CMB", "f.fits")
+    with pytest.raises(DataError, match="needs a frequency"):
+        user_maps.to_uk_cmb("K_RJ", None)
+
+
+def test_band_paths():
+    assert user_maps.band_paths("m_{freq}_{band}.fits", [40.0, 68.4, 402]) == [
+        "m_40_0.fits",
+        "m_68.4_1.fits",
+        "m_402_2.fits",
+    ]
+    with pytest.raises(ConfigError, match="only"):
+        user_maps.band_paths("m_{nu}.fits", [40.0])
+    with pytest.raises(ConfigError, match="same file"):
+        user_maps.band_paths("m.fits", [40.0, 50.0])
+
+
+# ---------------------------------------------------------------- FITS files
+def _qu(nside, seed=0):
+    return np.random.default_rng(seed).standard_normal((2, harmonics.npix(nside)))
+
+
+def test_fits_layouts_and_orderings(tmp_path):
+    qu = _qu(NSIDE)
+    # I, Q, U in NESTED order, units in the header
+    nest = qu[:, hp.nest2ring(NSIDE, np.arange(qu.shape[1]))]
+    path = tmp_path / "iqu_nest.fits"
+    hp.write_map(path, [np.ones(qu.shape[1]), *nest], nest=True, column_units="K_CMB")
+    got = fits.read_healpix_fits(path)
+    assert got.ordering == "NESTED" and got.unit == "K_CMB" and got.nside == NSIDE
+    assert np.array_equal(got.qu, qu)
+    # Q, U named among other columns (Planck style), RING, no units
+    path = tmp_path / "planck_like.fits"
+    names = ["I_STOKES", "QQ_COV", "Q_STOKES", "U_STOKES"]
+    hp.write_map(path, [qu[0] * 0, qu[0] ** 2, *qu], column_names=names)
+    got = fits.read_healpix_fits(path)
+    assert got.unit is None and np.array_equal(got.qu, qu)
+    assert np.array_equal(fits.read_healpix_fits(path, fields=[3, 2]).qu, qu[::-1])
+    # partial sky (explicit indices): the missing pixels UNSEEN
+    part = qu.copy()
+    part[:, :100] = hp.UNSEEN
+    path = tmp_path / "partial.fits"
+    hp.write_map(path, part, partial=True, column_units="uK_CMB")
+    got = fits.read_healpix_fits(path)
+    seen = user_maps.observed_pixels(got.qu)
+    assert not seen[:100].any() and seen[100:].all()
+    assert np.array_equal(got.qu[:, 100:], qu[:, 100:])
+
+
+def test_unreadable_fits_files(tmp_path):
+    with pytest.raises(DataError, match="missing map file"):
+        fits.read_healpix_fits(tmp_path / "absent.fits")
+    (tmp_path / "junk.fits").write_text("not a FITS file")
+    with pytest.raises(DataError, match=r"junk\.fits"):
+        fits.read_healpix_fits(tmp_path / "junk.fits")
+    path = tmp_path / "four.fits"
+    hp.write_map(path, np.zeros((4, harmonics.npix(NSIDE))), column_names=list("abcd"))
+    with pytest.raises(DataError, match="set the fields key"):
+        fits.read_healpix_fits(path)
+
+
+# ---------------------------------------------------------------- resolution
+def _fake_window(nside, lmax):
+    ell = np.arange(lmax + 1)
+    return np.exp(-((ell / (4.0 * nside)) ** 2))
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_resampling_matches_healpy(window, monkeypatch):
+    # healpy's pixel-window tables are downloaded (not here): a stand-in window checks
+    # that the ratio p_out / p_in is the one applied
+    monkeypatch.setattr(user_maps, "pixel_window", _fake_window)
+    nside_in, nside, lmax = 16, 8, 23
+    qu = _qu(nside_in, 3)
+    got = user_maps.resample_qu(qu, nside, lmax, window)
+    alm = hp.map2alm([qu[0] * 0, *qu], lmax=lmax, iter=3)
+    if window:
+        ratio = _fake_window(nside, lmax) / _fake_window(nside_in, lmax)
+        alm = [hp.almxfl(a, ratio) for a in alm]
+    want = hp.alm2map(alm, nside, lmax=lmax, pol=True)[1:]
+    assert np.allclose(got, want, atol=1e-12 * np.abs(want).max())
+    assert user_maps.resample_qu(qu, nside_in, 47, window) is qu  # same nside: untouched
+
+
+def test_an_unavailable_pixel_window_is_one_clear_error(monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(hp, "pixwin", offline)
+    with pytest.raises(DataError, match="pixel window of nside 8 is not available"):
+        user_maps.resample_qu(_qu(16), 8, 23, True)
+
+
+def test_coverage_follows_the_pixels():
+    seen = np.ones(harmonics.npix(16), bool)
+    child = hp.nest2ring(16, 4 * 10 + 1)  # one sub-pixel of NESTED pixel 10 at nside 8
+    seen[child] = False
+    coarse = user_maps.coverage_at(seen, 8)
+    assert np.flatnonzero(~coarse).tolist() == [hp.nest2ring(8, 10)]
+    fine = user_maps.coverage_at(coarse, 16)
+    assert (~fine).sum() == 4 and not fine[child]
+
+
+# ---------------------------------------------------------------- the sky kind maps
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory, spectra):
+    """The simulation path's products of the tiny config's LiteBIRD simulation."""
+    root = tmp_path_factory.mktemp("sim")
+    cfg = tiny_config(NSIDE)
+    cfg["masks"]["source"] = "latitude"
+    sims.write_spectra(root / "camb.h5", spectra, cfg)
+    stage.sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
+    stage.frequency_maps(cfg, "lb", root / "sky.h5", root / "signal.h5")
+    inst = resolve_instrument(cfg, "litebird")
+    signal = sims.read_signal(root / "signal.h5", inst, NSIDE, foreground=True)
+    sky, _ = sims.read_sky(root / "sky.h5", NSIDE)
+    return cfg, inst, signal, sky
+
+
+def _write_bands(folder, maps, freqs, *, nest=False, unit="uK_CMB", factor=None, nside=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (m, f) in enumerate(zip(maps, freqs, strict=True)):
+        m = m / (1.0 if factor is None else factor(f))
+        if nest:
+            m = m[:, hp.nest2ring(hp.npix2nside(m.shape[1]), np.arange(m.shape[1]))]
+        hp.write_map(folder / f"band{i}_{f:g}.fits", m, nest=nest, column_units=unit)
+    return str(folder / "band{band}_{freq}.fits")
+
+
+def _maps_config(cfg, total, foregrounds=None, cmb=None, **spec):
+    cfg = copy.deepcopy(cfg)
+    cfg["skies"]["mine"] = {
+        "kind": "maps",
+        "maps": {"total": total, "foregrounds": foregrounds, "cmb": cmb, **spec},
+    }
+    cfg["simulations"]["lb"]["sky"] = "mine"
+    return validate_config(cfg)
+
+
+def _run_maps(cfg, folder, inst):
+    spec = cfg["skies"]["mine"]["maps"]
+    total = user_maps.band_paths(spec["total"], inst.frequencies_ghz)
+    fgs = (
+        user_maps.band_paths(spec["foregrounds"], inst.frequencies_ghz)
+        if spec["foregrounds"]
+        else None
+    )
+    stage.frequency_maps(cfg, "lb", None, folder / "signal.h5", total=total, foregrounds=fgs)
+    return sims.read_signal(folder / "signal.h5", inst, NSIDE)
+
+
+def test_maps_in_ring_and_uk_cmb_reproduce_the_simulation_bit_for_bit(tmp_path, simulated):
+    cfg, inst, signal, sky = simulated
+    freqs = inst.frequencies_ghz
+    total = _write_bands(tmp_path / "total", signal["total_qu"], freqs)
+    fgs = _write_bands(tmp_path / "fg", signal["foreground_qu"], freqs)
+    hp.write_map(tmp_path / "cmb.fits", sky["cmb/qu"], column_units="uK_CMB")
+    mcfg = _maps_config(cfg, total, fgs, str(tmp_path / "cmb.fits"))
+    got = _run_maps(mcfg, tmp_path, inst)
+    assert np.array_equal(got["total_qu"], signal["total_qu"])
+    assert np.array_equal(got["foreground_qu"], signal["foreground_qu"])
+    assert got["observed"].all()
+    stage.sky(mcfg, "lb", None, tmp_path / "sky.h5", cmb=tmp_path / "cmb.fits")
+    product, parametric = sims.read_sky(tmp_path / "sky.h5", NSIDE)
+    assert parametric is None and np.array_equal(product["cmb/qu"], sky["cmb/qu"])
+    # the noise is the instrument's, as for the simulation: the same products follow
+    stage.masks(mcfg, "lb", tmp_path / "masks.h5", signal=tmp_path / "signal.h5")
+    stage.masks(cfg, "lb", tmp_path / "masks_sim.h5")
+    assert all(
+        np.array_equal(a[k], b[k])
+        for a, b in zip(
+            sims.read_masks(tmp_path / "masks.h5", NSIDE),
+            sims.read_masks(tmp_path / "masks_sim.h5", NSIDE),
+            strict=True,
+        )
+        for k in a
+    )
+
+
+def test_nested_rj_maps_reproduce_the_simulation_to_rounding(tmp_path, simulated):
+    cfg, inst, signal, _sky = simulated
+    freqs = inst.frequencies_ghz
+    total = _write_bands(
+        tmp_path / "t",
+        signal["total_qu"],
+        freqs,
+        nest=True,
+        unit="K_RJ",
+        factor=lambda f: user_maps.to_uk_cmb("K_RJ", f),
+    )
+    got = _run_maps(_maps_config(cfg, total), tmp_path, inst)
+    assert "foreground_qu" not in got.data
+    scale = np.abs(signal["total_qu"]).max()
+    assert np.allclose(got["total_qu"], signal["total_qu"], rtol=1e-13, atol=1e-13 * scale)
+
+
+def test_maps_at_a_higher_nside_are_band_limited_to_the_analysis_nside(tmp_path, simulated):
+    cfg, inst, signal, _sky = simulated
+    lmax = 3 * NSIDE - 1
+    # the analysis-nside signal, up-sampled exactly (its alm), then read back down
+    fine = np.stack(
+        [
+            harmonics.synthesis(harmonics.analysis(m, NSIDE, lmax, 2, 3), 2 * NSIDE, lmax, 2)
+            for m in signal["total_qu"]
+        ]
+    )
+    total = _write_bands(tmp_path / "fine", fine, inst.frequencies_ghz)
+    got = _run_maps(_maps_config(cfg, total, pixel_window=False), tmp_path, inst)
+    want = np.stack(
+        [
+            harmonics.synthesis(harmonics.analysis(m, NSIDE, lmax, 2, 3), NSIDE, lmax, 2)
+            for m in signal["total_qu"]
+        ]
+    )
+    # 3 Jacobi iterations of the nside-16 analysis recover band-limited alm to ~1e-5
+    assert np.allclose(got["total_qu"], want, atol=2e-5 * np.abs(want).max())
+
+
+def test_unseen_pixels_are_left_out_of_every_zone(tmp_path, simulated):
+    cfg, inst, signal, _sky = simulated
+    qu = signal["total_qu"].copy()
+    qu[3, :, :50] = hp.UNSEEN  # one band misses 50 pixels
+    total = _write_bands(tmp_path / "t", qu, inst.frequencies_ghz)
+    mcfg = _maps_config(cfg, total)
+    got = _run_maps(mcfg, tmp_path, inst)
+    assert got["observed"][:50].sum() == 0 and got["observed"][50:].all()
+    assert np.all(got["total_qu"][3, :, :50] == 0)
+    stage.masks(mcfg, "lb", tmp_path / "masks.h5", signal=tmp_path / "signal.h5")
+    gal, zones = sims.read_masks(tmp_path / "masks.h5", NSIDE)
+    assert not any(m[:50].any() for m in (*gal.values(), *zones.values()))
+
+
+# ---------------------------------------------------------------- bad input, through the CLI
+def _cli(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "bmodesep", "simulate", "frequency_maps", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("wrong_units", "header states K_RJ, the units key K_CMB"),
+        ("missing_band", "missing map file"),
+        ("mixed_nside", "the bands of a sky must share one nside"),
+        ("no_units", "the header states no unit and the config sets no units key"),
+        ("all_unseen", "no observed pixel"),
+    ],
+)
+def test_bad_maps_give_one_line_and_write_nothing(tmp_path, simulated, case, message):
+    cfg, inst, signal, _sky = simulated
+    qu, freqs = signal["total_qu"].copy(), inst.frequencies_ghz
+    unit, spec = "K_RJ" if case == "wrong_units" else "uK_CMB", {}
+    if case == "wrong_units":
+        spec["units"] = "K_CMB"
+    if case == "no_units":
+        unit = None
+    if case == "all_unseen":
+        qu[5] = hp.UNSEEN
+    pattern = _write_bands(tmp_path / "maps", qu, freqs, unit=unit)
+    paths = user_maps.band_paths(pattern, freqs)
+    if case == "missing_band":
+        os.remove(paths[4])
+    if case == "mixed_nside":
+        hp.write_map(paths[2], np.zeros((2, harmonics.npix(2 * NSIDE))), overwrite=True)
+    mcfg = _maps_config(cfg, pattern, **spec)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(mcfg))
+    out = tmp_path / "out" / "signal.h5"
+    r = _cli(
+        ["--config", "c.yaml", "--simulation", "lb", "--total", *paths, "--output", out], tmp_path
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bmodesep: error:"), r.stderr
+    assert message in lines[0]
+    assert not out.exists() and not any((tmp_path / "out").glob("*"))
+
+
+def test_config_checks_of_maps_skies():
+    cfg = tiny_config(NSIDE)
+    cfg["skies"]["mine"] = {"kind": "maps", "maps": {"total": "m_{nu}.fits", "units": "K"}}
+    cfg["simulations"]["lb"]["sky"] = "mine"
+    cfg["compsep"]["simulations"] = ["lb"]
+    from bmodesep.config import check_consistency
+
+    with pytest.raises(ConfigError) as err:
+        check_consistency(validate_config(cfg))
+    text = str(err.value)
+    for expected in (
+        "skies.mine.maps.units: ambiguous unit 'K'",
+        "skies.mine.maps.total: 'm_{nu}.fits' has placeholders ['nu']",
+        "masks.source: synthetic masks threshold",
+        "skies.mine.maps.foregrounds: compsep.simulations lists lb",
+        "skies.mine.maps.cmb: compsep.simulations lists lb",
+    ):
+        assert expected in text, text
+
+
+# ---------------------------------------------------------------- the workflow on maps
+def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simulated):
+    """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ, one band's column
+    names Planck-like): the workflow reads them, separates them with every method and
+    infers r; its signal is the simulation's to rounding, its CMB truth the same."""
+    _cfg, inst, signal, sky = simulated
+    freqs = inst.frequencies_ghz
+    data = tmp_path / "data"
+    total = _write_bands(
+        data / "total", signal["total_qu"], freqs, nest=True, unit="K_RJ",
+        factor=lambda f: user_maps.to_uk_cmb("K_RJ", f),
+    )  # fmt: skip
+    fgs = _write_bands(data / "fg", signal["foreground_qu"], freqs)
+    hp.write_map(data / "cmb.fits", sky["cmb/qu"] * 1e-6, column_units="K_CMB")
+    cfg = tiny_workflow_config()
+    cfg["skies"]["mine"] = {
+        "kind": "maps",
+        "maps": {"total": total, "foregrounds": fgs, "cmb": str(data / "cmb.fits")},
+    }
+    cfg["simulations"] = {"lb": dict(cfg["simulations"]["lb"], sky="mine")}
+    cfg["masks"]["source"] = "latitude"
+    cfg["compsep"]["simulations"] = ["lb"]
+    cfg["nilc"]["simulations"], cfg["npe"]["chunks"], cfg["npe"]["observed"] = [], 0, []
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(validate_config(cfg)))
+    snakefile = str(REPO / "workflow" / "Snakefile")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    target = "results/figures/lb/r_summary.csv"
+    args = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--cores", "2", target]
+    r = subprocess.run(
+        [*args, "--configfile", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = tmp_path / "results"
+    got = sims.read_signal(results / "sims/lb/signal.h5", inst, NSIDE, foreground=True)
+    scale = np.abs(signal["total_qu"]).max()
+    assert np.allclose(got["total_qu"], signal["total_qu"], rtol=1e-13, atol=1e-13 * scale)
+    assert np.array_equal(got["foreground_qu"], signal["foreground_qu"])
+    truth, _ = sims.read_sky(results / "sims/lb/sky.h5", NSIDE)
+    assert np.allclose(truth["cmb/qu"], sky["cmb/qu"], rtol=1e-14, atol=1e-14)
+    rows = (results / "figures/lb/r_summary.csv").read_text().splitlines()
+    assert sorted(row.split(",")[0] for row in rows[1:]) == [
+        "kmeans",
+        "multires",
+        "multires_table5",
+        "single",
+    ]
