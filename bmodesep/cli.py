@@ -48,6 +48,15 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             noise=("noise realisations of every split and band", f"{SIM} #threads output"),
         ),
     ),
+    "export": (
+        "standard outputs: a method's maps as HEALPix FITS files",
+        _steps(
+            export_maps=(
+                "CMB, foreground amplitude, spectral-parameter, patch and residual maps",
+                f"{SIM} method *fits *outputs",
+            ),
+        ),
+    ),
     "compsep": (
         "clustered parametric component separation (kabalan2025)",
         _steps(

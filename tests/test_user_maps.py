@@ -18,7 +18,7 @@ from bmodesep.core import harmonics
 from bmodesep.core import maps as user_maps
 from bmodesep.core.seds import T_CMB_K
 from bmodesep.errors import ConfigError, DataError
-from bmodesep.products import fits, sims
+from bmodesep.products import fits, io, sims
 from bmodesep.settings import resolve_instrument
 from bmodesep.stages import simulate as stage
 
@@ -364,9 +364,9 @@ def test_config_checks_of_maps_skies():
 
 # ---------------------------------------------------------------- the workflow on maps
 def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simulated):
-    """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ, one band's column
-    names Planck-like): the workflow reads them, separates them with every method and
-    infers r; its signal is the simulation's to rounding, its CMB truth the same."""
+    """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ): the workflow reads
+    them, separates them with every method, infers r and exports the maps as FITS; its
+    signal is the simulation's to rounding, its CMB truth the same."""
     _cfg, inst, signal, sky = simulated
     freqs = inst.frequencies_ghz
     data = tmp_path / "data"
@@ -388,8 +388,8 @@ def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simula
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(validate_config(cfg)))
     snakefile = str(REPO / "workflow" / "Snakefile")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    target = "results/figures/lb/r_summary.csv"
-    args = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--cores", "2", target]
+    targets = ["results/figures/lb/r_summary.csv", "export_all"]
+    args = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--cores", "2", *targets]
     r = subprocess.run(
         [*args, "--configfile", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, env=env
     )
@@ -408,3 +408,26 @@ def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simula
         "multires_table5",
         "single",
     ]
+    # the exported maps: healpy reads them; they hold the products' values
+    fit = io.read_product(results / "compsep/lb/GAL060_L/single.h5", "compsep_fit")
+    pix, comps = fit["pixels"], fit["components"]
+    assert np.array_equal(comps[0], fit["cmb_qu"][0])  # the CMB row is the kept CMB map
+    outside = np.setdiff1d(np.arange(harmonics.npix(NSIDE)), pix)
+    exported = results / "compsep/lb/fits"
+    maps, header = hp.read_map(exported / "single_cmb.fits", field=(0, 1), h=True)
+    header = dict(header)
+    assert np.array_equal(maps[:, pix], comps[0]) and np.all(maps[:, outside] == hp.UNSEEN)
+    assert header["TUNIT1"] == "uK_CMB" and header["COORDSYS"] == "G"
+    assert header["ORDERING"] == "RING" and header["NSIDE"] == NSIDE
+    assert header["BMSSTAGE"] == "export_maps" and header["METHOD"] == "single"
+    fg = hp.read_map(exported / "single_foregrounds.fits", field=(0, 1, 2, 3))
+    assert np.array_equal(fg[:, pix], comps[1:].reshape(4, -1))
+    params, header = hp.read_map(exported / "single_parameters.fits", field=(0, 1, 2), h=True)
+    assert np.array_equal(params[:, pix], fit["parameter_maps"][0])
+    assert dict(header)["TUNIT2"] == "K"
+    residual = hp.read_map(exported / "single_residual.fits", field=(0, 1))
+    assert np.array_equal(residual[:, pix], fit["systematic_components"][0])
+    patches = hp.read_map(exported / "kmeans_patches.fits", field=(0, 1, 2))
+    kmeans = io.read_product(results / "compsep/lb/GAL060_L/kmeans.h5", "compsep_fit")
+    for k, name in enumerate(("beta_d", "temperature_d", "beta_s")):
+        assert np.array_equal(patches[k][pix], kmeans[f"patches/{name}"][pix])

@@ -242,3 +242,12 @@ def b_map(qu: np.ndarray, nside: int, lmax: int, n_iter: int = 3) -> np.ndarray:
     """The B-mode scalar map ``[npix]`` of Q/U ``[2, npix]``."""
     alm = harmonics.analysis(qu, nside, lmax, spin=2, n_iter=n_iter)
     return harmonics.synthesis(alm[1], nside, lmax, spin=0)[0]
+
+
+def full_sky(pixels: np.ndarray, values: np.ndarray, npix: int, fill: float = UNSEEN) -> np.ndarray:
+    """Maps ``[..., npix]`` holding ``values [..., len(pixels)]`` at ``pixels``, ``fill``
+    elsewhere."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full((*values.shape[:-1], npix), fill, dtype=np.float64)
+    out[..., np.asarray(pixels)] = values
+    return out

@@ -347,6 +347,8 @@ CMB_QU = "cmb_qu"  # [realisation, QU, n_zone] uK_CMB
 NLL = "nll"  # [realisation] -ln L
 SPATIAL_VARIANCE = "spatial_variance"  # [realisation] uK_CMB^2
 SYSTEMATIC_COMPONENTS = "systematic_components"  # [CMB dust sync, QU, n_zone] uK_CMB
+COMPONENTS = "components"  # (optional) [CMB dust sync, QU, n_zone] uK_CMB, realisation 0
+PARAMETER_MAPS = "parameter_maps"  # [realisation, beta_d T_d beta_s, n_zone]
 FIT_ATTRS = ("zone", "method", "configuration")
 
 
@@ -367,7 +369,7 @@ def write_compsep_fit(
             for p in PARAMETERS
         },
         "params": D(result.params, "1", "best-fit parameters [realisation, parameter]"),
-        "parameter_maps": D(beta_maps, "1", "beta_d, T_d [K], beta_s per zone pixel"),
+        PARAMETER_MAPS: D(beta_maps, "1", "beta_d, T_d [K], beta_s per zone pixel"),
         "at_bound": D(result.at_bound.astype(np.uint8), "1"),
         NLL: D(result.nll, "1", "-ln L"),
         "iterations": D(result.iterations, "1"),
@@ -381,6 +383,13 @@ def write_compsep_fit(
             "W(d_fg): CMB, dust, synchrotron [comp, QU, zone pixel]",
         ),
     }
+    if result.components is not None:
+        data[COMPONENTS] = D(
+            result.components,
+            "uK_CMB",
+            "W d of realisation 0: CMB, dust and synchrotron at their reference "
+            "frequencies [comp, QU, zone pixel]",
+        )
     attrs = dict(attrs)
     attrs |= {
         "cmb_variance": result.cmb_variance,
@@ -407,18 +416,22 @@ def read_compsep_fit(path, nside: int | None = None) -> io.Product:
         NLL: ((None,), "1"),
         SPATIAL_VARIANCE: ((None,), POWER),
         SYSTEMATIC_COMPONENTS: ((3, 2, None), "uK_CMB"),
+        COMPONENTS: ((3, 2, None), "uK_CMB"),
+        PARAMETER_MAPS: ((None, 3, None), "1"),
     }
     expect |= {patches_name(name): ((npix,), "1") for name in PARAMETERS}
-    p = io.read_product(path, COMPSEP_FIT, expect)
+    p = io.read_product(path, COMPSEP_FIT, expect, optional=[COMPONENTS])
     _require_attrs(p, FIT_ATTRS)
     n_zone = p[PIXELS].size
-    for name in (CMB_QU, SYSTEMATIC_COMPONENTS):
-        if p[name].shape[-1] != n_zone:
+    for name in (CMB_QU, SYSTEMATIC_COMPONENTS, PARAMETER_MAPS, COMPONENTS):
+        if name in p.data and p[name].shape[-1] != n_zone:
             raise DataError(
                 f"{p.path}: dataset '{name}' covers {p[name].shape[-1]} pixels, "
                 f"the zone has {n_zone}"
             )
-    _same_rows(p, p[CMB_QU].shape[0], (CMB_QU, NLL, SPATIAL_VARIANCE), "realisations")
+    _same_rows(
+        p, p[CMB_QU].shape[0], (CMB_QU, NLL, SPATIAL_VARIANCE, PARAMETER_MAPS), "realisations"
+    )
     size = p[patches_name(PARAMETERS[0])].size
     if not _is_healpix(size):
         raise DataError(f"{p.path}: patch maps have {size} pixels, not a HEALPix map")

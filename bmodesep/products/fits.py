@@ -1,4 +1,5 @@
-"""HEALPix FITS maps: reading the maps a user brings (issue 29).
+"""HEALPix FITS maps: reading the maps a user brings, writing the maps bmodesep exports
+(issue 29).
 
 ``read_healpix_fits`` reads the Q/U columns of a HEALPix binary-table FITS file (healpy),
 whatever its ordering (the ``ORDERING`` keyword; returned RING), nside, explicit-index
@@ -8,11 +9,19 @@ whatever its ordering (the ``ORDERING`` keyword; returned RING), nside, explicit
 the second and third of three (I, Q, U); ``fields`` names them explicitly (0-based).  The
 unit is that of the Q/U columns' ``TUNITn`` (or ``BUNIT``), None where the header has none.
 Every problem is one DataError naming the file.
+
+``write_healpix_fits`` writes full-sky RING maps as one binary table (one column per
+map, each with its unit), with the keywords healpy and the Planck Legacy Archive use
+(PIXTYPE, ORDERING, NSIDE, INDXSCHM, OBJECT, FIRSTPIX, LASTPIX, COORDSYS) and the
+product's provenance (``BMS*`` keywords; the resolved stage config as one long string),
+atomically (``bmodesep.products.io.write_bytes_atomic``).
 """
 
 from __future__ import annotations
 
+import io as _io
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +30,7 @@ import numpy as np
 from bmodesep.core import harmonics
 from bmodesep.core import maps as user_maps
 from bmodesep.errors import DataError
+from bmodesep.products import io
 
 
 class HealpixMap(NamedTuple):
@@ -95,3 +105,63 @@ def read_healpix_fits(path, fields=None, hdu: int = 1) -> HealpixMap:
         raise DataError(f"{path}: Q and U columns have different units {sorted(units)}")
     unit = units.pop() if units else None
     return HealpixMap(user_maps.to_ring(qu, ordering), nside, ordering, unit)
+
+
+# the files export_maps writes for one simulation and method (bmodesep.stages.export)
+EXPORTS = ("cmb", "foregrounds", "parameters", "patches", "residual")
+
+# provenance attribute -> FITS keyword (at most 8 characters)
+PROVENANCE_KEYWORDS = {
+    "stage": "BMSSTAGE",
+    "bmodesep_version": "BMSVERS",
+    "git_revision": "BMSGIT",
+    "seed": "BMSSEED",
+    "created_utc": "DATE",
+    "config": "BMSCONF",
+}
+
+
+def write_healpix_fits(
+    path,
+    columns: Mapping[str, tuple[np.ndarray, str]],
+    provenance: Mapping[str, object],
+    header: Mapping[str, tuple[object, str]] | None = None,
+    coordsys: str = "G",
+):
+    """Full-sky RING maps ``{name: (map [npix], unit)}`` as a HEALPix FITS file."""
+    from astropy.io import fits
+
+    arrays = {name: np.asarray(m, dtype=np.float64) for name, (m, _) in columns.items()}
+    sizes = {a.shape for a in arrays.values()}
+    nside = harmonics.nside_of(next(iter(sizes))[0]) if len(sizes) == 1 else None
+    if nside is None or any(len(s) != 1 for s in sizes):
+        raise ValueError(f"{path}: columns must be HEALPix maps of one size, got {sizes}")
+    for name, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"refusing to write {path}: column {name} holds NaN or inf")
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name=name, format="D", unit=unit, array=arrays[name])
+            for name, (_, unit) in columns.items()
+        ]
+    )
+    cards = {
+        "PIXTYPE": ("HEALPIX", "HEALPIX pixelisation"),
+        "ORDERING": ("RING", "pixel ordering scheme"),
+        "NSIDE": (nside, "resolution parameter"),
+        "INDXSCHM": ("IMPLICIT", "indexing: implicit (full sky)"),
+        "OBJECT": ("FULLSKY", "sky coverage"),
+        "FIRSTPIX": (0, "first pixel # (0 based)"),
+        "LASTPIX": (harmonics.npix(nside) - 1, "last pixel # (0 based)"),
+        "COORDSYS": (coordsys, "G = Galactic"),
+        "EXTNAME": ("BMODESEP", ""),
+        **(header or {}),
+    }
+    for attr, key in PROVENANCE_KEYWORDS.items():
+        if attr in provenance:
+            cards[key] = (provenance[attr], f"bmodesep {attr}")
+    for key, (value, comment) in cards.items():
+        table.header[key] = (value, comment)
+    buffer = _io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(buffer)
+    return io.write_bytes_atomic(path, buffer.getvalue())

@@ -14,6 +14,7 @@ from bmodesep.config import compsep_methods, npe_config, npe_set_config, simulat
 from bmodesep.core.maps import band_paths
 from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
+from bmodesep.products.fits import EXPORTS
 from bmodesep.settings import kmeans_counts, resolve_instrument, simulation_sets
 
 if not config["simulations"]:
@@ -133,6 +134,11 @@ def recovery_table_file():
 
 def rlike_file(sim="{sim}", method="{method}"):
     return f"{RESULTS}/rlike/{sim}/{method}.h5"
+
+
+def export_file(sim="{sim}", method="{method}", what="{what}"):
+    """A method's maps as HEALPix FITS (what: one of EXPORTS)."""
+    return f"{RESULTS}/compsep/{sim}/fits/{method}_{what}.fits"
 
 
 def nilc_file(sim="{sim}", compression="{compression}"):

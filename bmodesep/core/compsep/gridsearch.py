@@ -107,6 +107,7 @@ class ConfigResult(NamedTuple):
     systematic_residual: float  # mean over pixels and Q/U of W(d_fg)_CMB^2, uK^2
     total_residual_cl: np.ndarray | None = None  # <C_l(s^(n) - s_true)>_n (eq. 12)
     systematic_cl: np.ndarray | None = None  # C_l(W(d_fg)) (eq. 11)
+    components: np.ndarray | None = None  # [3, 2, n_zone] W d of realisation 0 (when kept)
 
 
 @lru_cache(maxsize=32)
@@ -326,14 +327,18 @@ def evaluate_configuration(
     if batched:
         batch = _batched_fits(layout, problem, start, lower, upper, warm)
     fits, cmb_maps, spatial = [], [], []
-    mean = m2 = total_cl = None
+    mean = m2 = total_cl = first = None
     for i in range(problem.n_realisations):  # default a loop: batched was ~10x slower on CPU
+        # kept maps: every component of the first realisation (its foreground amplitudes)
+        n_comp = 3 if keep_maps and i == 0 else 1
         if batched:
             res = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], batch)
-            comps = reconstruct(res.params, problem.signal + problem.noise(i), components=1)
+            comps = reconstruct(res.params, problem.signal + problem.noise(i), n_comp)
         else:
             d = problem.signal + problem.noise(i)
-            res, comps = fit_and_reconstruct(d, start, warm, components=1)
+            res, comps = fit_and_reconstruct(d, start, warm, components=n_comp)
+        if n_comp == 3:
+            first = np.asarray(comps)
         cmb = np.asarray(comps[0])
         if problem.bb_spectrum is not None:
             cl = problem.bb_spectrum(cmb - problem.cmb_true)
@@ -365,6 +370,7 @@ def evaluate_configuration(
         systematic_residual=float(np.mean(fg_cmb**2)),
         total_residual_cl=None if total_cl is None else total_cl / problem.n_realisations,
         systematic_cl=None if problem.bb_spectrum is None else problem.bb_spectrum(fg_cmb),
+        components=first,
     )
 
 

@@ -1,0 +1,111 @@
+"""Standard outputs (``workflow/rules/export.smk``): a method's maps as HEALPix FITS.
+
+    bmodesep export export_maps --config C --simulation S --method M --fits Z1.h5 Z2.h5 ...
+        --outputs CMB FOREGROUNDS PARAMETERS PATCHES RESIDUAL
+
+The fits of every zone of one simulation and method (one ``compsep_fit`` product per
+zone) are joined into full-sky RING maps, UNSEEN outside the zones, in five files (in
+this order): the reconstructed CMB Q/U of the first noise realisation; its dust and
+synchrotron Q/U amplitudes at their reference frequencies; the spectral parameters
+beta_d, T_d, beta_s of that fit; the patch labels of each parameter (numbered across the
+zones, zone after zone, so that every patch has its own label); and the foreground
+residual W(d_fg) of the CMB (the systematic residual map, eq. 11).  Each file carries
+units, coordinate system (Galactic), ordering, nside and the provenance of its products
+(``bmodesep.products.fits.write_healpix_fits``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bmodesep.config import simulation_config
+from bmodesep.core import harmonics
+from bmodesep.core import maps as user_maps
+from bmodesep.core.compsep.likelihood import PARAMETERS
+from bmodesep.errors import ConfigError, DataError
+from bmodesep.products import compsep as fit_product
+from bmodesep.products import fits as fits_files
+from bmodesep.products import io
+
+EXPORTS = fits_files.EXPORTS
+PARAMETER_UNITS = {"beta_d": "1", "temperature_d": "K", "beta_s": "1"}
+
+
+def export_maps(config, simulation: str, method: str, fits, outputs) -> None:
+    """Rule export_maps: one method's maps of every zone as HEALPix FITS files."""
+    if simulation not in config["compsep"]["simulations"]:
+        raise ConfigError(f"simulation '{simulation}' is not in compsep.simulations")
+    if len(outputs) != len(EXPORTS):
+        raise ConfigError(f"{len(outputs)} outputs, expected {len(EXPORTS)}: {EXPORTS}")
+    stage = simulation_config(config, simulation, with_compsep=True)
+    nside = stage["simulations"][simulation]["nside"]
+    products = [fit_product.read_compsep_fit(path, nside) for path in fits]
+    for p in products:
+        if p.attrs["method"] != method:
+            raise DataError(f"{p.path} holds method '{p.attrs['method']}', expected '{method}'")
+        if fit_product.COMPONENTS not in p.data:
+            raise DataError(f"{p.path} has no component maps: rerun its compsep_fit")
+    zones = [str(p.attrs["zone"]) for p in products]
+    if len(set(zones)) != len(zones):
+        raise DataError(f"zones given twice: {zones}")
+    cs = stage["compsep"]
+    header = {
+        "METHOD": (method, "component separation method"),
+        "SIM": (simulation, "simulation (bmodesep config)"),
+        "ZONES": (",".join(zones), "zones joined; UNSEEN elsewhere"),
+    }
+    first = {"REALIS": (0, "noise realisation of the maps")}
+    extra = {
+        "cmb": first,
+        "foregrounds": first
+        | {
+            "DUSTREF": (cs["dust_freq_ref_ghz"], "GHz, dust reference frequency"),
+            "SYNCREF": (cs["sync_freq_ref_ghz"], "GHz, synchrotron reference frequency"),
+        },
+        "parameters": first,
+        "patches": {},
+        "residual": {"CONTENT": ("W(d_fg)_CMB", "foreground residual of the CMB map")},
+    }
+    provenance = io.provenance(stage, stage["simulations"][simulation]["seed"], "export_maps")
+    columns = _columns(products, harmonics.npix(nside))
+    for what, path in zip(EXPORTS, outputs, strict=True):
+        fits_files.write_healpix_fits(path, columns[what], provenance, header | extra[what])
+
+
+def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]]:
+    """The columns (name: full-sky map, unit) of each exported file."""
+
+    def joined(name, index):
+        out = np.full(npix, user_maps.UNSEEN)
+        for p in products:
+            out[p[fit_product.PIXELS]] = p[name][index]
+        return out
+
+    def patches(parameter):  # each product's labels are -1 outside its zone
+        out, offset = np.full(npix, user_maps.UNSEEN), 0
+        for p in products:
+            labels = p[fit_product.patches_name(parameter)]
+            inside = labels >= 0
+            out[inside] = labels[inside] + offset
+            offset += int(labels.max()) + 1 if inside.any() else 0
+        return out
+
+    comps, params = fit_product.COMPONENTS, fit_product.PARAMETER_MAPS
+    residual = fit_product.SYSTEMATIC_COMPONENTS
+    qu = ("Q", "U")
+    return {
+        "cmb": {f"{s}_CMB": (joined(comps, (0, i)), "uK_CMB") for i, s in enumerate(qu)},
+        "foregrounds": {
+            f"{s}_{c}": (joined(comps, (k, i)), "uK_CMB")
+            for k, c in ((1, "DUST"), (2, "SYNC"))
+            for i, s in enumerate(qu)
+        },
+        "parameters": {
+            p.upper(): (joined(params, (0, k)), PARAMETER_UNITS[p])
+            for k, p in enumerate(PARAMETERS)
+        },
+        "patches": {f"PATCH_{p.upper()}": (patches(p), "1") for p in PARAMETERS},
+        "residual": {
+            f"{s}_FG_RESIDUAL": (joined(residual, (0, i)), "uK_CMB") for i, s in enumerate(qu)
+        },
+    }

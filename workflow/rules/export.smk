@@ -1,0 +1,29 @@
+# Standard outputs (bmodesep/stages/export.py): each component-separation method's maps of
+# every zone of a simulation as HEALPix FITS files, next to its HDF5 products.
+
+
+rule export_maps:
+    input:
+        fits=method_fits,
+    output:
+        [export_file(what=w) for w in EXPORTS],
+    params:
+        config=compsep_config,
+    log:
+        log_file("export_maps", "{sim}", "{method}"),
+    benchmark:
+        benchmark_file("export_maps", "{sim}", "{method}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        SIM_ENV
+    shell:
+        "bmodesep export export_maps --config {params.config} --simulation {wildcards.sim} "
+        "--method {wildcards.method} --fits {input.fits} --outputs {output} > {log} 2>&1"
+
+
+rule export_all:
+    input:
+        [export_file(s, m, w) for s in COMPSEP_SIMULATIONS for m in COMPSEP_METHODS for w in EXPORTS],
