@@ -116,6 +116,30 @@ def tiny_workflow_config():
     return cfg
 
 
+def user_map_placeholders(config_path, root) -> list[Path]:
+    """Empty stand-ins, under ``root``, for the FITS files the maps skies of a config read
+    (a dry run only checks that its inputs exist)."""
+    from bmodesep.core.maps import band_paths
+    from bmodesep.settings import resolve_instrument
+
+    cfg = load_config(config_path)
+    made = []
+    for sim in cfg["simulations"].values():
+        sky = cfg["skies"][sim["sky"]]
+        if sky["kind"] != "maps":
+            continue
+        spec = sky["maps"]
+        freqs = resolve_instrument(cfg, sim["instrument"]).frequencies_ghz
+        paths = [
+            p for key in ("total", "foregrounds") if spec[key] for p in band_paths(spec[key], freqs)
+        ]
+        for path in [*paths, *([spec["cmb"]] if spec["cmb"] else [])]:
+            made.append(Path(root) / path)
+            made[-1].parent.mkdir(parents=True, exist_ok=True)
+            made[-1].touch()
+    return made
+
+
 @pytest.fixture
 def config_factory():
     return lambda **kw: copy.deepcopy(tiny_config(**kw))

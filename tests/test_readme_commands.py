@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, user_map_placeholders
 
 DOCUMENTS = ["README.md", "config/README.md"]
 # `#   snakemake ...` example lines in comments
@@ -183,6 +183,8 @@ def dry_runs(tmp_path_factory):
         shutil.copytree(REPO / folder, checkout / folder, symlinks=False)
     # config/README.md, "Writing your own", step 1
     shutil.copy(checkout / "config" / "config.yaml", checkout / "config" / "mine.yaml")
+    for config in sorted((checkout / "config").glob("*.yaml")):  # README "Your own maps"
+        user_map_placeholders(config, checkout)
     _stub_slurm(root / "bin")
     env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
     env.update(OMP_NUM_THREADS="1", PATH=f"{root / 'bin'}{os.pathsep}{env['PATH']}")

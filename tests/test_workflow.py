@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, job_counts, tiny_config, tiny_workflow_config
+from conftest import REPO, job_counts, tiny_config, tiny_workflow_config, user_map_placeholders
 
 from bmodesep.products import io, sims
 from bmodesep.products import npe_results as nr
@@ -26,6 +26,7 @@ def run(args, cwd=REPO):
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_dry_run_is_clean(config, tmp_path):
+    user_map_placeholders(config, tmp_path)  # config/maps_example.yaml reads FITS files
     r = run(
         [
             "-n",
