@@ -45,7 +45,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
                 "signal maps in every band (kind maps: read from the user's FITS files)",
                 f"{SIM} ?sky ?*total ?*foregrounds #threads output",
             ),
-            noise=("noise realisations of every split and band", f"{SIM} #threads output"),
+            noise=(
+                "noise realisations of every split and band (kind maps: from its files)",
+                f"{SIM} ?*variance ?*noise_files #threads output",
+            ),
         ),
     ),
     "export": (
@@ -66,7 +69,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
             grid_screen_chunk=(
                 "pass 1 of the screened grid search: noiseless fits and predictions",
-                f"{SIM} *zone #chunk masks signal *patches ?sky #devices *output",
+                f"{SIM} *zone #chunk masks signal *patches ?sky ?noise #devices *output",
             ),
             grid_screen=(
                 "the configurations the screened search measures in each zone",
@@ -74,7 +77,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
             grid_chunk=(
                 "one chunk of the patch-count grid search (screened: of its candidates)",
-                f"{SIM} *zone #chunk masks signal *patches ?sky #devices ?*screen *output",
+                f"{SIM} *zone #chunk masks signal *patches ?sky ?noise #devices ?*screen *output",
             ),
             grid_select=(
                 "the selected configuration of each zone",
@@ -82,7 +85,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
             compsep_fit=(
                 "the fits of one method in each zone",
-                f"{SIM} *zone method masks signal ?*patches ?*selection #devices *output",
+                f"{SIM} *zone method masks signal ?*patches ?*selection ?noise #devices *output",
             ),
             recovery=(
                 "the configuration each selection rule picks, against the true patches",

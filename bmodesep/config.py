@@ -232,12 +232,25 @@ def _check_maps(config: Mapping[str, Any]) -> list[str]:
             freqs = _instrument_frequencies(config, sim["instrument"])
         except ConfigError:
             continue  # reported by _check_instruments
-        for key in ("total", "foregrounds"):
+        for key in ("total", "foregrounds", "variance"):
             if spec[key]:
                 try:
                     user_maps.band_paths(spec[key], freqs)
                 except ConfigError as exc:
                     problems.append(f"{where}.{key}: {exc}")
+        key = {"variance": "variance", "simulations": "noise_simulations"}.get(spec["noise"])
+        if key and not spec[key]:
+            problems.append(
+                f"{where}.{key}: noise '{spec['noise']}' needs the pattern of its files"
+            )
+        if spec["noise"] == "simulations" and spec["noise_simulations"]:
+            splits = resolve_instrument_splits(config, sim["instrument"])
+            try:
+                user_maps.noise_paths(
+                    spec["noise_simulations"], freqs, sim["noise_realisations"], splits
+                )
+            except ConfigError as exc:
+                problems.append(f"{where}.noise_simulations: {exc}")
         if config["masks"]["source"] == "synthetic":
             problems.append(
                 f"masks.source: synthetic masks threshold a simulated sky's dust; simulation "
@@ -264,6 +277,12 @@ def _instrument_frequencies(config: Mapping[str, Any], name: str) -> list[float]
     from bmodesep.settings import resolve_instrument
 
     return list(resolve_instrument(config, name).frequencies_ghz)
+
+
+def resolve_instrument_splits(config: Mapping[str, Any], name: str) -> int:
+    from bmodesep.settings import resolve_instrument
+
+    return resolve_instrument(config, name).splits
 
 
 def _check_compsep(config: Mapping[str, Any]) -> list[str]:

@@ -177,9 +177,11 @@ def simulated(tmp_path_factory, spectra):
     sims.write_spectra(root / "camb.h5", spectra, cfg)
     stage.sky(cfg, "lb", root / "camb.h5", root / "sky.h5")
     stage.frequency_maps(cfg, "lb", root / "sky.h5", root / "signal.h5")
+    stage.noise(cfg, "lb", root / "noise.h5")
     inst = resolve_instrument(cfg, "litebird")
     signal = sims.read_signal(root / "signal.h5", inst, NSIDE, foreground=True)
     sky, _ = sims.read_sky(root / "sky.h5", NSIDE)
+    signal.data["noise_qu"] = sims.read_noise(root / "noise.h5", inst, NSIDE)["qu"]
     return cfg, inst, signal, sky
 
 
@@ -296,6 +298,96 @@ def test_unseen_pixels_are_left_out_of_every_zone(tmp_path, simulated):
     assert not any(m[:50].any() for m in (*gal.values(), *zones.values()))
 
 
+# ---------------------------------------------------------------- noise from files
+def test_variance_units_and_white_noise():
+    assert user_maps.variance_unit("Kcmb^2") == "K_CMB"
+    assert user_maps.variance_unit("(uK_RJ)**2") == "uK_RJ"
+    with pytest.raises(DataError, match="square"):
+        user_maps.variance_unit("K_CMB")
+    var = np.array([np.full(4000, 4.0), np.full(4000, 9.0)])
+    var[:, :10] = hp.UNSEEN
+    noise = user_maps.noise_from_variance(var, np.random.default_rng(1))
+    assert np.all(noise[:, :10] == 0)
+    sd = noise[:, 10:].std(axis=1)
+    assert np.allclose(sd, [2.0, 3.0], rtol=4 / np.sqrt(2 * 3990))  # 4 sigma of an sd
+    with pytest.raises(DataError, match="negative"):
+        user_maps.noise_from_variance(-var[:, 10:], np.random.default_rng(1))
+
+
+def test_noise_paths_need_their_placeholders():
+    paths = user_maps.noise_paths("n{band}_r{realisation}_s{split}.fits", [40.0, 50.0], 2, 2)
+    assert paths[:3] == ["n0_r0_s0.fits", "n1_r0_s0.fits", "n0_r0_s1.fits"]
+    assert len(paths) == 8 and len(set(paths)) == 8
+    with pytest.raises(ConfigError, match="realisation"):
+        user_maps.noise_paths("n{band}.fits", [40.0], 2, 1)
+    with pytest.raises(ConfigError, match="split"):
+        user_maps.noise_paths("n{band}_{realisation}.fits", [40.0], 2, 2)
+
+
+def _noise_files(folder, noise_qu, freqs):
+    """The simulation's noise realisations as one FITS file per (realisation, band)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, real in enumerate(noise_qu):
+        for b, f in enumerate(freqs):
+            hp.write_map(folder / f"n{i}_{f:g}.fits", real[0, b], column_units="uK_CMB")
+    return str(folder / "n{realisation}_{freq}.fits")
+
+
+def test_noise_simulation_files_are_the_noise_bit_for_bit(tmp_path, simulated):
+    cfg, inst, signal, _sky = simulated
+    freqs = inst.frequencies_ghz
+    total = _write_bands(tmp_path / "t", signal["total_qu"], freqs)
+    fgs = _write_bands(tmp_path / "fg", signal["foreground_qu"], freqs)
+    pattern = _noise_files(tmp_path / "noise", signal["noise_qu"], freqs)
+    mcfg = _maps_config(cfg, total, fgs, noise="simulations", noise_simulations=pattern)
+    files = user_maps.noise_paths(pattern, freqs, 2, 1)
+    stage.noise(mcfg, "lb", tmp_path / "noise.h5", noise_files=files)
+    got = sims.read_noise(tmp_path / "noise.h5", inst, NSIDE)["qu"]
+    assert np.array_equal(got, signal["noise_qu"])
+    # component separation reads them (one realisation at a time) and weights each band
+    # by their mean inverse variance
+    from bmodesep.stages import compsep
+
+    mcfg["compsep"]["simulations"] = ["lb"]
+    mcfg["masks"]["source"] = "latitude"
+    _run_maps(mcfg, tmp_path, inst)
+    stage.masks(mcfg, "lb", tmp_path / "masks.h5", signal=tmp_path / "signal.h5")
+    args = (mcfg, "lb", "GAL060_L", tmp_path / "masks.h5", tmp_path / "signal.h5")
+    with pytest.raises(ConfigError, match="give --noise"):
+        compsep.load_problem(*args)
+    _, zone, problem = compsep.load_problem(*args, noise_path=tmp_path / "noise.h5")
+    pix = np.flatnonzero(zone)
+    assert np.array_equal(problem.noise(1), signal["noise_qu"][1, 0][:, :, pix])
+    zone_noise = signal["noise_qu"][:, 0][..., pix]
+    assert np.allclose(problem.ninv, 1 / np.mean(zone_noise**2, axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_noise_from_variance_maps(tmp_path, simulated):
+    cfg, inst, signal, _sky = simulated
+    freqs = inst.frequencies_ghz
+    total = _write_bands(tmp_path / "t", signal["total_qu"], freqs)
+    (tmp_path / "var").mkdir()
+    npx = harmonics.npix(NSIDE)
+    for b, f in enumerate(freqs):  # Planck-like columns, K_CMB^2; U twice Q's variance
+        cols = [np.ones(npx), np.full(npx, (b + 1) * 1e-12), np.full(npx, 2 * (b + 1) * 1e-12)]
+        hp.write_map(
+            tmp_path / "var" / f"v{f:g}.fits",
+            cols,
+            column_names=["II_COV", "QQ_COV", "UU_COV"],
+            column_units="Kcmb^2",
+        )
+    pattern = str(tmp_path / "var" / "v{freq}.fits")
+    cfg = copy.deepcopy(cfg)
+    cfg["simulations"]["lb"]["noise_realisations"] = 40
+    mcfg = _maps_config(cfg, total, noise="variance", variance=pattern)
+    stage.noise(mcfg, "lb", tmp_path / "noise.h5", variance=user_maps.band_paths(pattern, freqs))
+    qu = sims.read_noise(tmp_path / "noise.h5", inst, NSIDE)["qu"][:, 0]  # [real, band, 2, pix]
+    var = qu.var(axis=(0, 3))  # [band, QU] in uK_CMB^2
+    want = np.outer(np.arange(1, 16), [1.0, 2.0])
+    n = qu.shape[0] * npx
+    assert np.allclose(var, want, rtol=5 * np.sqrt(2 / n))  # 5 sigma of a variance
+
+
 # ---------------------------------------------------------------- bad input, through the CLI
 def _cli(args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -364,9 +456,10 @@ def test_config_checks_of_maps_skies():
 
 # ---------------------------------------------------------------- the workflow on maps
 def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simulated):
-    """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ): the workflow reads
-    them, separates them with every method, infers r and exports the maps as FITS; its
-    signal is the simulation's to rounding, its CMB truth the same."""
+    """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ) with noise-simulation
+    files: the workflow reads them, separates them with every method, infers r and
+    exports the maps as FITS; its signal is the simulation's to rounding, its CMB truth
+    and noise the same."""
     _cfg, inst, signal, sky = simulated
     freqs = inst.frequencies_ghz
     data = tmp_path / "data"
@@ -377,9 +470,16 @@ def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simula
     fgs = _write_bands(data / "fg", signal["foreground_qu"], freqs)
     hp.write_map(data / "cmb.fits", sky["cmb/qu"] * 1e-6, column_units="K_CMB")
     cfg = tiny_workflow_config()
+    noise = _noise_files(data / "noise", signal["noise_qu"], freqs)
     cfg["skies"]["mine"] = {
         "kind": "maps",
-        "maps": {"total": total, "foregrounds": fgs, "cmb": str(data / "cmb.fits")},
+        "maps": {
+            "total": total,
+            "foregrounds": fgs,
+            "cmb": str(data / "cmb.fits"),
+            "noise": "simulations",
+            "noise_simulations": noise,
+        },
     }
     cfg["simulations"] = {"lb": dict(cfg["simulations"]["lb"], sky="mine")}
     cfg["masks"]["source"] = "latitude"
@@ -399,6 +499,9 @@ def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simula
     scale = np.abs(signal["total_qu"]).max()
     assert np.allclose(got["total_qu"], signal["total_qu"], rtol=1e-13, atol=1e-13 * scale)
     assert np.array_equal(got["foreground_qu"], signal["foreground_qu"])
+    assert np.array_equal(
+        sims.read_noise(results / "sims/lb/noise.h5", inst, NSIDE)["qu"], signal["noise_qu"]
+    )
     truth, _ = sims.read_sky(results / "sims/lb/sky.h5", NSIDE)
     assert np.allclose(truth["cmb/qu"], sky["cmb/qu"], rtol=1e-14, atol=1e-14)
     rows = (results / "figures/lb/r_summary.csv").read_text().splitlines()
@@ -431,3 +534,26 @@ def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simula
     kmeans = io.read_product(results / "compsep/lb/GAL060_L/kmeans.h5", "compsep_fit")
     for k, name in enumerate(("beta_d", "temperature_d", "beta_s")):
         assert np.array_equal(patches[k][pix], kmeans[f"patches/{name}"][pix])
+
+
+def test_config_checks_of_noise_files():
+    from bmodesep.config import check_consistency
+
+    cfg = tiny_config(NSIDE)
+    cfg["masks"]["source"] = "latitude"
+    cfg["skies"]["v"] = {"kind": "maps", "maps": {"total": "m{band}.fits", "noise": "variance"}}
+    cfg["skies"]["s"] = {
+        "kind": "maps",
+        "maps": {
+            "total": "m{band}.fits",
+            "noise": "simulations",
+            "noise_simulations": "n{band}.fits",
+        },
+    }
+    cfg["simulations"]["lb"]["sky"] = "v"
+    cfg["simulations"]["so"]["sky"] = "s"
+    with pytest.raises(ConfigError) as err:
+        check_consistency(validate_config(cfg))
+    text = str(err.value)
+    assert "skies.v.maps.variance: noise 'variance' needs the pattern of its files" in text
+    assert "skies.s.maps.noise_simulations: 'n{band}.fits' needs a {split} placeholder" in text

@@ -61,25 +61,46 @@ _PREFIX = {"": "", "m": "m", "u": "u", "mu": "u", "micro": "u", "µ": "u", "mill
 PLACEHOLDERS = ("band", "freq")
 
 
-def band_paths(pattern: str, frequencies_ghz) -> list[str]:
-    """The file of each band: ``pattern`` with ``{band}`` (0-based index) and ``{freq}``
-    (the frequency in GHz, formatted ``%g``: 40, 68.4, 402).  ConfigError unless the
-    pattern names a different file for each band."""
+def placeholders(pattern: str) -> set[str]:
+    """The ``{names}`` a path pattern uses."""
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+        return {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
     except ValueError as exc:
         raise ConfigError(f"'{pattern}' is not a valid path pattern: {exc}") from exc
-    unknown = sorted(fields - set(PLACEHOLDERS))
+
+
+def band_paths(pattern: str, frequencies_ghz, **more: int) -> list[str]:
+    """The file of each band: ``pattern`` with ``{band}`` (0-based index) and ``{freq}``
+    (the frequency in GHz, formatted ``%g``: 40, 68.4, 402), and the placeholders given in
+    ``more`` (``realisation``, ``split`` of noise simulations).  ConfigError unless the
+    pattern names a different file for each band."""
+    known = (*PLACEHOLDERS, *more)
+    unknown = sorted(placeholders(pattern) - set(known))
     if unknown:
-        raise ConfigError(
-            f"'{pattern}' has placeholders {unknown}; only {{band}} and {{freq}} are known"
-        )
-    paths = [pattern.format(band=i, freq=f"{f:g}") for i, f in enumerate(frequencies_ghz)]
+        names = ", ".join(f"{{{k}}}" for k in known)
+        raise ConfigError(f"'{pattern}' has placeholders {unknown}; only {names} are known")
+    paths = [pattern.format(band=i, freq=f"{f:g}", **more) for i, f in enumerate(frequencies_ghz)]
     if len(set(paths)) != len(paths):
         raise ConfigError(
             f"'{pattern}' names the same file for several bands: use {{band}} or {{freq}}"
         )
     return paths
+
+
+def noise_paths(pattern: str, frequencies_ghz, realisations: int, splits: int) -> list[str]:
+    """The noise-simulation file of every (realisation, split, band), in that order
+    (realisation first); ConfigError unless each is a different file."""
+    used = placeholders(pattern)
+    if realisations > 1 and "realisation" not in used:
+        raise ConfigError(f"'{pattern}' needs a {{realisation}} placeholder")
+    if splits > 1 and "split" not in used:
+        raise ConfigError(f"'{pattern}' needs a {{split}} placeholder (the instrument has splits)")
+    return [
+        path
+        for i in range(realisations)
+        for s in range(splits)
+        for path in band_paths(pattern, frequencies_ghz, realisation=i, split=s)
+    ]
 
 
 def canonical_unit(text: str) -> str:
@@ -118,6 +139,14 @@ def resolve_unit(header_unit: str | None, configured: str | None, source: str) -
             "remove the key or fix the header"
         )
     return unit
+
+
+def variance_unit(text: str) -> str:
+    """The unit whose square ``text`` is (``K_CMB^2``, ``(uK_CMB)**2``, ``Kcmb^2``)."""
+    m = re.fullmatch(r"\s*\(?\s*([^()]+?)\s*\)?\s*(\^2|\*\*2)\s*", str(text))
+    if m is None:
+        raise DataError(f"'{text}' is not the square of a unit (a variance: K_CMB^2 ...)")
+    return canonical_unit(m.group(1))
 
 
 def to_uk_cmb(unit: str, freq_ghz: float | None) -> float:
@@ -251,3 +280,13 @@ def full_sky(pixels: np.ndarray, values: np.ndarray, npix: int, fill: float = UN
     out = np.full((*values.shape[:-1], npix), fill, dtype=np.float64)
     out[..., np.asarray(pixels)] = values
     return out
+
+
+def noise_from_variance(variance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White noise ``[2, npix]`` of per-pixel Q/U variances ``[2, npix]`` (any units
+    squared); 0 where the variance is UNSEEN.  DataError for a negative variance."""
+    seen = observed_pixels(variance)
+    var = np.where(seen, variance, 0.0)
+    if np.any(var < 0):
+        raise DataError("negative noise variance")
+    return np.sqrt(var) * rng.standard_normal(var.shape)

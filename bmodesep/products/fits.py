@@ -52,9 +52,11 @@ def _header(path: Path, hdu: int) -> dict:
         raise DataError(f"{path} is not a readable FITS file: {exc}") from exc
 
 
-def _qu_fields(path: Path, header: dict, fields, partial: bool) -> tuple[int, int]:
-    """The 0-based Q and U columns, counted as healpy counts them (after the PIXEL column
-    of an explicit-index file)."""
+def _qu_fields(
+    path: Path, header: dict, fields, partial: bool, columns: tuple[str, str]
+) -> tuple[int, int]:
+    """The 0-based columns named ``columns`` (Q and U, or QQ and UU), counted as healpy
+    counts them (after the PIXEL column of an explicit-index file)."""
     skip = 1 if partial else 0
     n = int(header.get("TFIELDS", 0)) - skip
     if fields is not None:
@@ -63,19 +65,20 @@ def _qu_fields(path: Path, header: dict, fields, partial: bool) -> tuple[int, in
             raise DataError(f"{path}: fields {list(fields)} given, the file has {n} columns")
         return q, u
     names = [str(header.get(f"TTYPE{i + 1 + skip}", "")).strip().upper() for i in range(n)]
-    q = [i for i, s in enumerate(names) if re.match(r"Q(_|$)", s)]
-    u = [i for i, s in enumerate(names) if re.match(r"U(_|$)", s)]
+    q, u = ([i for i, s in enumerate(names) if re.match(f"{c}(_|$)", s)] for c in columns)
     if len(q) == 1 and len(u) == 1:
         return q[0], u[0]
-    if n in (2, 3):
+    if n == 2 or (n == 3 and columns == ("Q", "U")):
         return n - 2, n - 1
     raise DataError(
-        f"{path}: cannot tell the Q and U columns among {names or n}: set the fields key"
+        f"{path}: cannot tell the {' and '.join(columns)} columns among {names or n}: "
+        "set the fields key"
     )
 
 
-def read_healpix_fits(path, fields=None, hdu: int = 1) -> HealpixMap:
-    """The Q/U maps of a HEALPix FITS file (module docstring)."""
+def read_healpix_fits(path, fields=None, hdu: int = 1, columns=("Q", "U")) -> HealpixMap:
+    """The Q/U maps of a HEALPix FITS file (module docstring); ``columns`` ("QQ", "UU"):
+    its Q and U noise variances (``QQ_COV``, ``UU_COV`` ...; the first two of two)."""
     import healpy as hp
 
     path = Path(path)
@@ -83,7 +86,7 @@ def read_healpix_fits(path, fields=None, hdu: int = 1) -> HealpixMap:
         raise DataError(f"missing map file {path}")
     header = _header(path, hdu)
     partial = str(header.get("INDXSCHM", "IMPLICIT")).strip().upper() == "EXPLICIT"
-    q, u = _qu_fields(path, header, fields, partial)
+    q, u = _qu_fields(path, header, fields, partial, tuple(columns))
     ordering = str(header.get("ORDERING", "")).strip().upper()
     if ordering not in ("RING", "NEST", "NESTED"):
         raise DataError(f"{path}: no ORDERING RING or NESTED in the header (got '{ordering}')")

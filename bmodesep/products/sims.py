@@ -366,3 +366,36 @@ def read_noise(path, instrument: Instrument, nside: int) -> io.Product:
         {NOISE_QU: ((None, s, nf, 2, npx), "uK_CMB"), NOISE_B: ((None, s, nf, npx), "uK_CMB")},
         optional=[NOISE_B],
     )
+
+
+def noise_realisation_reader(path, instrument: Instrument, nside: int, needed: int):
+    """``read(i)``: noise realisation i ``[split, freq, QU, pix]`` uK_CMB of a noise product,
+    read alone (a realisation at a time: a product of 100 realisations at nside 64 holds
+    1.2 GB).  The product's kind, shape and units are checked first, its checksums on
+    every read."""
+    path = Path(path)
+    io.read_product(path, "noise", {})  # kind and format version
+    npx, s, nf = harmonics.npix(nside), instrument.splits, instrument.n_freq
+    with h5py.File(path, "r") as f:
+        if NOISE_QU not in f:
+            raise DataError(f"{path}: dataset '{NOISE_QU}' is missing")
+        dset = f[NOISE_QU]
+        if dset.shape[1:] != (s, nf, 2, npx) or dset.attrs.get("units") != "uK_CMB":
+            raise DataError(
+                f"{path}: '{NOISE_QU}' has shape {dset.shape} in {dset.attrs.get('units')}, "
+                f"expected (n, {s}, {nf}, 2, {npx}) in uK_CMB"
+            )
+        if dset.shape[0] < needed:
+            raise DataError(f"{path}: {dset.shape[0]} noise realisations, {needed} needed")
+
+    def read(i: int) -> np.ndarray:
+        with h5py.File(path, "r") as f:
+            try:
+                arr = f[NOISE_QU][i]
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read noise realisation {i}: {exc}") from exc
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{path}: noise realisation {i} contains NaN or inf")
+        return arr
+
+    return read

@@ -3,12 +3,13 @@
     bmodesep compsep kmeans_patches --config C --simulation S --zone Z... --masks M
                                     --outputs F...
     bmodesep compsep grid_chunk     --config C --simulation S --zone Z... --chunk I --masks M
-                                    --signal F --patches F... [--sky SKY] --output F...
+                                    --signal F --patches F... [--sky SKY] [--noise N]
+                                    --output F...
     bmodesep compsep grid_select    --config C --simulation S --zone Z... --chunks F...
                                     --output F...
     bmodesep compsep compsep_fit    --config C --simulation S --zone Z... --method M
                                     --masks M --signal F [--patches F... --selection F...]
-                                    --output F...
+                                    [--noise N] --output F...
 
 A job covers one zone or several (``--zone`` and ``--output`` in the same order): the
 workflow gives each job every zone of its simulation, so the start-up of a JAX job
@@ -17,7 +18,8 @@ rather than once per zone (issue 28 item 4).  Per-zone input files (patches, chu
 screens, selections) are matched to their zone by the zone their product records.
 
 Noise realisation i is regenerated from (simulation seed, i) exactly as the simulation
-stage draws it.  A chunk writes one checkpoint per configuration next to its output, so a
+stage draws it; a maps sky whose noise comes from files reads it from the noise product
+(``--noise``).  A chunk writes one checkpoint per configuration next to its output, so a
 killed job resumes where it stopped; the chunk file is written (atomically) at the end.
 Patch files are given as paths (the workflow names them); each carries its patch count.
 """
@@ -64,8 +66,13 @@ def _zone(zones: dict[str, np.ndarray], name: str, path) -> np.ndarray:
     return zones[name]
 
 
-def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky_path=None):
-    """Inputs of a zone's fits; with ``sky_path``, also what residual spectra need."""
+def load_problem(
+    config, name: str, zone_name: str, masks_path, signal_path, sky_path=None, noise_path=None
+):
+    """Inputs of a zone's fits; with ``sky_path``, also what residual spectra need.  Noise
+    realisation i is regenerated from (seed, i), or, for a maps sky whose noise comes from
+    files, read from the noise product ``noise_path``; the likelihood then weights each band
+    by its mean inverse noise variance over the zone and realisations."""
     stage = _compsep_config(config, name)
     sim = stage["simulations"][name]
     nside, lmax = sim["nside"], simulation_lmax(sim)
@@ -84,6 +91,14 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
 
     total, foreground = signal[sims.TOTAL_QU], signal[sims.FOREGROUND_QU]
     ninv = 1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2
+    from_files = file_noise(stage, name)
+    if from_files and noise_path is None:
+        raise ConfigError(f"simulation {name}: its noise comes from files: give --noise")
+    raw = (
+        sims.noise_realisation_reader(noise_path, inst, nside, n_real)
+        if from_files
+        else lambda i: simulate_noise(inst, nside, lmax, sim["seed"], i).qu
+    )
     if common_resolution.needed(inst):
         # beams and splits: every band at the widest beam, splits averaged, the noise
         # variance that leaves (bmodesep.core.simulate.common_resolution)
@@ -93,14 +108,18 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         ninv = 1.0 / common_resolution.pixel_noise_variance(inst, nside, lmax)
 
         def noise(i: int) -> np.ndarray:
-            qu = simulate_noise(inst, nside, lmax, sim["seed"], i).qu
+            qu = raw(i)
             return common_resolution.coadd(common_resolution.reconvolve(qu, ratio, nside, lmax))[
                 :, :, pix
             ]
     else:
 
         def noise(i: int) -> np.ndarray:
-            return simulate_noise(inst, nside, lmax, sim["seed"], i).qu[0][:, :, pix]
+            return raw(i)[0][:, :, pix]
+
+    noise = gridsearch.memoised_noise(noise, n_real)
+    if from_files:  # the given noise's mean inverse variance per band
+        ninv = 1.0 / np.mean([np.mean(noise(i) ** 2, axis=(1, 2)) for i in range(n_real)], axis=0)
 
     product, _ = sims.read_sky(sky_path, nside) if sky_path else (None, None)
     estimator = bb_estimator(stage, nside) if sky_path else None
@@ -117,7 +136,7 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         ),
         signal=total[:, :, pix],
         foreground=foreground[:, :, pix],
-        noise=gridsearch.memoised_noise(noise, n_real),
+        noise=noise,
         n_realisations=n_real,
         ninv=ninv,
         start=cs["start"],
@@ -127,6 +146,13 @@ def load_problem(config, name: str, zone_name: str, masks_path, signal_path, sky
         bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
+
+
+def file_noise(stage, name: str) -> bool:
+    """Whether a simulation's noise comes from files (a maps sky's variance maps or noise
+    simulations) rather than from its instrument."""
+    sky = stage["skies"][stage["simulations"][name]["sky"]]
+    return sky["kind"] == "maps" and sky["maps"]["noise"] != "instrument"
 
 
 def noise_realisations(stage, name: str) -> int:
@@ -272,6 +298,7 @@ def grid_chunk(
     sky=None,
     devices: int = 1,
     screen=None,
+    noise=None,
 ) -> None:
     """Rule grid_chunk: every configuration of one slice of each zone's grid (``screen``:
     of the screened search's candidates, one screen per zone), fitted over the noise
@@ -293,16 +320,17 @@ def grid_chunk(
             sky,
             devices,
             zone_screen,
+            noise,
         )
 
 
 def _grid_chunk_zone(
-    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices, screen
+    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices, screen, noise
 ) -> None:
-    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
+    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky, noise)
     problem = problem._replace(devices=devices)
     indices = chunk_indices(stage, chunk, screen)
-    inputs = [masks, signal, *patches, sky, screen]  # a checkpoint holds to their content
+    inputs = [masks, signal, *patches, sky, screen, noise]  # a checkpoint holds to their content
     rows, parts = _checkpointed_configurations(
         stage,
         problem,
@@ -323,7 +351,17 @@ def _grid_chunk_zone(
 
 
 def grid_screen_chunk(
-    config, simulation, zone, chunk, masks, signal, patches, output, sky=None, devices: int = 1
+    config,
+    simulation,
+    zone,
+    chunk,
+    masks,
+    signal,
+    patches,
+    output,
+    sky=None,
+    devices: int = 1,
+    noise=None,
 ) -> None:
     """Rule grid_screen_chunk: pass 1 of the screened search for one slice of each zone's
     grid, each configuration's noiseless fit and predicted realisations
@@ -332,17 +370,17 @@ def grid_screen_chunk(
     jobs = [(z, out, mine(z)) for z, out in job_zones(zone, output)]
     for zone_name, out, mine in jobs:
         _grid_screen_chunk_zone(
-            config, simulation, zone_name, chunk, masks, signal, mine, out, sky, devices
+            config, simulation, zone_name, chunk, masks, signal, mine, out, sky, devices, noise
         )
 
 
 def _grid_screen_chunk_zone(
-    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices
+    config, simulation, zone, chunk, masks, signal, patches, output, sky, devices, noise
 ) -> None:
-    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky)
+    stage, zone_mask, problem = load_problem(config, simulation, zone, masks, signal, sky, noise)
     problem = problem._replace(devices=devices)
     indices = chunk_indices(stage, chunk)
-    inputs = [masks, signal, *patches, sky]
+    inputs = [masks, signal, *patches, sky, noise]
     statistical = screening.needs_statistical(selection_rule(stage))
     rows, parts = _checkpointed_configurations(
         stage,
@@ -793,6 +831,7 @@ def compsep_fit(
     patches=None,
     selection=None,
     devices: int = 1,
+    noise=None,
 ) -> None:
     """Rule compsep_fit: the fits of one method (kmeans, single, multires...) in each zone
     (kmeans: with each zone's patch files and grid selection)."""
@@ -804,15 +843,27 @@ def compsep_fit(
         jobs = [(z, out, mine(z), _one(chosen(z), z)) for z, out, _, _ in jobs]
     for zone_name, out, mine, zone_selection in jobs:
         _compsep_fit_zone(
-            config, simulation, zone_name, method, masks, signal, out, mine, zone_selection, devices
+            config,
+            simulation,
+            zone_name,
+            method,
+            masks,
+            signal,
+            out,
+            mine,
+            zone_selection,
+            devices,
+            noise,
         )
 
 
 def _compsep_fit_zone(
-    config, simulation, zone, method, masks, signal, output, patches, selection, devices
+    config, simulation, zone, method, masks, signal, output, patches, selection, devices, noise
 ) -> None:
     name, zone_name, masks_path, signal_path = simulation, zone, masks, signal
-    stage, zone, problem = load_problem(config, name, zone_name, masks_path, signal_path)
+    stage, zone, problem = load_problem(
+        config, name, zone_name, masks_path, signal_path, noise_path=noise
+    )
     problem = problem._replace(devices=devices)
     nside = stage["simulations"][name]["nside"]
     if method == "kmeans":

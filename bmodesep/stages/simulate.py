@@ -31,6 +31,7 @@ from bmodesep.core.randomness import rng_for
 from bmodesep.core.simulate import cmb, foregrounds
 from bmodesep.core.simulate import masks as galactic
 from bmodesep.core.simulate.instrument import (
+    NoiseMaps,
     SignalMaps,
     noise_cl,
     observe_signal,
@@ -303,13 +304,74 @@ def frequency_maps(
     )
 
 
-def noise(config: Mapping[str, Any], simulation: str, output, threads=1) -> None:
-    """Rule noise: every noise realisation of every split and band."""
-    stage_config, sim, _, nside, lmax = _simulation(config, simulation)
+def _variance_maps(paths, spec, frequencies, splits: int) -> list[np.ndarray]:
+    """Per-pixel Q/U noise variance ``[2, npix_in]`` uK_CMB^2 of one split in each band."""
+    if not paths or len(paths) != len(frequencies):
+        raise ConfigError(f"{len(paths or [])} variance files for {len(frequencies)} bands")
+    out = []
+    for path, freq in zip(paths, frequencies, strict=True):
+        m = fits.read_healpix_fits(path, spec["variance_fields"], columns=("QQ", "UU"))
+        header = None if m.unit is None else user_maps.variance_unit(m.unit)
+        unit = user_maps.resolve_unit(header, spec["units"], str(path))
+        out.append(m.qu * user_maps.to_uk_cmb(unit, freq) ** 2 * splits)
+    return out
+
+
+def _file_noise(sim, spec, instrument, variance, noise_files) -> list[np.ndarray]:
+    """The noise realisations ``[split, band, 2, npix]`` of a maps sky whose noise comes
+    from files: white noise of its variance maps, or its noise simulations
+    (``noise_files`` realisation first, then split, then band); drawn or read at the
+    files' nside, then converted and resampled like the maps."""
+    nside, lmax, seed = sim["nside"], simulation_lmax(sim), sim["seed"]
+    n, splits, freqs = sim["noise_realisations"], instrument.splits, instrument.frequencies_ghz
+    if spec["noise"] == "variance":
+        var = _variance_maps(variance, spec, freqs, splits)
+
+        def band(i, s, b):
+            drawn = user_maps.noise_from_variance(var[b], rng_for(seed, "noise", i, s, b))
+            return user_maps.resample_qu(drawn, nside, lmax, spec["pixel_window"])
+
+        return [
+            np.stack([np.stack([band(i, s, b) for b in range(len(freqs))]) for s in range(splits)])
+            for i in range(n)
+        ]
+    expected, per = n * splits * len(freqs), len(freqs)
+    if len(noise_files or []) != expected:
+        raise ConfigError(
+            f"{len(noise_files or [])} noise files given, {expected} needed "
+            f"({n} realisations x {splits} splits x {per} bands)"
+        )
+    return [
+        np.stack(
+            [
+                _band_maps(noise_files[(i * splits + s) * per :][:per], spec, freqs, nside, lmax)[0]
+                for s in range(splits)
+            ]
+        )
+        for i in range(n)
+    ]
+
+
+def noise(
+    config: Mapping[str, Any], simulation: str, output, threads=1, variance=None, noise_files=None
+) -> None:
+    """Rule noise: every noise realisation of every split and band (of a maps sky whose
+    noise comes from files: drawn from its variance maps or read from its simulations)."""
+    stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     instrument = resolve_instrument(stage_config, sim["instrument"])
     n = sim["noise_realisations"]
-    with timed(f"{n} noise realisations"):
-        maps = [simulate_noise(instrument, nside, lmax, sim["seed"], i, threads) for i in range(n)]
+    spec = sky_cfg["maps"] if sky_cfg["kind"] == "maps" else {"noise": "instrument"}
+    if spec["noise"] != "instrument":
+        with timed(f"{n} noise realisations from {spec['noise']} files"):
+            maps = [
+                NoiseMaps(q, _b_maps(q, nside, lmax) if instrument.b_maps else None)
+                for q in _file_noise(sim, spec, instrument, variance, noise_files)
+            ]
+    else:
+        with timed(f"{n} noise realisations"):
+            maps = [
+                simulate_noise(instrument, nside, lmax, sim["seed"], i, threads) for i in range(n)
+            ]
     npx = harmonics.npix(nside)
     qu = (
         np.stack([m.qu for m in maps])
@@ -324,3 +386,11 @@ def noise(config: Mapping[str, Any], simulation: str, output, threads=1) -> None
             else np.zeros((0, instrument.splits, instrument.n_freq, npx))
         )
     sims.write_noise(output, qu, b, stage_config, sim["seed"], instrument, nside)
+
+
+def _b_maps(qu: np.ndarray, nside: int, lmax: int) -> np.ndarray:
+    """B-mode maps ``[..., npix]`` of Q/U maps ``[..., 2, npix]``."""
+    flat = qu.reshape(-1, 2, qu.shape[-1])
+    return np.stack([user_maps.b_map(m, nside, lmax) for m in flat]).reshape(
+        *qu.shape[:-2], qu.shape[-1]
+    )

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from bmodesep.config import compsep_methods, npe_config, npe_set_config, simulation_config
-from bmodesep.core.maps import band_paths
+from bmodesep.core.maps import band_paths, noise_paths
 from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.products.fits import EXPORTS
@@ -309,6 +309,44 @@ def user_map_files(sim, key):
     return band_paths(spec[key], freqs)
 
 
+def file_noise(sim):
+    """Whether the simulation's noise comes from files (a maps sky: variance or simulations)."""
+    spec = user_maps(sim)
+    return bool(spec) and spec["noise"] != "instrument"
+
+
+def noise_inputs(wildcards):
+    spec = user_maps(wildcards.sim)
+    if not file_noise(wildcards.sim):
+        return {}
+    if spec["noise"] == "variance":
+        return {"variance": user_map_files(wildcards.sim, "variance")}
+    sim = config["simulations"][wildcards.sim]
+    inst = resolve_instrument(config, sim["instrument"])
+    files = noise_paths(
+        spec["noise_simulations"], inst.frequencies_ghz, sim["noise_realisations"], inst.splits
+    )
+    return {"noise_files": files}
+
+
+def noise_args(wildcards, input):
+    if not file_noise(wildcards.sim):
+        return ""
+    if "variance" in input.keys():
+        return f"--variance {input.variance}"
+    return f"--noise-files {input.noise_files}" if input.noise_files else ""
+
+
+def compsep_noise(wildcards):
+    """The noise product component separation reads: only where the noise is from files
+    (otherwise each job regenerates its realisations from the seed)."""
+    return [noise_file(wildcards.sim)] if file_noise(wildcards.sim) else []
+
+
+def compsep_noise_arg(wildcards, input):
+    return f"--noise {input.noise}" if input.noise else ""
+
+
 def masks_inputs(wildcards):
     inputs = {"signal": signal_file(wildcards.sim)} if user_maps(wildcards.sim) else {}
     if config["masks"]["source"] == "planck":
@@ -404,6 +442,7 @@ def screen_arg(wildcards, input):
 
 def compsep_fit_inputs(wildcards):
     inputs = {"masks": masks_file(wildcards.sim), "signal": signal_file(wildcards.sim)}
+    inputs["noise"] = compsep_noise(wildcards)
     if wildcards.method == "kmeans":
         inputs["selection"] = [selection_file(wildcards.sim, z) for z in COMPSEP_ZONES]
         inputs["patches"] = kmeans_patch_files(wildcards)
@@ -411,9 +450,11 @@ def compsep_fit_inputs(wildcards):
 
 
 def compsep_fit_args(wildcards, input):
+    noise = compsep_noise_arg(wildcards, input)
     if wildcards.method != "kmeans":
-        return ""
-    return f"--patches {' '.join(input.patches)} --selection {' '.join(input.selection)}"
+        return noise
+    kmeans = f"--patches {' '.join(input.patches)} --selection {' '.join(input.selection)}"
+    return f"{kmeans} {noise}".strip()
 
 
 def method_fits(wildcards):

@@ -38,11 +38,13 @@ rule grid_screen_chunk:
         signal=signal_file(),
         sky=sky_file(),
         patches=kmeans_patch_files,
+        noise=compsep_noise,
     output:
         [screen_chunk_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
         zones=ZONE_ARGS,
+        noise=compsep_noise_arg,
     log:
         log_file("grid_screen_chunk", "{sim}", "{chunk}"),
     benchmark:
@@ -57,7 +59,7 @@ rule grid_screen_chunk:
     shell:
         "bmodesep compsep grid_screen_chunk --config {params.config} --simulation "
         "{wildcards.sim} --zone {params.zones} --chunk {wildcards.chunk} --masks {input.masks} "
-        "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
+        "--signal {input.signal} --patches {input.patches} --sky {input.sky} {params.noise} "
         "--devices {resources.gpu} --output {output} > {log} 2>&1"
 
 
@@ -93,12 +95,14 @@ rule grid_chunk:
         sky=sky_file(),
         patches=kmeans_patch_files,
         screen=grid_screens,
+        noise=compsep_noise,
     output:
         [grid_chunk_file(zone=z) for z in COMPSEP_ZONES],
     params:
         config=compsep_config,
         zones=ZONE_ARGS,
         screen=screen_arg,
+        noise=compsep_noise_arg,
     log:
         log_file("grid_chunk", "{sim}", "{chunk}"),
     benchmark:
@@ -113,7 +117,7 @@ rule grid_chunk:
     shell:
         "bmodesep compsep grid_chunk --config {params.config} --simulation {wildcards.sim} "
         "--zone {params.zones} --chunk {wildcards.chunk} --masks {input.masks} "
-        "--signal {input.signal} --patches {input.patches} --sky {input.sky} "
+        "--signal {input.signal} --patches {input.patches} --sky {input.sky} {params.noise} "
         "--devices {resources.gpu} {params.screen} --output {output} > {log} 2>&1"
 
 

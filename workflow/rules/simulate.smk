@@ -115,10 +115,13 @@ rule frequency_maps:
 
 
 rule noise:
+    input:
+        unpack(noise_inputs),
     output:
         noise_file(),
     params:
         config=simulation_stage_config,
+        inputs=noise_args,
     log:
         log_file("noise", "{sim}"),
     benchmark:
@@ -131,7 +134,7 @@ rule noise:
         SIM_ENV
     shell:
         "bmodesep simulate noise --config {params.config} --simulation {wildcards.sim} "
-        "--threads {threads} --output {output} > {log} 2>&1"
+        "{params.inputs} --threads {threads} --output {output} > {log} 2>&1"
 
 
 rule simulate_all:
