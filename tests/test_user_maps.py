@@ -557,3 +557,38 @@ def test_config_checks_of_noise_files():
     text = str(err.value)
     assert "skies.v.maps.variance: noise 'variance' needs the pattern of its files" in text
     assert "skies.s.maps.noise_simulations: 'n{band}.fits' needs a {split} placeholder" in text
+
+
+def test_nilc_runs_on_a_users_partial_maps_only_through_a_mask(tmp_path, spectra):
+    """NILC of a maps sky with unobserved pixels: refused without nilc.mask (its full-sky
+    covariances would mix in the zeros), run with a mask the coverage has cut."""
+    from bmodesep.stages import nilc
+
+    cfg = tiny_config(NSIDE)
+    cfg["masks"]["source"] = "latitude"
+    sims.write_spectra(tmp_path / "camb.h5", spectra, cfg)
+    stage.sky(cfg, "so", tmp_path / "camb.h5", tmp_path / "sky.h5")
+    stage.frequency_maps(cfg, "so", tmp_path / "sky.h5", tmp_path / "sim_signal.h5")
+    inst = resolve_instrument(cfg, "sosat")
+    qu = sims.read_signal(tmp_path / "sim_signal.h5", inst, NSIDE)["total_qu"].copy()
+    equator = np.flatnonzero(
+        np.abs(hp.pix2ang(NSIDE, np.arange(qu.shape[-1]))[0] - np.pi / 2) < 0.1
+    )
+    qu[:, :, equator] = hp.UNSEEN
+    total = _write_bands(tmp_path / "t", qu, inst.frequencies_ghz)
+    mcfg = copy.deepcopy(cfg)
+    mcfg["skies"]["mine"] = {"kind": "maps", "maps": {"total": total}}
+    mcfg["simulations"]["so"]["sky"] = "mine"
+    mcfg["nilc"] = dict(mcfg["nilc"], simulations=["so"], run=["joint"])
+    mcfg = validate_config(mcfg)
+    paths = user_maps.band_paths(total, inst.frequencies_ghz)
+    stage.frequency_maps(mcfg, "so", None, tmp_path / "signal.h5", total=paths)
+    stage.noise(mcfg, "so", tmp_path / "noise.h5")
+    stage.masks(mcfg, "so", tmp_path / "masks.h5", signal=tmp_path / "signal.h5")
+    args = ("so", "joint", tmp_path / "signal.h5", tmp_path / "noise.h5")
+    with pytest.raises(DataError, match=f"{equator.size} of 768 pixels are not observed"):
+        nilc.nilc_compress(mcfg, *args, tmp_path / "nilc.h5")
+    assert not (tmp_path / "nilc.h5").exists()
+    masked = validate_config(dict(mcfg, nilc=dict(mcfg["nilc"], mask="GAL040")))
+    nilc.nilc_compress(masked, *args, tmp_path / "nilc.h5", masks=tmp_path / "masks.h5")
+    assert io.read_product(tmp_path / "nilc.h5", "nilc").attrs["mask"] == "GAL040"

@@ -73,6 +73,13 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
         if masks_path is None:
             raise ConfigError(f"nilc.mask {nl['mask']} needs --masks")
         mask = sims.read_masks(masks_path, nside)[0][nl["mask"]].astype(float)
+    if sims.OBSERVED in signal.data and not signal[sims.OBSERVED].all():
+        unseen = ~signal[sims.OBSERVED].astype(bool)  # maps a user brings may not cover the sky
+        if mask is None or np.any(mask[unseen] > 0):
+            raise DataError(
+                f"{signal_path}: {int(unseen.sum())} of {unseen.size} pixels are not observed; "
+                "NILC of a partial sky needs a nilc.mask that is zero there"
+            )
     n_real, n_split = noise_maps.shape[:2]
     n_out = len(compression.outputs)
     nalm = harmonics.alm_size(lmax_out)
