@@ -58,6 +58,10 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
                 "CMB, foreground amplitude, spectral-parameter, patch and residual maps",
                 f"{SIM} method *fits *outputs",
             ),
+            export_nilc=(
+                "a NILC compression's component B maps",
+                f"{SIM} compression nilc output",
+            ),
         ),
     ),
     "compsep": (

@@ -591,4 +591,17 @@ def test_nilc_runs_on_a_users_partial_maps_only_through_a_mask(tmp_path, spectra
     assert not (tmp_path / "nilc.h5").exists()
     masked = validate_config(dict(mcfg, nilc=dict(mcfg["nilc"], mask="GAL040")))
     nilc.nilc_compress(masked, *args, tmp_path / "nilc.h5", masks=tmp_path / "masks.h5")
-    assert io.read_product(tmp_path / "nilc.h5", "nilc").attrs["mask"] == "GAL040"
+    product = io.read_product(tmp_path / "nilc.h5", "nilc")
+    assert product.attrs["mask"] == "GAL040"
+    # its standard output: the component B maps of realisation 0, splits averaged
+    from bmodesep.stages import export
+
+    export.export_nilc(masked, "so", "joint", tmp_path / "nilc.h5", tmp_path / "b.fits")
+    names = [f"B_{c.upper()}" for c in product.attrs["components"]]
+    maps, header = hp.read_map(tmp_path / "b.fits", field=tuple(range(len(names))), h=True)
+    header = dict(header)
+    assert [header[f"TTYPE{i + 1}"] for i in range(len(names))] == names
+    assert names[0] == "B_CMB" and header["COMPRESS"] == "joint" and header["SPLITS"] == 2
+    assert np.array_equal(maps, product["maps"][0].mean(axis=0))
+    with pytest.raises(DataError, match="not 'hilc_joint'"):
+        export.export_nilc(masked, "so", "hilc_joint", tmp_path / "nilc.h5", tmp_path / "c.fits")

@@ -2,6 +2,8 @@
 
     bmodesep export export_maps --config C --simulation S --method M --fits Z1.h5 Z2.h5 ...
         --outputs CMB FOREGROUNDS PARAMETERS PATCHES RESIDUAL
+    bmodesep export export_nilc --config C --simulation S --compression NAME --nilc F
+        --output B_MAPS
 
 The fits of every zone of one simulation and method (one ``compsep_fit`` product per
 zone) are joined into full-sky RING maps, UNSEEN outside the zones, in five files (in
@@ -12,6 +14,10 @@ zones, zone after zone, so that every patch has its own label); and the foregrou
 residual W(d_fg) of the CMB (the systematic residual map, eq. 11).  Each file carries
 units, coordinate system (Galactic), ordering, nside and the provenance of its products
 (``bmodesep.products.fits.write_healpix_fits``).
+
+A NILC compression (a B-mode ILC: it makes scalar B-mode maps, not Q/U) is exported as one
+file of its component B maps (CMB, dust, synchrotron, moments: one column each) of the
+first noise realisation, averaged over the splits.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
 from bmodesep.products import fits as fits_files
 from bmodesep.products import io
+from bmodesep.products import nilc as nilc_product
 
 EXPORTS = fits_files.EXPORTS
 PARAMETER_UNITS = {"beta_d": "1", "temperature_d": "K", "beta_s": "1"}
@@ -109,3 +116,30 @@ def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]
             f"{s}_FG_RESIDUAL": (joined(residual, (0, i)), "uK_CMB") for i, s in enumerate(qu)
         },
     }
+
+
+def export_nilc(config, simulation: str, compression: str, nilc, output) -> None:
+    """Rule export_nilc: a NILC compression's component B maps as one HEALPix FITS file."""
+    if simulation not in config["nilc"]["simulations"]:
+        raise ConfigError(f"simulation '{simulation}' is not in nilc.simulations")
+    stage = simulation_config(config, simulation, with_nilc=True)
+    p = nilc_product.read_nilc(nilc)
+    if p.attrs["compression"] != compression:
+        raise DataError(f"{nilc} holds compression '{p.attrs['compression']}', not '{compression}'")
+    maps = p[nilc_product.MAPS]  # [realisation, split, component, pix]
+    if maps.shape[0] == 0:
+        raise DataError(f"{nilc} has no noise realisation to export")
+    names = [str(c) for c in p.attrs["components"]]
+    columns = {
+        f"B_{name.upper()}": (m, "uK_CMB")
+        for name, m in zip(names, maps[0].mean(axis=0), strict=True)
+    }
+    header = {
+        "METHOD": ("nilc", "needlet / harmonic ILC (B modes)"),
+        "COMPRESS": (compression, "compression (bmodesep config)"),
+        "SIM": (simulation, "simulation (bmodesep config)"),
+        "REALIS": (0, "noise realisation of the maps"),
+        "SPLITS": (maps.shape[1], "splits averaged"),
+    }
+    provenance = io.provenance(stage, stage["simulations"][simulation]["seed"], "export_nilc")
+    fits_files.write_healpix_fits(output, columns, provenance, header)

@@ -145,6 +145,11 @@ def nilc_file(sim="{sim}", compression="{compression}"):
     return f"{RESULTS}/nilc/{sim}/{compression}.h5"
 
 
+def nilc_export_file(sim="{sim}", compression="{compression}"):
+    """A NILC compression's component B maps as HEALPix FITS."""
+    return f"{RESULTS}/nilc/{sim}/fits/{compression}_b.fits"
+
+
 def npe_chunk_file(set="{set}", chunk="{chunk}"):
     return f"{RESULTS}/npe/simulations/{set}/chunk{chunk}.h5"
 
