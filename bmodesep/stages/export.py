@@ -27,7 +27,7 @@ import numpy as np
 from bmodesep.config import simulation_config
 from bmodesep.core import harmonics
 from bmodesep.core import maps as user_maps
-from bmodesep.core.compsep.likelihood import PARAMETERS
+from bmodesep.core.seds import SPECTRAL_PARAMETERS as PARAMETERS
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
 from bmodesep.products import fits as fits_files
