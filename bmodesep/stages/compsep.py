@@ -69,10 +69,9 @@ def _zone(zones: dict[str, np.ndarray], name: str, path) -> np.ndarray:
 def load_problem(
     config, name: str, zone_name: str, masks_path, signal_path, sky_path=None, noise_path=None
 ):
-    """Inputs of a zone's fits; with ``sky_path``, also what residual spectra need.  Noise
-    realisation i is regenerated from (seed, i), or, for a maps sky whose noise comes from
-    files, read from the noise product ``noise_path``; the likelihood then weights each band
-    by its mean inverse noise variance over the zone and realisations."""
+    """Inputs of a zone's fits; with ``sky_path``, also what residual spectra need; the
+    noise of :func:`zone_noise` (``noise_path``: the noise product of a maps sky whose
+    noise comes from files)."""
     stage = _compsep_config(config, name)
     sim = stage["simulations"][name]
     nside, lmax = sim["nside"], simulation_lmax(sim)
@@ -90,36 +89,13 @@ def load_problem(
         )
 
     total, foreground = signal[sims.TOTAL_QU], signal[sims.FOREGROUND_QU]
-    ninv = 1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2
-    from_files = file_noise(stage, name)
-    if from_files and noise_path is None:
-        raise ConfigError(f"simulation {name}: its noise comes from files: give --noise")
-    raw = (
-        sims.noise_realisation_reader(noise_path, inst, nside, n_real)
-        if from_files
-        else lambda i: simulate_noise(inst, nside, lmax, sim["seed"], i).qu
-    )
     if common_resolution.needed(inst):
         # beams and splits: every band at the widest beam, splits averaged, the noise
         # variance that leaves (bmodesep.core.simulate.common_resolution)
         ratio = common_resolution.beam_ratio(inst, lmax)
         total = common_resolution.reconvolve(total, ratio, nside, lmax)
         foreground = common_resolution.reconvolve(foreground, ratio, nside, lmax)
-        ninv = 1.0 / common_resolution.pixel_noise_variance(inst, nside, lmax)
-
-        def noise(i: int) -> np.ndarray:
-            qu = raw(i)
-            return common_resolution.coadd(common_resolution.reconvolve(qu, ratio, nside, lmax))[
-                :, :, pix
-            ]
-    else:
-
-        def noise(i: int) -> np.ndarray:
-            return raw(i)[0][:, :, pix]
-
-    noise = gridsearch.memoised_noise(noise, n_real)
-    if from_files:  # the given noise's mean inverse variance per band
-        ninv = 1.0 / np.mean([np.mean(noise(i) ** 2, axis=(1, 2)) for i in range(n_real)], axis=0)
+    noise, ninv = zone_noise(stage, name, pix, n_real, noise_path)
 
     product, _ = sims.read_sky(sky_path, nside) if sky_path else (None, None)
     estimator = bb_estimator(stage, nside) if sky_path else None
@@ -146,6 +122,43 @@ def load_problem(
         bb_spectrum=None if product is None else bb_spectrum,
     )
     return stage, zone, problem
+
+
+def zone_noise(stage, name: str, pix: np.ndarray, n_real: int, noise_path=None):
+    """``noise(i)``: noise realisation i ``[freq, QU, zone pixel]`` as the fits see it (at
+    the common resolution of beams and splits where the instrument has them), kept once
+    drawn; and the inverse noise variance per band the likelihood weights the bands by.
+    Realisation i is regenerated from (seed, i), or, for a maps sky whose noise comes from
+    files, read from the noise product ``noise_path``; the weights are then the
+    realisations' mean inverse variance over the zone."""
+    sim = stage["simulations"][name]
+    nside, lmax = sim["nside"], simulation_lmax(sim)
+    inst = resolve_instrument(stage, sim["instrument"])
+    from_files = file_noise(stage, name)
+    if from_files and noise_path is None:
+        raise ConfigError(f"simulation {name}: its noise comes from files: give --noise")
+    raw = (
+        sims.noise_realisation_reader(noise_path, inst, nside, n_real)
+        if from_files
+        else lambda i: simulate_noise(inst, nside, lmax, sim["seed"], i).qu
+    )
+    if common_resolution.needed(inst):
+        ratio = common_resolution.beam_ratio(inst, lmax)
+        ninv = 1.0 / common_resolution.pixel_noise_variance(inst, nside, lmax)
+
+        def noise(i: int) -> np.ndarray:
+            qu = common_resolution.reconvolve(raw(i), ratio, nside, lmax)
+            return common_resolution.coadd(qu)[:, :, pix]
+    else:
+        ninv = 1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2
+
+        def noise(i: int) -> np.ndarray:
+            return raw(i)[0][:, :, pix]
+
+    noise = gridsearch.memoised_noise(noise, n_real)
+    if from_files:
+        ninv = 1.0 / np.mean([np.mean(noise(i) ** 2, axis=(1, 2)) for i in range(n_real)], axis=0)
+    return noise, ninv
 
 
 def file_noise(stage, name: str) -> bool:
