@@ -605,3 +605,14 @@ def test_nilc_runs_on_a_users_partial_maps_only_through_a_mask(tmp_path, spectra
     assert np.array_equal(maps, product["maps"][0].mean(axis=0))
     with pytest.raises(DataError, match="not 'hilc_joint'"):
         export.export_nilc(masked, "so", "hilc_joint", tmp_path / "nilc.h5", tmp_path / "c.fits")
+
+
+def test_zones_join_into_full_sky_maps_with_patches_numbered_across_zones():
+    from bmodesep.core import export
+
+    joined = export.join_zones([np.array([0, 2]), np.array([5])], [np.array([1.0, 2.0]), [3.0]], 6)
+    assert joined.tolist() == [1.0, hp.UNSEEN, 2.0, hp.UNSEEN, hp.UNSEEN, 3.0]
+    a = np.array([0, 1, -1, -1, 1, -1])
+    b = np.array([-1, -1, 0, 1, -1, -1])
+    labels = export.join_patch_labels([a, b])
+    assert labels.tolist() == [0, 1, 2, 3, 1, hp.UNSEEN]

@@ -273,15 +273,6 @@ def b_map(qu: np.ndarray, nside: int, lmax: int, n_iter: int = 3) -> np.ndarray:
     return harmonics.synthesis(alm[1], nside, lmax, spin=0)[0]
 
 
-def full_sky(pixels: np.ndarray, values: np.ndarray, npix: int, fill: float = UNSEEN) -> np.ndarray:
-    """Maps ``[..., npix]`` holding ``values [..., len(pixels)]`` at ``pixels``, ``fill``
-    elsewhere."""
-    values = np.asarray(values, dtype=np.float64)
-    out = np.full((*values.shape[:-1], npix), fill, dtype=np.float64)
-    out[..., np.asarray(pixels)] = values
-    return out
-
-
 def noise_from_variance(variance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """White noise ``[2, npix]`` of per-pixel Q/U variances ``[2, npix]`` (any units
     squared); 0 where the variance is UNSEEN.  DataError for a negative variance."""

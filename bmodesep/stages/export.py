@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmodesep.config import simulation_config
-from bmodesep.core import harmonics
-from bmodesep.core import maps as user_maps
+from bmodesep.core import export, harmonics
 from bmodesep.core.seds import SPECTRAL_PARAMETERS as PARAMETERS
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
@@ -81,21 +80,13 @@ def export_maps(config, simulation: str, method: str, fits, outputs) -> None:
 
 def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]]:
     """The columns (name: full-sky map, unit) of each exported file."""
+    pixels = [p[fit_product.PIXELS] for p in products]
 
     def joined(name, index):
-        out = np.full(npix, user_maps.UNSEEN)
-        for p in products:
-            out[p[fit_product.PIXELS]] = p[name][index]
-        return out
+        return export.join_zones(pixels, [p[name][index] for p in products], npix)
 
-    def patches(parameter):  # each product's labels are -1 outside its zone
-        out, offset = np.full(npix, user_maps.UNSEEN), 0
-        for p in products:
-            labels = p[fit_product.patches_name(parameter)]
-            inside = labels >= 0
-            out[inside] = labels[inside] + offset
-            offset += int(labels.max()) + 1 if inside.any() else 0
-        return out
+    def patches(parameter):
+        return export.join_patch_labels([p[fit_product.patches_name(parameter)] for p in products])
 
     comps, params = fit_product.COMPONENTS, fit_product.PARAMETER_MAPS
     residual = fit_product.SYSTEMATIC_COMPONENTS
