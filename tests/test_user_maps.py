@@ -616,3 +616,44 @@ def test_zones_join_into_full_sky_maps_with_patches_numbered_across_zones():
     b = np.array([-1, -1, 0, 1, -1, -1])
     labels = export.join_patch_labels([a, b])
     assert labels.tolist() == [0, 1, 2, 3, 1, hp.UNSEEN]
+
+
+def test_sbi_and_the_power_spectrum_likelihood_run_on_a_users_maps(tmp_path, spectra):
+    """SO-SAT-like FITS maps (one per band, with the instrument's noise added): the
+    workflow compresses them with NILC and infers r with an estimator trained for the same
+    instrument (npe_observed) and with the power-spectrum likelihood."""
+    cfg = tiny_workflow_config()
+    cfg["masks"]["source"] = "latitude"
+    sims.write_spectra(tmp_path / "camb.h5", spectra, cfg)
+    stage.sky(cfg, "so", tmp_path / "camb.h5", tmp_path / "sky.h5")
+    stage.frequency_maps(cfg, "so", tmp_path / "sky.h5", tmp_path / "signal.h5")
+    inst = resolve_instrument(cfg, "sosat")
+    qu = sims.read_signal(tmp_path / "signal.h5", inst, NSIDE)["total_qu"]
+    total = _write_bands(tmp_path / "data", qu, inst.frequencies_ghz, unit="uK_CMB")
+    cfg["skies"]["mine"] = {"kind": "maps", "maps": {"total": total}}
+    cfg["simulations"] = {"so": dict(cfg["simulations"]["so"], sky="mine")}
+    cfg["compsep"]["simulations"] = []
+    cfg["npe"] = dict(cfg["npe"], test_sets={}, training_fractions=[])
+    cfg["npe"]["ps_likelihood"] = dict(cfg["npe"]["ps_likelihood"], sets=[])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(validate_config(cfg)))
+    targets = [
+        "results/npe/joint/observed/so.h5",
+        "results/npe/ps_likelihood/observed/so.h5",
+        "results/nilc/so/fits/joint_b.fits",
+    ]
+    snakefile = str(REPO / "workflow" / "Snakefile")
+    args = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--cores", "2", *targets]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [*args, "--configfile", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = tmp_path / "results"
+    got = sims.read_signal(results / "sims/so/signal.h5", inst, NSIDE)
+    assert np.array_equal(got["total_qu"], qu)  # RING, uK_CMB, same nside: bit for bit
+    observed = io.read_product(results / "npe/joint/observed/so.h5", "npe_observed")
+    assert observed["samples"].shape == (1, 50, 13)
+    assert np.all(np.isfinite(observed["samples"]))
+    like = io.read_product(results / "npe/ps_likelihood/observed/so.h5", "ps_likelihood")
+    assert like["samples"].shape[:2] == (1, 50)
+    assert (results / "nilc/so/fits/joint_b.fits").stat().st_size > 0
