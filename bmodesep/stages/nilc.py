@@ -29,6 +29,19 @@ from bmodesep.settings import ilc_compression, ilc_settings, resolve_instrument
 log = logging.getLogger(__name__)
 
 
+def _check_coverage(signal, mask, signal_path) -> None:
+    """Maps a user brings may not cover the sky: NILC then needs a mask that cuts the
+    unobserved pixels (its covariances would otherwise mix in their zeros)."""
+    if sims.OBSERVED not in signal.data or signal[sims.OBSERVED].all():
+        return
+    unseen = ~signal[sims.OBSERVED].astype(bool)
+    if mask is None or np.any(mask[unseen] > 0):
+        raise DataError(
+            f"{signal_path}: {int(unseen.sum())} of {unseen.size} pixels are not observed; "
+            "NILC of a partial sky needs a nilc.mask that is zero there"
+        )
+
+
 def nilc_compress(config, simulation, compression, signal, noise, output, masks=None) -> None:
     """Rule nilc_compress: compress every split of every noise realisation of a simulation."""
     name, compression_name, masks_path = simulation, compression, masks
@@ -73,13 +86,7 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
         if masks_path is None:
             raise ConfigError(f"nilc.mask {nl['mask']} needs --masks")
         mask = sims.read_masks(masks_path, nside)[0][nl["mask"]].astype(float)
-    if sims.OBSERVED in signal.data and not signal[sims.OBSERVED].all():
-        unseen = ~signal[sims.OBSERVED].astype(bool)  # maps a user brings may not cover the sky
-        if mask is None or np.any(mask[unseen] > 0):
-            raise DataError(
-                f"{signal_path}: {int(unseen.sum())} of {unseen.size} pixels are not observed; "
-                "NILC of a partial sky needs a nilc.mask that is zero there"
-            )
+    _check_coverage(signal, mask, signal_path)
     n_real, n_split = noise_maps.shape[:2]
     n_out = len(compression.outputs)
     nalm = harmonics.alm_size(lmax_out)
