@@ -47,7 +47,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
             ),
             noise=(
                 "noise realisations of every split and band (kind maps: from its files)",
-                f"{SIM} ?*variance ?*noise_files #threads output",
+                f"{SIM} ?*variance ?*noise_files ?signal #threads output",
             ),
         ),
     ),

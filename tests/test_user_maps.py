@@ -341,16 +341,18 @@ def test_noise_simulation_files_are_the_noise_bit_for_bit(tmp_path, simulated):
     pattern = _noise_files(tmp_path / "noise", signal["noise_qu"], freqs)
     mcfg = _maps_config(cfg, total, fgs, noise="simulations", noise_simulations=pattern)
     files = user_maps.noise_paths(pattern, freqs, 2, 1)
-    stage.noise(mcfg, "lb", tmp_path / "noise.h5", noise_files=files)
+    mcfg["compsep"]["simulations"] = ["lb"]
+    mcfg["masks"]["source"] = "latitude"
+    _run_maps(mcfg, tmp_path, inst)
+    with pytest.raises(ConfigError, match="needs --signal"):
+        stage.noise(mcfg, "lb", tmp_path / "noise.h5", noise_files=files)
+    stage.noise(mcfg, "lb", tmp_path / "noise.h5", noise_files=files, signal=tmp_path / "signal.h5")
     got = sims.read_noise(tmp_path / "noise.h5", inst, NSIDE)["qu"]
     assert np.array_equal(got, signal["noise_qu"])
     # component separation reads them (one realisation at a time) and weights each band
     # by their mean inverse variance
     from bmodesep.stages import compsep
 
-    mcfg["compsep"]["simulations"] = ["lb"]
-    mcfg["masks"]["source"] = "latitude"
-    _run_maps(mcfg, tmp_path, inst)
     stage.masks(mcfg, "lb", tmp_path / "masks.h5", signal=tmp_path / "signal.h5")
     args = (mcfg, "lb", "GAL060_L", tmp_path / "masks.h5", tmp_path / "signal.h5")
     with pytest.raises(ConfigError, match="give --noise"):
@@ -380,12 +382,23 @@ def test_noise_from_variance_maps(tmp_path, simulated):
     cfg = copy.deepcopy(cfg)
     cfg["simulations"]["lb"]["noise_realisations"] = 40
     mcfg = _maps_config(cfg, total, noise="variance", variance=pattern)
-    stage.noise(mcfg, "lb", tmp_path / "noise.h5", variance=user_maps.band_paths(pattern, freqs))
+    _run_maps(mcfg, tmp_path, inst)
+    files = user_maps.band_paths(pattern, freqs)
+    stage.noise(mcfg, "lb", tmp_path / "noise.h5", variance=files, signal=tmp_path / "signal.h5")
     qu = sims.read_noise(tmp_path / "noise.h5", inst, NSIDE)["qu"][:, 0]  # [real, band, 2, pix]
     var = qu.var(axis=(0, 3))  # [band, QU] in uK_CMB^2
     want = np.outer(np.arange(1, 16), [1.0, 2.0])
     n = qu.shape[0] * npx
     assert np.allclose(var, want, rtol=5 * np.sqrt(2 / n))  # 5 sigma of a variance
+    # a variance map with holes where the maps are observed: refused, nothing written
+    holed = hp.read_map(files[3], field=(0, 1, 2))
+    holed[1:, :7] = hp.UNSEEN
+    hp.write_map(files[3], holed, column_names=["II_COV", "QQ_COV", "UU_COV"],
+                 column_units="Kcmb^2", overwrite=True)  # fmt: skip
+    out = tmp_path / "holed" / "noise.h5"
+    with pytest.raises(DataError, match="leave 7 pixels the maps observe without noise"):
+        stage.noise(mcfg, "lb", out, variance=files, signal=tmp_path / "signal.h5")
+    assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
 # ---------------------------------------------------------------- bad input, through the CLI

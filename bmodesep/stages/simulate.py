@@ -305,7 +305,8 @@ def frequency_maps(
 
 
 def _variance_maps(paths, spec, frequencies, splits: int) -> list[np.ndarray]:
-    """Per-pixel Q/U noise variance ``[2, npix_in]`` uK_CMB^2 of one split in each band."""
+    """Per-pixel Q/U noise variance ``[2, npix_in]`` uK_CMB^2 of one split in each band
+    (UNSEEN where the file has none)."""
     if not paths or len(paths) != len(frequencies):
         raise ConfigError(f"{len(paths or [])} variance files for {len(frequencies)} bands")
     out = []
@@ -313,60 +314,82 @@ def _variance_maps(paths, spec, frequencies, splits: int) -> list[np.ndarray]:
         m = fits.read_healpix_fits(path, spec["variance_fields"], columns=("QQ", "UU"))
         header = None if m.unit is None else user_maps.variance_unit(m.unit)
         unit = user_maps.resolve_unit(header, spec["units"], str(path))
-        out.append(m.qu * user_maps.to_uk_cmb(unit, freq) ** 2 * splits)
+        scale = user_maps.to_uk_cmb(unit, freq) ** 2 * splits
+        out.append(np.where(user_maps.observed_pixels(m.qu), m.qu * scale, user_maps.UNSEEN))
     return out
 
 
-def _file_noise(sim, spec, instrument, variance, noise_files) -> list[np.ndarray]:
+def _file_noise(sim, spec, instrument, variance, noise_files):
     """The noise realisations ``[split, band, 2, npix]`` of a maps sky whose noise comes
     from files: white noise of its variance maps, or its noise simulations
     (``noise_files`` realisation first, then split, then band); drawn or read at the
-    files' nside, then converted and resampled like the maps."""
+    files' nside, then converted and resampled like the maps.  And the pixels every file
+    has a value for."""
     nside, lmax, seed = sim["nside"], simulation_lmax(sim), sim["seed"]
     n, splits, freqs = sim["noise_realisations"], instrument.splits, instrument.frequencies_ghz
     if spec["noise"] == "variance":
         var = _variance_maps(variance, spec, freqs, splits)
+        covered = user_maps.coverage_at(
+            np.logical_and.reduce([user_maps.observed_pixels(v) for v in var]), nside
+        )
 
         def band(i, s, b):
             drawn = user_maps.noise_from_variance(var[b], rng_for(seed, "noise", i, s, b))
             return user_maps.resample_qu(drawn, nside, lmax, spec["pixel_window"])
 
-        return [
+        maps = [
             np.stack([np.stack([band(i, s, b) for b in range(len(freqs))]) for s in range(splits)])
             for i in range(n)
         ]
+        return maps, covered
     expected, per = n * splits * len(freqs), len(freqs)
     if len(noise_files or []) != expected:
         raise ConfigError(
             f"{len(noise_files or [])} noise files given, {expected} needed "
             f"({n} realisations x {splits} splits x {per} bands)"
         )
-    return [
-        np.stack(
-            [
-                _band_maps(noise_files[(i * splits + s) * per :][:per], spec, freqs, nside, lmax)[0]
-                for s in range(splits)
-            ]
-        )
-        for i in range(n)
-    ]
+    covered, maps = np.ones(harmonics.npix(nside), bool), []
+    for i in range(n):
+        split_maps = []
+        for s in range(splits):
+            start = (i * splits + s) * per
+            qu, seen = _band_maps(noise_files[start : start + per], spec, freqs, nside, lmax)
+            split_maps.append(qu)
+            covered &= seen
+        maps.append(np.stack(split_maps))
+    return maps, covered
 
 
 def noise(
-    config: Mapping[str, Any], simulation: str, output, threads=1, variance=None, noise_files=None
+    config: Mapping[str, Any],
+    simulation: str,
+    output,
+    threads=1,
+    variance=None,
+    noise_files=None,
+    signal=None,
 ) -> None:
     """Rule noise: every noise realisation of every split and band (of a maps sky whose
-    noise comes from files: drawn from its variance maps or read from its simulations)."""
+    noise comes from files: drawn from its variance maps or read from its simulations,
+    which must cover every pixel its maps observe, ``signal``)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     instrument = resolve_instrument(stage_config, sim["instrument"])
     n = sim["noise_realisations"]
     spec = sky_cfg["maps"] if sky_cfg["kind"] == "maps" else {"noise": "instrument"}
     if spec["noise"] != "instrument":
+        if signal is None:
+            raise ConfigError(f"simulation {simulation}: noise from files needs --signal")
         with timed(f"{n} noise realisations from {spec['noise']} files"):
-            maps = [
-                NoiseMaps(q, _b_maps(q, nside, lmax) if instrument.b_maps else None)
-                for q in _file_noise(sim, spec, instrument, variance, noise_files)
-            ]
+            qu_list, covered = _file_noise(sim, spec, instrument, variance, noise_files)
+        missing = sims.read_coverage(signal, nside) & ~covered
+        if missing.any():
+            raise DataError(
+                f"the {spec['noise']} files leave {int(missing.sum())} pixels the maps observe "
+                "without noise (UNSEEN or not finite there)"
+            )
+        maps = [
+            NoiseMaps(q, _b_maps(q, nside, lmax) if instrument.b_maps else None) for q in qu_list
+        ]
     else:
         with timed(f"{n} noise realisations"):
             maps = [

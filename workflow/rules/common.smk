@@ -324,22 +324,24 @@ def noise_inputs(wildcards):
     spec = user_maps(wildcards.sim)
     if not file_noise(wildcards.sim):
         return {}
+    signal = {"signal": signal_file(wildcards.sim)}  # the noise must cover what it observes
     if spec["noise"] == "variance":
-        return {"variance": user_map_files(wildcards.sim, "variance")}
+        return signal | {"variance": user_map_files(wildcards.sim, "variance")}
     sim = config["simulations"][wildcards.sim]
     inst = resolve_instrument(config, sim["instrument"])
     files = noise_paths(
         spec["noise_simulations"], inst.frequencies_ghz, sim["noise_realisations"], inst.splits
     )
-    return {"noise_files": files}
+    return signal | {"noise_files": files}
 
 
 def noise_args(wildcards, input):
     if not file_noise(wildcards.sim):
         return ""
     if "variance" in input.keys():
-        return f"--variance {input.variance}"
-    return f"--noise-files {input.noise_files}" if input.noise_files else ""
+        return f"--signal {input.signal} --variance {input.variance}"
+    files = f" --noise-files {input.noise_files}" if input.noise_files else ""
+    return f"--signal {input.signal}{files}"
 
 
 def compsep_noise(wildcards):
