@@ -102,3 +102,64 @@ def bench_simulate_litebird(args):
 def bench_simulate_sosat(args):
     """nside 128, 8 SO-SAT bands x 2 splits: beams, high-pass, 1/f noise, B maps."""
     return simulation_benchmark("simulate-sosat", "sosat", 128, {"b_modes_only": True}, args)
+
+
+@register("maps-read")
+def bench_maps_read(args):
+    """15 LiteBIRD bands of a user's maps (nside 512, NESTED, K_RJ, I/Q/U float32 FITS) read,
+    converted to uK_CMB and resampled to nside 64 (lmax 191), as rule frequency_maps does."""
+    import tempfile
+
+    import healpy as hp
+    import numpy as np
+
+    from bmodesep.core import maps as user_maps
+    from bmodesep.products import fits
+    from bmodesep.settings import instrument_from_spec, preset
+
+    nside_in, nside, lmax = 512, 64, 191
+    freqs = instrument_from_spec("litebird", preset("litebird")).frequencies_ghz
+    folder = tempfile.mkdtemp(prefix="bmodesep-maps-read-")
+    rng = np.random.default_rng(0)
+    npix = hp.nside2npix(nside_in)
+    ring2nest = hp.nest2ring(nside_in, np.arange(npix))
+    paths = []
+    for f in freqs:  # white noise of 1 uK_RJ: any content costs the same to read and resample
+        maps = rng.standard_normal((3, npix)).astype(np.float32) * np.float32(1e-6)
+        path = f"{folder}/band_{f:g}.fits"
+        hp.write_map(path, maps[:, ring2nest], nest=True, column_units="K_RJ", dtype=np.float32)
+        paths.append(path)
+
+    def op():
+        for path, f in zip(paths, freqs, strict=True):
+            m = fits.read_healpix_fits(path)
+            user_maps.to_analysis(m.qu, m.unit, f, nside, lmax, False)
+
+    def baseline():  # healpy alone: read (reordered to RING), map2alm iter 3, alm2map
+        for path, f in zip(paths, freqs, strict=True):
+            iqu = hp.read_map(path, field=(0, 1, 2), dtype=np.float64)
+            alm = hp.map2alm(iqu * user_maps.to_uk_cmb("K_RJ", f), lmax=lmax, iter=3)
+            hp.alm2map(alm, nside, lmax=lmax)
+
+    try:
+        timing = time_operation(op, args.repeats)
+        out = {
+            "name": "maps-read",
+            **timing_fields(timing),
+            "nside_in": nside_in,
+            "nside": nside,
+            "bands": len(freqs),
+        }
+        if not args.no_baseline:
+            base = time_operation(baseline, args.repeats)
+            out |= {
+                "baseline": "healpy read_map + map2alm(iter=3) + alm2map of I, Q, U",
+                "baseline_median_s": base.median_s,
+                "baseline_cpu_s": base.median_cpu_s,
+                "speedup_vs_baseline": base.median_s / timing.median_s,
+            }
+        return out
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
