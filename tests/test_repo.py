@@ -32,6 +32,7 @@ def test_readme_pipeline_command_runs_the_workflow():
 BENCHMARK_NAMES = [
     "simulate-litebird",
     "simulate-sosat",
+    "maps-read",
     "compsep-multires",
     "compsep-multires-hard",
     "compsep-cold",
