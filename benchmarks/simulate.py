@@ -106,8 +106,8 @@ def bench_simulate_sosat(args):
 
 @register("maps-read")
 def bench_maps_read(args):
-    """15 LiteBIRD bands of a user's maps (nside 512, NESTED, K_RJ, I/Q/U float32 FITS) read,
-    converted to uK_CMB and resampled to nside 64 (lmax 191), as rule frequency_maps does."""
+    """15 LiteBIRD bands of user FITS maps (nside 512, NESTED, K_RJ) read, to nside 64."""
+    # I/Q/U float32 files converted to uK_CMB and resampled (lmax 191) as frequency_maps does
     import tempfile
 
     import healpy as hp
