@@ -59,6 +59,16 @@ def timing_fields(timing: Timing) -> dict[str, Any]:
     return {"median_s": timing.median_s, "cpu_s": timing.median_cpu_s, "runs_s": timing.wall_s}
 
 
+def baseline_fields(description: str, base: Timing, timing: Timing) -> dict[str, Any]:
+    """The entries of a baseline timed in the same process, and the speed-up over it."""
+    return {
+        "baseline": description,
+        "baseline_median_s": base.median_s,
+        "baseline_cpu_s": base.median_cpu_s,
+        "speedup_vs_baseline": base.median_s / timing.median_s,
+    }
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

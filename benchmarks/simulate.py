@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from benchmarks.common import register, time_operation, timing_fields
+from benchmarks.common import baseline_fields, register, time_operation, timing_fields
 
 GRF_SKY = {
     "kind": "grf",
@@ -83,12 +83,7 @@ def simulation_benchmark(name, instrument_name, nside, sky_overrides, args) -> d
     if not args.no_baseline:
         with harmonics.backend("healpy"):
             base = time_operation(op, args.repeats)
-        out |= {
-            "baseline": "same simulation through healpy transforms",
-            "baseline_median_s": base.median_s,
-            "baseline_cpu_s": base.median_cpu_s,
-            "speedup_vs_baseline": base.median_s / timing.median_s,
-        }
+        out |= baseline_fields("same simulation through healpy transforms", base, timing)
     return out
 
 
@@ -152,12 +147,8 @@ def bench_maps_read(args):
         }
         if not args.no_baseline:
             base = time_operation(baseline, args.repeats)
-            out |= {
-                "baseline": "healpy read_map + map2alm(iter=3) + alm2map of I, Q, U",
-                "baseline_median_s": base.median_s,
-                "baseline_cpu_s": base.median_cpu_s,
-                "speedup_vs_baseline": base.median_s / timing.median_s,
-            }
+            what = "healpy read_map + map2alm(iter=3) + alm2map of I, Q, U"
+            out |= baseline_fields(what, base, timing)
         return out
     finally:
         import shutil
