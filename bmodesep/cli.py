@@ -104,7 +104,7 @@ STAGES: dict[str, tuple[str, dict[str, Step]]] = {
     "rlike": (
         "residual BB spectra and the r likelihood (kabalan2025 sec. 4)",
         _steps(
-            r_likelihood=("r likelihood of one method", f"{SIM} method sky spectra *fits output"),
+            r_likelihood=("r likelihood of one method", f"{SIM} method ?sky spectra *fits output"),
         ),
     ),
     "nilc": (

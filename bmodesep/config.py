@@ -232,19 +232,24 @@ def _check_maps(config: Mapping[str, Any]) -> list[str]:
             freqs = _instrument_frequencies(config, sim["instrument"])
         except ConfigError:
             continue  # reported by _check_instruments
+        splits = resolve_instrument_splits(config, sim["instrument"])
         for key in ("total", "foregrounds", "variance"):
             if spec[key]:
                 try:
-                    user_maps.band_paths(spec[key], freqs)
+                    if key == "total" and spec["contains_noise"]:
+                        user_maps.observation_paths(spec[key], freqs, splits)
+                    else:
+                        user_maps.band_paths(spec[key], freqs)
                 except ConfigError as exc:
                     problems.append(f"{where}.{key}: {exc}")
+        if spec["contains_noise"]:
+            problems += _check_observation(config, sim_name, sim, where)
         key = {"variance": "variance", "simulations": "noise_simulations"}.get(spec["noise"])
         if key and not spec[key]:
             problems.append(
                 f"{where}.{key}: noise '{spec['noise']}' needs the pattern of its files"
             )
         if spec["noise"] == "simulations" and spec["noise_simulations"]:
-            splits = resolve_instrument_splits(config, sim["instrument"])
             try:
                 user_maps.noise_paths(
                     spec["noise_simulations"], freqs, sim["noise_realisations"], splits
@@ -256,13 +261,21 @@ def _check_maps(config: Mapping[str, Any]) -> list[str]:
                 f"masks.source: synthetic masks threshold a simulated sky's dust; simulation "
                 f"{sim_name} is made of maps (sky {sim['sky']}): use latitude or planck"
             )
-        if sim_name in config["compsep"]["simulations"]:
+        if sim_name in config["compsep"]["simulations"] and not spec["contains_noise"]:
             for key, use in (("foregrounds", "systematic residual"), ("cmb", "residual spectra")):
                 if not spec[key]:
                     problems.append(
                         f"{where}.{key}: compsep.simulations lists {sim_name}, whose {use} "
                         f"need the {key} maps"
                     )
+    for name in config["compsep"]["selection_from"]:
+        sim = config["simulations"].get(name)
+        spec = config["skies"].get(sim["sky"], {}) if sim else {}
+        if not (spec.get("kind") == "maps" and spec["maps"]["contains_noise"]):
+            problems.append(
+                f"compsep.selection_from.{name}: only a simulation whose maps contain their "
+                "noise takes its selection from another"
+            )
     for name, spec in config["npe"]["test_sets"].items():
         fixed = config["simulations"].get(spec["foreground"] or "")
         if fixed is not None and fixed["sky"] in map_skies:
@@ -270,6 +283,62 @@ def _check_maps(config: Mapping[str, Any]) -> list[str]:
                 f"npe.test_sets.{name}.foreground: simulation {spec['foreground']} is made of "
                 "maps, without separate foreground components"
             )
+    return problems
+
+
+def _check_observation(config, name: str, sim: Mapping[str, Any], where: str) -> list[str]:
+    """Maps that contain their noise: no truth, so no truth-based key, and the analyses
+    that can run without it (``maps.contains_noise`` in the schema)."""
+    spec, problems = config["skies"][sim["sky"]]["maps"], []
+    for key in ("foregrounds", "cmb"):
+        if spec[key]:
+            problems.append(
+                f"{where}.{key}: maps that contain their noise are analysed without truth; "
+                f"remove {key} (or contains_noise, for a simulation with separate noise)"
+            )
+    if name in config["compsep"]["simulations"]:
+        cs = config["compsep"]
+        model = cs["selection_from"].get(name)
+        if model is None:
+            problems.append(
+                f"compsep.selection_from.{name}: simulation {name}'s maps contain their noise, "
+                "so its K-means patch counts must come from a simulated sky's grid search; "
+                "name that simulation"
+            )
+        elif model not in cs["simulations"] or model == name:
+            problems.append(
+                f"compsep.selection_from.{name}: '{model}' is not another simulation of "
+                "compsep.simulations"
+            )
+        elif config["simulations"][model]["nside"] != sim["nside"]:
+            problems.append(
+                f"compsep.selection_from.{name}: '{model}' has nside "
+                f"{config['simulations'][model]['nside']}, {name} {sim['nside']}"
+            )
+        elif model in cs["selection_from"]:
+            problems.append(
+                f"compsep.selection_from.{name}: '{model}' has no grid search of its own "
+                "(its maps contain their noise too)"
+            )
+        if config["rlike"]["spectrum"] != "master":
+            problems.append(
+                f"rlike.spectrum: simulation {name}'s maps contain their noise; their r "
+                "likelihood needs master (the f_sky-corrected spectrum of a masked map keeps "
+                "the CMB's E-to-B leakage)"
+            )
+    if name in config["nilc"]["simulations"] and config["nilc"]["input"] != "qu":
+        problems.append(
+            f"nilc.input: simulation {name}'s maps contain their noise; NILC takes them as "
+            "Q/U (set qu)"
+        )
+    if (
+        name in config["npe"]["observed"]
+        and resolve_instrument_splits(config, sim["instrument"]) < 2
+    ):
+        problems.append(
+            f"simulations.{name}.instrument: SBI and the power-spectrum likelihood take "
+            f"cross-spectra of 2 splits, and the maps of {name} (with their noise) have one"
+        )
     return problems
 
 
@@ -676,8 +745,15 @@ def simulation_config(
         "simulations": {name: sim},
     }
     if with_compsep:
-        out["compsep"] = dict(config["compsep"], simulations=[name])
+        out["compsep"] = dict(config["compsep"], simulations=[name], selection_from={})
         out["rlike"] = config["rlike"]
+        model = config["compsep"]["selection_from"].get(name)
+        if model in config["simulations"]:  # an observation's selection comes from model
+            other = config["simulations"][model]
+            out["skies"][other["sky"]] = config["skies"][other["sky"]]
+            out["instruments"][other["instrument"]] = config["instruments"][other["instrument"]]
+            out["simulations"][model] = other
+            out["compsep"] |= {"simulations": [name, model], "selection_from": {name: model}}
     if with_nilc:
         out["nilc"] = dict(config["nilc"], simulations=[name])
     return out

@@ -119,7 +119,7 @@ def tiny_workflow_config():
 def user_map_placeholders(config_path, root) -> list[Path]:
     """Empty stand-ins, under ``root``, for the FITS files the maps skies of a config read
     (a dry run only checks that its inputs exist)."""
-    from bmodesep.core.maps import band_paths
+    from bmodesep.core.maps import band_paths, observation_paths
     from bmodesep.settings import resolve_instrument
 
     cfg = load_config(config_path)
@@ -129,10 +129,17 @@ def user_map_placeholders(config_path, root) -> list[Path]:
         if sky["kind"] != "maps":
             continue
         spec = sky["maps"]
-        freqs = resolve_instrument(cfg, sim["instrument"]).frequencies_ghz
-        paths = [
-            p for key in ("total", "foregrounds") if spec[key] for p in band_paths(spec[key], freqs)
-        ]
+        inst = resolve_instrument(cfg, sim["instrument"])
+        freqs = inst.frequencies_ghz
+        if spec["contains_noise"]:  # one file per split and band, noise included
+            paths = observation_paths(spec["total"], freqs, inst.splits)
+        else:
+            paths = [
+                p
+                for key in ("total", "foregrounds")
+                if spec[key]
+                for p in band_paths(spec[key], freqs)
+            ]
         for path in [*paths, *([spec["cmb"]] if spec["cmb"] else [])]:
             made.append(Path(root) / path)
             made[-1].parent.mkdir(parents=True, exist_ok=True)

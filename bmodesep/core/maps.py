@@ -103,6 +103,18 @@ def noise_paths(pattern: str, frequencies_ghz, realisations: int, splits: int) -
     ]
 
 
+def observation_paths(pattern: str, frequencies_ghz, splits: int) -> list[str]:
+    """The file of every (split, band), split first, of maps that contain their noise:
+    ``{split}`` (0-based) is required where the instrument has splits."""
+    if splits > 1 and "split" not in placeholders(pattern):
+        raise ConfigError(
+            f"'{pattern}' needs a {{split}} placeholder: the maps contain their noise and "
+            f"the instrument has {splits} splits"
+        )
+    paths = [p for s in range(splits) for p in band_paths(pattern, frequencies_ghz, split=s)]
+    return list(dict.fromkeys(paths)) if splits == 1 else paths
+
+
 def canonical_unit(text: str) -> str:
     """The canonical name (a key of ``UNITS``) of a unit as a header or a config writes it.
 

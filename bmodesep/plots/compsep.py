@@ -177,7 +177,12 @@ def residual_spectra(inputs, output, **_) -> None:
     for i, path in enumerate(inputs):
         p = rl.read_r_likelihood(path)
         m, color = p.attrs["method"], f"C{i % 10}"
-        ax.plot(ell, rl.as_dl(p, rl.CL_SYSTEMATIC_RESIDUAL), color=color, label=f"{m} systematic")
+        if rl.CL_SYSTEMATIC_RESIDUAL in p.data:
+            ax.plot(
+                ell, rl.as_dl(p, rl.CL_SYSTEMATIC_RESIDUAL), color=color, label=f"{m} systematic"
+            )
+        else:  # an observation: its spectrum (the systematic residual is unknown)
+            ax.plot(ell, rl.as_dl(p, rl.CL_OBSERVED), color=color, label=f"{m} observed")
         ax.plot(
             ell,
             rl.as_dl(p, rl.CL_STATISTICAL_RESIDUAL),

@@ -32,7 +32,7 @@ from bmodesep.core import harmonics
 from bmodesep.core.seds import SPECTRAL_PARAMETERS as PARAMETERS
 
 if TYPE_CHECKING:  # the fit's types; importing them would import JAX for every reader
-    from bmodesep.core.compsep.gridsearch import ConfigResult
+    from bmodesep.core.compsep.gridsearch import ConfigResult, Observation
     from bmodesep.core.compsep.likelihood import CellLayout
 from bmodesep.errors import DataError
 from bmodesep.products import io
@@ -349,6 +349,10 @@ SPATIAL_VARIANCE = "spatial_variance"  # [realisation] uK_CMB^2
 SYSTEMATIC_COMPONENTS = "systematic_components"  # [CMB dust sync, QU, n_zone] uK_CMB
 COMPONENTS = "components"  # (optional) [CMB dust sync, QU, n_zone] uK_CMB, realisation 0
 PARAMETER_MAPS = "parameter_maps"  # [realisation, beta_d T_d beta_s, n_zone]
+# (maps that contain their noise) the observation's own fit; the realisations are then
+# the parametric bootstrap around it and COMPONENTS its W d
+OBSERVED_PARAMETER_MAPS = "observation/parameter_maps"  # [beta_d T_d beta_s, n_zone]
+OBSERVED_NLL = "observation/nll"  # [] -ln L of the observation
 FIT_ATTRS = ("zone", "method", "configuration")
 
 
@@ -359,8 +363,10 @@ def write_compsep_fit(
     result: ConfigResult,
     provenance,
     attrs: Mapping[str, Any],
+    observation: Observation | None = None,
 ) -> None:
-    """One method's fits in one zone (``result`` kept its CMB maps)."""
+    """One method's fits in one zone (``result`` kept its CMB maps); of maps that contain
+    their noise, ``observation`` is their own fit and ``result`` the bootstrap around it."""
     beta_maps = result.params[:, layout.pixel_params].transpose(0, 2, 1)  # [real, 3, n_zone]
     data = {
         PIXELS: D(layout.pixels, "1", "HEALPix RING indices of the zone"),
@@ -387,14 +393,22 @@ def write_compsep_fit(
         data[COMPONENTS] = D(
             result.components,
             "uK_CMB",
-            "W d of realisation 0: CMB, dust and synchrotron at their reference "
-            "frequencies [comp, QU, zone pixel]",
+            ("W d of the observation" if observation else "W d of realisation 0")
+            + ": CMB, dust and synchrotron at their reference frequencies "
+            "[comp, QU, zone pixel]",
         )
+    if observation is not None:
+        params = np.asarray(observation.fit.params)
+        data[OBSERVED_PARAMETER_MAPS] = D(
+            params[layout.pixel_params].T, "1", "the observation's beta_d, T_d [K], beta_s"
+        )
+        data[OBSERVED_NLL] = D(np.asarray(float(observation.fit.nll)), "1", "-ln L")
     attrs = dict(attrs)
     attrs |= {
         "cmb_variance": result.cmb_variance,
         "systematic_residual": result.systematic_residual,
         "n_at_bound": int(result.at_bound.any(axis=0).sum()),
+        "contains_noise": observation is not None,
     }
     missing = [a for a in FIT_ATTRS if a not in attrs]
     if missing:
@@ -418,12 +432,23 @@ def read_compsep_fit(path, nside: int | None = None) -> io.Product:
         SYSTEMATIC_COMPONENTS: ((3, 2, None), "uK_CMB"),
         COMPONENTS: ((3, 2, None), "uK_CMB"),
         PARAMETER_MAPS: ((None, 3, None), "1"),
+        OBSERVED_PARAMETER_MAPS: ((3, None), "1"),
+        OBSERVED_NLL: ((), "1"),
     }
     expect |= {patches_name(name): ((npix,), "1") for name in PARAMETERS}
-    p = io.read_product(path, COMPSEP_FIT, expect, optional=[COMPONENTS])
+    optional = [COMPONENTS, OBSERVED_PARAMETER_MAPS, OBSERVED_NLL]
+    p = io.read_product(path, COMPSEP_FIT, expect, optional=optional)
+    if observed(p) and not all(n in p.data for n in optional):
+        raise DataError(f"{p.path}: the fit of an observation lacks {optional}")
     _require_attrs(p, FIT_ATTRS)
     n_zone = p[PIXELS].size
-    for name in (CMB_QU, SYSTEMATIC_COMPONENTS, PARAMETER_MAPS, COMPONENTS):
+    for name in (
+        CMB_QU,
+        SYSTEMATIC_COMPONENTS,
+        PARAMETER_MAPS,
+        COMPONENTS,
+        OBSERVED_PARAMETER_MAPS,
+    ):
         if name in p.data and p[name].shape[-1] != n_zone:
             raise DataError(
                 f"{p.path}: dataset '{name}' covers {p[name].shape[-1]} pixels, "
@@ -441,6 +466,11 @@ def read_compsep_fit(path, nside: int | None = None) -> io.Product:
     if n_zone and (p[PIXELS].min() < 0 or p[PIXELS].max() >= size):
         raise DataError(f"{p.path}: zone pixel indices outside a map of {size} pixels")
     return p
+
+
+def observed(fit: io.Product) -> bool:
+    """Whether a fit is of maps that contain their noise (an observation)."""
+    return bool(fit.attrs.get("contains_noise", False))
 
 
 def fit_nside(fit: io.Product) -> int:

@@ -60,7 +60,7 @@ class ZoneResults(NamedTuple):
     configuration: np.ndarray  # [zone, 3]
     r_hat: np.ndarray  # [zone]
     total_residual: np.ndarray  # [zone, n]
-    systematic_residual: np.ndarray  # [zone, n]
+    systematic_residual: np.ndarray | None  # [zone, n]; None: unknown (an observation)
     likelihood: np.ndarray  # [zone, grid] L(r)/L_max
     total_bb_power: np.ndarray  # [zone, realisation]
 
@@ -70,7 +70,7 @@ class Spectra(NamedTuple):
 
     ell: np.ndarray
     total_residual: np.ndarray
-    systematic_residual: np.ndarray
+    systematic_residual: np.ndarray | None
     statistical_residual: np.ndarray
     tensor_r1: np.ndarray
     lensing: np.ndarray
@@ -102,13 +102,11 @@ def write_r_likelihood(
         ZONE_CONFIGURATION: D(zones.configuration, "1", "patches of beta_d, T_d, beta_s"),
         ZONE_R_HAT: D(zones.r_hat, "1"),
         ZONE_TOTAL_RESIDUAL: D(zones.total_residual, u, "one row per zone"),
-        ZONE_SYSTEMATIC_RESIDUAL: D(zones.systematic_residual, u),
         ZONE_LIKELIHOOD: D(zones.likelihood, "1", "L(r)/L_max per zone"),
         ZONE_TOTAL_BB_POWER: D(
             zones.total_bb_power, u, "sum over the spectrum of each reconstructed CMB"
         ),
         CL_TOTAL_RESIDUAL: D(spectra.total_residual, u),
-        CL_SYSTEMATIC_RESIDUAL: D(spectra.systematic_residual, u),
         CL_STATISTICAL_RESIDUAL: D(spectra.statistical_residual, u),
         CL_TENSOR_R1: D(spectra.tensor_r1, u),
         CL_LENSING: D(spectra.lensing, u),
@@ -120,6 +118,12 @@ def write_r_likelihood(
         ),
         R_HAT_PER_REALISATION: D(r_hat_per_realisation, "1"),
     }
+    # maps that contain their noise have no foreground truth: no systematic residual
+    if (spectra.systematic_residual is None) != (zones.systematic_residual is None):
+        raise ValueError("give the systematic residual of the union and of the zones, or neither")
+    if spectra.systematic_residual is not None:
+        data[CL_SYSTEMATIC_RESIDUAL] = D(spectra.systematic_residual, u)
+        data[ZONE_SYSTEMATIC_RESIDUAL] = D(zones.systematic_residual, u)
     io.write_product(path, R_LIKELIHOOD, data, provenance, attrs)
 
 
@@ -148,12 +152,16 @@ def read_r_likelihood(path) -> io.Product:
         ZONE_LIKELIHOOD: ((None, None), "1"),
         ZONE_TOTAL_BB_POWER: ((None, None), u),
     }
-    p = io.read_product(path, R_LIKELIHOOD, expect)
+    optional = [CL_SYSTEMATIC_RESIDUAL, ZONE_SYSTEMATIC_RESIDUAL]
+    p = io.read_product(path, R_LIKELIHOOD, expect, optional=optional)
+    if (CL_SYSTEMATIC_RESIDUAL in p.data) != (ZONE_SYSTEMATIC_RESIDUAL in p.data):
+        raise DataError(f"{p.path}: one of {optional} without the other")
     missing = [a for a in ATTRS if a not in p.attrs]
     if missing:
         raise DataError(f"{p.path}: attribute(s) {', '.join(missing)} missing")
     n, grid, zones = p[ELL].size, p[R_GRID].size, len(p.attrs["zones"])
-    lengths = {name: n for name in SPECTRA} | {LIKELIHOOD: grid, ZONES_MEAN_LIKELIHOOD: grid}
+    lengths = {name: n for name in SPECTRA if name in p.data}
+    lengths |= {LIKELIHOOD: grid, ZONES_MEAN_LIKELIHOOD: grid}
     for name, want in lengths.items():
         if p[name].size != want:
             raise DataError(f"{p.path}: dataset '{name}' has {p[name].size} elements, not {want}")

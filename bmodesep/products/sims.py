@@ -27,6 +27,7 @@ FOREGROUND_QU = "foreground_qu"  # signal: [freq, QU, pix] uK_CMB
 TOTAL_B = "total_b"  # signal (optional): [freq, pix] uK_CMB
 NOISE_QU = "qu"  # noise: [realisation, split, freq, QU, pix] uK_CMB
 NOISE_B = "b"  # noise (optional): [realisation, split, freq, pix] uK_CMB
+OBSERVATION_QU = "observation_qu"  # signal (maps that contain their noise): [split, freq, QU, pix]
 OBSERVED = "observed"  # signal (optional, maps skies): [pix] 1 = observed in every band
 
 
@@ -261,10 +262,12 @@ def write_signal(
     noise_cl: np.ndarray | None = None,
     sigma_pixel: np.ndarray | None = None,
     observed: np.ndarray | None = None,
+    observation_qu: np.ndarray | None = None,
 ) -> Path:
     """The observed signal and the noise model: ``noise_cl`` (harmonic noise) or
     ``sigma_pixel`` (white noise per pixel), exactly one of them.  Maps a user brings may
-    lack ``foreground_qu`` and have unobserved pixels (``observed``, 0 there)."""
+    lack ``foreground_qu`` and have unobserved pixels (``observed``, 0 there); maps that
+    contain their noise keep every split (``observation_qu``; ``total_qu`` is their mean)."""
     if (noise_cl is None) == (sigma_pixel is None):
         raise ValueError("give exactly one noise model: noise_cl or sigma_pixel")
     data = {
@@ -274,6 +277,10 @@ def write_signal(
     }
     if foreground_qu is not None:
         data[FOREGROUND_QU] = D(foreground_qu, "uK_CMB", "foregrounds alone, [freq, QU, pix]")
+    if observation_qu is not None:
+        data[OBSERVATION_QU] = D(
+            observation_qu, "uK_CMB", "the observed maps, noise included, [split, freq, QU, pix]"
+        )
     if observed is not None:
         data[OBSERVED] = D(np.asarray(observed, np.uint8), "1", "1 = observed in every band")
     if noise_cl is not None:
@@ -305,8 +312,9 @@ def read_signal(path, instrument: Instrument, nside: int, foreground: bool = Fal
             FOREGROUND_QU: ((None, 2, npx), "uK_CMB"),
             TOTAL_B: ((None, npx), "uK_CMB"),
             OBSERVED: ((npx,), "1"),
+            OBSERVATION_QU: ((None, nf, 2, npx), "uK_CMB"),
         },
-        optional=[TOTAL_B, OBSERVED] + ([] if foreground else [FOREGROUND_QU]),
+        optional=[TOTAL_B, OBSERVED, OBSERVATION_QU] + ([] if foreground else [FOREGROUND_QU]),
     )
     if p["frequencies_ghz"].shape[0] != nf or p[TOTAL_QU].shape[0] != nf:
         raise DataError(
@@ -399,3 +407,21 @@ def noise_realisation_reader(path, instrument: Instrument, nside: int, needed: i
         return arr
 
     return read
+
+
+def observed_maps(signal: io.Product, noise: io.Product, b_modes: bool = False):
+    """``(realisations, splits, maps)``: the maps an analysis of a simulation sees,
+    ``maps(i, s)`` ``[freq, (QU,) pix]`` of noise realisation i and split s: the signal
+    plus that noise, or, for maps that contain their noise, the observed split itself
+    (one realisation; their noise product only describes the noise in them)."""
+    if OBSERVATION_QU in signal.data:
+        if b_modes:
+            raise DataError(
+                f"{signal.path}: maps that contain their noise are analysed from Q/U "
+                "(set nilc.input: qu)"
+            )
+        observation = signal[OBSERVATION_QU]
+        return 1, observation.shape[0], lambda i, s: observation[s]
+    total = signal[TOTAL_B] if b_modes else signal[TOTAL_QU]
+    noise_maps = noise[NOISE_B] if b_modes else noise[NOISE_QU]
+    return noise_maps.shape[0], noise_maps.shape[1], lambda i, s: total + noise_maps[i, s]

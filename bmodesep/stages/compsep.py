@@ -78,7 +78,8 @@ def load_problem(
     inst = resolve_instrument(stage, sim["instrument"])
     _, zones = sims.read_masks(masks_path, nside)
     zone = _zone(zones, zone_name, masks_path)
-    signal = sims.read_signal(signal_path, inst, nside, foreground=True)
+    observation = contains_noise(stage, name)
+    signal = sims.read_signal(signal_path, inst, nside, foreground=not observation)
     pix = np.flatnonzero(zone)
     cs = stage["compsep"]
     n_real = noise_realisations(stage, name)
@@ -88,13 +89,16 @@ def load_problem(
             "realisations (set compsep.noise_realisations)"
         )
 
-    total, foreground = signal[sims.TOTAL_QU], signal[sims.FOREGROUND_QU]
+    # an observation has no foreground truth: evaluate_observation replaces these zeros
+    total = signal[sims.TOTAL_QU]
+    foreground = np.zeros_like(total) if observation else signal[sims.FOREGROUND_QU]
     if common_resolution.needed(inst):
         # beams and splits: every band at the widest beam, splits averaged, the noise
         # variance that leaves (bmodesep.core.simulate.common_resolution)
         ratio = common_resolution.beam_ratio(inst, lmax)
         total = common_resolution.reconvolve(total, ratio, nside, lmax)
-        foreground = common_resolution.reconvolve(foreground, ratio, nside, lmax)
+        if not observation:
+            foreground = common_resolution.reconvolve(foreground, ratio, nside, lmax)
     noise, ninv = zone_noise(stage, name, pix, n_real, noise_path)
 
     product, _ = sims.read_sky(sky_path, nside) if sky_path else (None, None)
@@ -166,6 +170,12 @@ def file_noise(stage, name: str) -> bool:
     simulations) rather than from its instrument."""
     sky = stage["skies"][stage["simulations"][name]["sky"]]
     return sky["kind"] == "maps" and sky["maps"]["noise"] != "instrument"
+
+
+def contains_noise(stage, name: str) -> bool:
+    """Whether a simulation's maps are an observation that contains its noise."""
+    sky = stage["skies"][stage["simulations"][name]["sky"]]
+    return sky["kind"] == "maps" and sky["maps"]["contains_noise"]
 
 
 def noise_realisations(stage, name: str) -> int:
@@ -895,7 +905,11 @@ def _compsep_fit_zone(
         configuration = [int(p.max()) + 1 for p in patches.values()]
     layout = compsep.cell_layout(patches, zone)
     t0 = time.perf_counter()
-    result = gridsearch.evaluate_configuration(layout, problem, keep_maps=True)
+    observation = None
+    if contains_noise(stage, name):  # fitted once, its statistical residual bootstrapped
+        result, observation = gridsearch.evaluate_observation(layout, problem)
+    else:
+        result = gridsearch.evaluate_configuration(layout, problem, keep_maps=True)
     log.info(
         "%s %s in %s: %d fits in %.1f s, sigma2_cmb %.4e uK^2",
         method,
@@ -916,4 +930,5 @@ def _compsep_fit_zone(
             "method": method,
             "configuration": configuration,
         },
+        observation,
     )

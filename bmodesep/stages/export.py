@@ -11,7 +11,10 @@ this order): the reconstructed CMB Q/U of the first noise realisation; its dust 
 synchrotron Q/U amplitudes at their reference frequencies; the spectral parameters
 beta_d, T_d, beta_s of that fit; the patch labels of each parameter (numbered across the
 zones, zone after zone, so that every patch has its own label); and the foreground
-residual W(d_fg) of the CMB (the systematic residual map, eq. 11).  Each file carries
+residual W(d_fg) of the CMB (the systematic residual map, eq. 11).  Of maps that contain
+their noise: the maps of their own fit, and instead of the foreground residual (unknown
+without truth) the per-pixel standard deviation of the CMB over the bootstrap
+realisations around that fit, its statistical error.  Each file carries
 units, coordinate system (Galactic), ordering, nside and the provenance of its products
 (``bmodesep.products.fits.write_healpix_fits``).
 
@@ -21,8 +24,6 @@ first noise realisation, averaged over the splits.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from bmodesep.config import simulation_config
 from bmodesep.core import export, harmonics
@@ -60,7 +61,19 @@ def export_maps(config, simulation: str, method: str, fits, outputs) -> None:
         "SIM": (simulation, "simulation (bmodesep config)"),
         "ZONES": (",".join(zones), "zones joined; UNSEEN elsewhere"),
     }
-    first = {"REALIS": (0, "noise realisation of the maps")}
+    observation = all(fit_product.observed(p) for p in products)
+    if not observation and any(fit_product.observed(p) for p in products):
+        raise DataError(f"fits of an observation mixed with simulated ones: {fits}")
+    first = (
+        {"REALIS": ("observed", "the observed maps (they contain their noise)")}
+        if observation
+        else {"REALIS": (0, "noise realisation of the maps")}
+    )
+    residual = (
+        {"CONTENT": ("STD(s_boot - s_obs)", "statistical error of the CMB map (bootstrap)")}
+        if observation
+        else {"CONTENT": ("W(d_fg)_CMB", "foreground residual of the CMB map")}
+    )
     extra = {
         "cmb": first,
         "foregrounds": first
@@ -70,20 +83,25 @@ def export_maps(config, simulation: str, method: str, fits, outputs) -> None:
         },
         "parameters": first,
         "patches": {},
-        "residual": {"CONTENT": ("W(d_fg)_CMB", "foreground residual of the CMB map")},
+        "residual": residual,
     }
     provenance = io.provenance(stage, stage["simulations"][simulation]["seed"], "export_maps")
-    columns = _columns(products, harmonics.npix(nside))
+    columns = _columns(products, harmonics.npix(nside), observation)
     for what, path in zip(EXPORTS, outputs, strict=True):
         fits_files.write_healpix_fits(path, columns[what], provenance, header | extra[what])
 
 
-def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]]:
-    """The columns (name: full-sky map, unit) of each exported file."""
+def _columns(products, npix: int, observation: bool) -> dict[str, dict[str, tuple]]:
+    """The columns (name: full-sky map, unit) of each exported file; of an observation,
+    its own fit's parameters, and as residual the bootstrap's standard deviation."""
     pixels = [p[fit_product.PIXELS] for p in products]
 
     def joined(name, index):
         return export.join_zones(pixels, [p[name][index] for p in products], npix)
+
+    def spread(i):
+        std = [(p[fit_product.CMB_QU][:, i] - p[comps][0, i]).std(axis=0) for p in products]
+        return export.join_zones(pixels, std, npix)
 
     def patches(parameter):
         return export.join_patch_labels([p[fit_product.patches_name(parameter)] for p in products])
@@ -91,6 +109,17 @@ def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]
     comps, params = fit_product.COMPONENTS, fit_product.PARAMETER_MAPS
     residual = fit_product.SYSTEMATIC_COMPONENTS
     qu = ("Q", "U")
+
+    def parameter(k):
+        if observation:
+            return joined(fit_product.OBSERVED_PARAMETER_MAPS, k)
+        return joined(params, (0, k))
+
+    def residual_map(i, s):
+        if observation:
+            return f"{s}_CMB_STD", (spread(i), "uK_CMB")
+        return f"{s}_FG_RESIDUAL", (joined(residual, (0, i)), "uK_CMB")
+
     return {
         "cmb": {f"{s}_CMB": (joined(comps, (0, i)), "uK_CMB") for i, s in enumerate(qu)},
         "foregrounds": {
@@ -99,13 +128,10 @@ def _columns(products, npix: int) -> dict[str, dict[str, tuple[np.ndarray, str]]
             for i, s in enumerate(qu)
         },
         "parameters": {
-            p.upper(): (joined(params, (0, k)), PARAMETER_UNITS[p])
-            for k, p in enumerate(PARAMETERS)
+            p.upper(): (parameter(k), PARAMETER_UNITS[p]) for k, p in enumerate(PARAMETERS)
         },
         "patches": {f"PATCH_{p.upper()}": (patches(p), "1") for p in PARAMETERS},
-        "residual": {
-            f"{s}_FG_RESIDUAL": (joined(residual, (0, i)), "uK_CMB") for i, s in enumerate(qu)
-        },
+        "residual": dict(residual_map(i, s) for i, s in enumerate(qu)),
     }
 
 
@@ -129,7 +155,11 @@ def export_nilc(config, simulation: str, compression: str, nilc, output) -> None
         "METHOD": ("nilc", "needlet / harmonic ILC (B modes)"),
         "COMPRESS": (compression, "compression (bmodesep config)"),
         "SIM": (simulation, "simulation (bmodesep config)"),
-        "REALIS": (0, "noise realisation of the maps"),
+        "REALIS": (
+            ("observed", "the observed maps (they contain their noise)")
+            if p.attrs.get("contains_noise", False)
+            else (0, "noise realisation of the maps")
+        ),
         "SPLITS": (maps.shape[1], "splits averaged"),
     }
     provenance = io.provenance(stage, stage["simulations"][simulation]["seed"], "export_nilc")

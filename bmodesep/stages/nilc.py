@@ -3,7 +3,8 @@
     bmodesep nilc nilc_compress --config C --simulation S --compression NAME
         --signal SIGNAL.h5 --noise NOISE.h5 [--masks MASKS.h5] --output F.h5
 
-Reads the simulation's frequency maps (signal + stored noise realisations, per split),
+Reads the simulation's frequency maps (signal + stored noise realisations, per split; or
+the observed splits of maps that contain their noise, as one realisation),
 takes their B modes (Q/U through a spin-2 analysis, or the stored B maps; optionally
 weighted by a Galactic mask), and runs the compression ``nilc.compressions[NAME]``
 (needlet or harmonic ILC; joint or constrained; see :mod:`bmodesep.core.nilc.ilc`).  Writes the
@@ -77,17 +78,13 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
             f"nilc.input 'b' needs B-mode maps in {signal_path} and {noise_path}; "
             "set nilc.input: qu or use an instrument with b_maps"
         )
-    total = signal[sims.TOTAL_B] if b_input else signal[sims.TOTAL_QU]
-    noise_maps = (
-        noise[sims.NOISE_B] if b_input else noise[sims.NOISE_QU]
-    )  # [real, split, freq, (QU,) pix]
+    n_real, n_split, observed_maps = sims.observed_maps(signal, noise, b_input)
     mask = None
     if nl["mask"] is not None:
         if masks_path is None:
             raise ConfigError(f"nilc.mask {nl['mask']} needs --masks")
         mask = sims.read_masks(masks_path, nside)[0][nl["mask"]].astype(float)
     _check_coverage(signal, mask, signal_path)
-    n_real, n_split = noise_maps.shape[:2]
     n_out = len(compression.outputs)
     nalm = harmonics.alm_size(lmax_out)
     alm_out = np.empty((n_real, n_split, n_out, nalm), dtype=np.complex128)
@@ -95,7 +92,7 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
     for i in range(n_real):
         for s in range(n_split):
             t0, c0 = time.perf_counter(), time.process_time()
-            alm = ilc.b_mode_alm(total + noise_maps[i, s], nside, lmax, n_iter, mask)
+            alm = ilc.b_mode_alm(observed_maps(i, s), nside, lmax, n_iter, mask)
             result = ilc.compress(
                 alm,
                 beams,
@@ -147,6 +144,7 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
             "input": nl["input"],
             "mask": nl["mask"] or "none",
             "target_beam_fwhm_arcmin": float(min(inst.fwhm_arcmin)) if inst.fwhm_arcmin else 0.0,
+            "contains_noise": sims.OBSERVATION_QU in signal.data,
         },
         needlets,
     )

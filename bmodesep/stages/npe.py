@@ -615,18 +615,17 @@ def npe_ps_likelihood(config, chunks, spectra, output) -> None:
 
 def observed_frequency_spectra(signal_path, noise_path, setup: simulator.Setup) -> np.ndarray:
     """``[realisation, n]`` frequency spectra of a pipeline simulation's maps (signal plus
-    each noise realisation, the two splits), as the likelihood's data."""
+    each noise realisation, the two splits; or the observed splits of maps that contain
+    their noise), as the likelihood's data."""
     inst, nside = setup.instrument, setup.nside
-    signal = sims.read_signal(signal_path, inst, nside)[sims.TOTAL_QU]
-    noise = sims.read_noise(noise_path, inst, nside)[sims.NOISE_QU]  # [real, split, f, 2, pix]
-    if noise.shape[1] < 2:
-        raise DataError(f"{noise_path}: {noise.shape[1]} split(s); the likelihood needs 2")
+    n_real, n_split, maps = sims.observed_maps(
+        sims.read_signal(signal_path, inst, nside), sims.read_noise(noise_path, inst, nside)
+    )
+    if n_split < 2:
+        raise DataError(f"{noise_path}: {n_split} split(s); the likelihood needs 2")
     out = []
-    for realisation in noise:
-        alm = [
-            ilc.b_mode_alm(signal + realisation[s], nside, setup.lmax, 3, setup.mask)
-            for s in (0, 1)
-        ]
+    for i in range(n_real):
+        alm = [ilc.b_mode_alm(maps(i, s), nside, setup.lmax, 3, setup.mask) for s in (0, 1)]
         out.append(datavector.data_vector(alm[0], alm[1], setup.lmax, setup.edges))
     return np.stack(out)
 

@@ -26,7 +26,12 @@ from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.core import harmonics
 from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.core.rlike import spectra as bb_spectra
-from bmodesep.core.rlike.residuals import analyse_residuals, theory_spectra
+from bmodesep.core.rlike.residuals import (
+    analyse_observation,
+    analyse_residuals,
+    observation_spectra,
+    theory_spectra,
+)
 from bmodesep.core.simulate import common_resolution
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import compsep as fit_product
@@ -49,7 +54,7 @@ def zone_maps(fit: io.Product, npix: int):
     return cmb, syst, mask
 
 
-def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, output) -> None:
+def r_likelihood(config, simulation: str, method: str, spectra, fits, output, sky=None) -> None:
     """Rule r_likelihood: residual spectra of one method's fits in every zone, and L(r)."""
     name, sky_path, spectra_path, fit_paths = simulation, sky, spectra, fits
     if name not in config["compsep"]["simulations"]:
@@ -63,6 +68,11 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
     inst, lmax = resolve_instrument(stage, sim["instrument"]), simulation_lmax(sim)
     transfer = common_resolution.map_transfer(inst, lmax)
     theory = theory_spectra(camb, stage["cmb"]["r"], stage["cmb"]["a_lens"], est, transfer)
+    if fit_product.observed(fit_product.read_compsep_fit(fit_paths[0], nside)):
+        _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
+        return
+    if sky_path is None:
+        raise ConfigError(f"simulation {name}: the residual spectra need --sky (the CMB)")
     product, _ = sims.read_sky(sky_path, nside)
     # as the separated maps carry it (at the common resolution of beams and splits)
     cmb_true = common_resolution.cmb_as_seen(
@@ -169,5 +179,97 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
             "r_simulated": stage["cmb"]["r"],
             "r_hat_at_grid_edge": at_edge,
             "stat_residual_floored_multipoles": clipped,
+        },
+    )
+
+
+def _observation_likelihood(stage, name, method, est, theory, fit_paths, output) -> None:
+    """L(r) of maps that contain their noise: per zone, the BB of the observation's CMB
+    map and the statistical residual of the bootstrap around its fit
+    (:func:`bmodesep.core.rlike.residuals.observation_spectra`); zones combined as one
+    region.  The foreground residual is unknown without truth: it stays in C_obs."""
+    nside = stage["simulations"][name]["nside"]
+    if est.bin_width is None:
+        raise ConfigError(
+            f"simulation {name}: maps that contain their noise need rlike.spectrum: master "
+            "(the f_sky-corrected spectrum of a masked map keeps the CMB's E-to-B leakage)"
+        )
+    grid, npix = r_grid(stage), harmonics.npix(nside)
+    zones, configurations, fskies, observed, stat, power = [], [], [], [], [], []
+    for path in fit_paths:
+        fit = fit_product.read_compsep_fit(path, nside)
+        if fit.attrs["method"] != method or not fit_product.observed(fit):
+            raise DataError(f"{path}: not the fit of method '{method}' of an observation")
+        cmb_hat, _, mask = zone_maps(fit, npix)
+        cmb_obs = np.zeros((2, npix))
+        cmb_obs[:, fit[fit_product.PIXELS]] = fit[fit_product.COMPONENTS][0]
+        c_obs, c_stat = observation_spectra(cmb_obs, cmb_hat, mask, est)
+        zones.append(fit.attrs["zone"])
+        configurations.append(np.asarray(fit.attrs["configuration"]))
+        fskies.append(bb_spectra.fsky(mask))
+        observed.append(c_obs)
+        stat.append(c_stat)
+        power.append(est.measure(cmb_hat, mask).sum(axis=1))
+    (c_obs, fsky_union), (c_stat, _) = (
+        rlike.combine_zones(observed, fskies),
+        rlike.combine_zones(stat, fskies),
+    )
+    combined = analyse_observation(grid, theory, c_obs, c_stat, est.modes(fsky_union))
+    zone_results = [
+        analyse_observation(grid, theory, o, t, est.modes(f))
+        for o, t, f in zip(observed, stat, fskies, strict=True)
+    ]
+    at_edge = not grid[1] < combined.r_hat < grid[-2]
+    log.info(
+        "%s %s (observation): r-hat %.2e [%.2e, %.2e], sigma(r) %.2e over %d zone(s)%s",
+        name,
+        method,
+        combined.r_hat,
+        combined.r_low,
+        combined.r_high,
+        combined.sigma_curvature,
+        len(zones),
+        ", AT THE EDGE OF THE r GRID" if at_edge else "",
+    )
+    zone_curves = np.stack([z.neg2lnl for z in zone_results])
+    products.write_r_likelihood(
+        output,
+        products.Spectra(
+            ell=est.ell,
+            total_residual=c_stat,
+            systematic_residual=None,  # no foreground truth
+            statistical_residual=c_stat,
+            tensor_r1=theory.tensor,
+            lensing=theory.lensing,
+            observed=c_obs,
+            units=est.units,
+        ),
+        products.ZoneResults(
+            fsky=np.array(fskies),
+            configuration=np.stack(configurations),
+            r_hat=np.array([z.r_hat for z in zone_results]),
+            total_residual=np.stack(stat),
+            systematic_residual=None,
+            likelihood=np.exp(-0.5 * zone_curves),
+            total_bb_power=np.stack(power),
+        ),
+        grid,
+        np.exp(-0.5 * combined.neg2lnl),
+        np.exp(-0.5 * rlike.average_likelihood(zone_curves)),
+        np.array([combined.r_hat]),
+        io.provenance(stage, stage["simulations"][name]["seed"], "r_likelihood"),
+        {
+            "method": method,
+            "spectrum": stage["rlike"]["spectrum"],
+            "zones": zones,
+            "fsky_union": fsky_union,
+            "r_hat": combined.r_hat,
+            "r_low": combined.r_low,
+            "r_high": combined.r_high,
+            "sigma_r": combined.sigma_curvature,
+            "r_simulated": float("nan"),
+            "r_hat_at_grid_edge": at_edge,
+            "stat_residual_floored_multipoles": int(np.sum(c_stat < 0)),
+            "contains_noise": True,
         },
     )

@@ -235,13 +235,23 @@ def _band_maps(paths, spec, frequencies, nside: int, lmax: int):
 
 
 def _user_signal(sim, sky_cfg, instrument, total, foregrounds):
-    """The signal of a sky of kind maps: the user's maps in every band, their coverage."""
+    """The signal of a sky of kind maps: the user's maps in every band, their coverage; of
+    maps that contain their noise, also every split's ``[split, band, 2, npix]``."""
     nside, lmax, n_iter = sim["nside"], simulation_lmax(sim), simulation_analysis_iterations(sim)
     spec, freqs = sky_cfg["maps"], instrument.frequencies_ghz
     if not total:
         raise ConfigError("a maps sky's frequency maps need --total (one file per band)")
-    with timed(f"{instrument.n_freq} frequency maps from FITS"):
-        qu, observed = _band_maps(total, spec, freqs, nside, lmax)
+    splits = instrument.splits if spec["contains_noise"] else 1
+    if len(total) != splits * len(freqs):
+        raise ConfigError(f"{len(total)} map files for {len(freqs)} bands and {splits} split(s)")
+    n = len(freqs)
+    with timed(f"{len(total)} frequency maps from FITS"):
+        parts = [
+            _band_maps(total[s * n : (s + 1) * n], spec, freqs, nside, lmax) for s in range(splits)
+        ]
+        observation = np.stack([qu for qu, _ in parts]) if spec["contains_noise"] else None
+        qu = parts[0][0] if splits == 1 else observation.mean(axis=0)
+        observed = np.logical_and.reduce([seen for _, seen in parts])
         fg = None
         if foregrounds:
             fg, fg_observed = _band_maps(foregrounds, spec, freqs, nside, lmax)
@@ -251,7 +261,9 @@ def _user_signal(sim, sky_cfg, instrument, total, foregrounds):
             b = np.stack([user_maps.b_map(m, nside, lmax, n_iter) for m in qu])
     if not observed.any():
         raise DataError("no pixel is observed in every band")
-    return SignalMaps(qu, fg, b), observed
+    if observation is not None:
+        observation[..., ~observed] = 0.0  # a pixel one split misses is cut from all
+    return SignalMaps(qu, fg, b), observed, observation
 
 
 def frequency_maps(
@@ -267,9 +279,9 @@ def frequency_maps(
     of a sky of kind maps, the user's maps (``total``, ``foregrounds``: one file per band)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     instrument = resolve_instrument(stage_config, sim["instrument"])
-    observed = None
+    observed = observation = None
     if sky_cfg["kind"] == "maps":
-        signal, observed = _user_signal(sim, sky_cfg, instrument, total, foregrounds)
+        signal, observed, observation = _user_signal(sim, sky_cfg, instrument, total, foregrounds)
     else:
         if sky is None:
             raise ConfigError(f"simulation {simulation}: the signal of a simulated sky needs --sky")
@@ -301,6 +313,7 @@ def frequency_maps(
         noise_cl=noise_cl(instrument, lmax) if harmonic else None,
         sigma_pixel=None if harmonic else white_noise_sigma_per_pixel(instrument, nside),
         observed=observed,
+        observation_qu=observation,
     )
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from bmodesep.config import compsep_methods, npe_config, npe_set_config, simulation_config
-from bmodesep.core.maps import band_paths, noise_paths
+from bmodesep.core.maps import band_paths, noise_paths, observation_paths
 from bmodesep.core.npe.sets import subset_chunks
 from bmodesep.core.simulate.masks import ZONE_NAMES
 from bmodesep.products.fits import EXPORTS
@@ -306,12 +306,27 @@ def user_maps(sim):
 
 
 def user_map_files(sim, key):
-    """The user's file of each band (key total or foregrounds; [] if not given)."""
+    """The user's file of each band (key total or foregrounds; [] if not given); of maps
+    that contain their noise, of each split and band."""
     spec = user_maps(sim)
     if not spec or not spec[key]:
         return []
-    freqs = resolve_instrument(config, config["simulations"][sim]["instrument"]).frequencies_ghz
-    return band_paths(spec[key], freqs)
+    inst = resolve_instrument(config, config["simulations"][sim]["instrument"])
+    if key == "total" and spec["contains_noise"]:
+        return observation_paths(spec[key], inst.frequencies_ghz, inst.splits)
+    return band_paths(spec[key], inst.frequencies_ghz)
+
+
+def contains_noise(sim):
+    """Whether the simulation's maps are an observation that contains its noise."""
+    spec = user_maps(sim)
+    return bool(spec) and spec["contains_noise"]
+
+
+def selection_source(sim):
+    """The simulation whose grid-search selection the K-means fit of ``sim`` takes: its
+    own, or for maps that contain their noise, compsep.selection_from's."""
+    return COMPSEP["selection_from"].get(sim, sim)
 
 
 def file_noise(sim):
@@ -451,7 +466,8 @@ def compsep_fit_inputs(wildcards):
     inputs = {"masks": masks_file(wildcards.sim), "signal": signal_file(wildcards.sim)}
     inputs["noise"] = compsep_noise(wildcards)
     if wildcards.method == "kmeans":
-        inputs["selection"] = [selection_file(wildcards.sim, z) for z in COMPSEP_ZONES]
+        source = selection_source(wildcards.sim)
+        inputs["selection"] = [selection_file(source, z) for z in COMPSEP_ZONES]
         inputs["patches"] = kmeans_patch_files(wildcards)
     return inputs
 
@@ -478,6 +494,29 @@ def zone_method_fits(wildcards):
 
 def method_r_likelihoods(wildcards):
     return [rlike_file(wildcards.sim, m) for m in COMPSEP_METHODS]
+
+
+def rlike_inputs(wildcards):
+    """The fits, CAMB spectra and, of a simulated sky, its CMB (the residuals' truth)."""
+    inputs = {"spectra": spectra_file(), "fits": method_fits(wildcards)}
+    return inputs | ({"sky": sky_file(wildcards.sim)} if has_sky(wildcards.sim) else {})
+
+
+def rlike_sky_arg(wildcards, input):
+    return f"--sky {input.sky}" if "sky" in input.keys() else ""
+
+
+def compsep_figure_targets(sim):
+    """kabalan2025's figures of one separated simulation; of maps that contain their noise
+    (no grid search, no truth) those of its fits and r likelihood only."""
+    if contains_noise(sim):
+        names = ["residual_spectra", "r_likelihood"]
+        out = [compsep_figure(f"patches_{z}", sim) for z in COMPSEP_ZONES]
+        return out + [compsep_figure(n, sim) for n in names] + [compsep_figure("r_summary", sim, ext="csv")]
+    names = ["residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k"]
+    out = [compsep_figure(f"{n}_{z}", sim) for n in ("grid_search", "patches") for z in COMPSEP_ZONES]
+    out += [compsep_figure(n, sim) for n in names]
+    return out + [compsep_figure(n, sim, ext="csv") for n in ("r_summary", "selection_rules")]
 
 
 def zone_selections(wildcards):
@@ -618,11 +657,12 @@ def compare_rows():
             jobs = [benchmark_file("compsep_fit", s, m)]  # every zone in one job
             if m == "kmeans":
                 jobs += [benchmark_file("kmeans_patches", s)]
+                g = selection_source(s)  # the grid search it takes its selection from
                 if SCREENED:
-                    jobs += [benchmark_file("grid_screen_chunk", s, str(c)) for c in GRID_CHUNKS]
-                    jobs += [benchmark_file("grid_screen", s)]
-                jobs += [benchmark_file("grid_chunk", s, str(c)) for c in GRID_CHUNKS]
-                jobs += [benchmark_file("grid_select", s)]
+                    jobs += [benchmark_file("grid_screen_chunk", g, str(c)) for c in GRID_CHUNKS]
+                    jobs += [benchmark_file("grid_screen", g)]
+                jobs += [benchmark_file("grid_chunk", g, str(c)) for c in GRID_CHUNKS]
+                jobs += [benchmark_file("grid_select", g)]
             jobs.append(benchmark_file("r_likelihood", s, m))
             rows.append(base | {"method": m, "kind": "rlike", "result": rlike_file(s, m), "benchmarks": jobs})
         for c in NPE_COMPRESSIONS:

@@ -601,17 +601,5 @@ rule validation_all:
 
 rule figures:
     input:
-        [
-            compsep_figure(f"{name}_{z}", s)
-            for s in COMPSEP_SIMULATIONS
-            for name in ("grid_search", "patches")
-            for z in COMPSEP_ZONES
-        ],
-        [
-            compsep_figure(name, s)
-            for s in COMPSEP_SIMULATIONS
-            for name in ("residual_maps", "metrics", "residual_spectra", "r_likelihood", "r_hat_vs_k")
-        ],
-        [compsep_figure("r_summary", s, ext="csv") for s in COMPSEP_SIMULATIONS],
-        [compsep_figure("selection_rules", s, ext="csv") for s in COMPSEP_SIMULATIONS],
+        [f for s in COMPSEP_SIMULATIONS for f in compsep_figure_targets(s)],
         npe_figure_targets(),

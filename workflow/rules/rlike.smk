@@ -4,13 +4,12 @@
 
 rule r_likelihood:
     input:
-        sky=sky_file(),
-        spectra=spectra_file(),
-        fits=method_fits,
+        unpack(rlike_inputs),
     output:
         rlike_file(),
     params:
         config=compsep_config,
+        sky=rlike_sky_arg,
     log:
         log_file("r_likelihood", "{sim}", "{method}"),
     benchmark:
@@ -23,7 +22,7 @@ rule r_likelihood:
         SIM_ENV
     shell:
         "bmodesep rlike r_likelihood --config {params.config} --simulation {wildcards.sim} "
-        "--method {wildcards.method} --sky {input.sky} --spectra {input.spectra} "
+        "--method {wildcards.method} {params.sky} --spectra {input.spectra} "
         "--fits {input.fits} --output {output} > {log} 2>&1"
 
 

@@ -374,6 +374,52 @@ def evaluate_configuration(
     )
 
 
+class Observation(NamedTuple):
+    """The fit of maps that contain their noise (an observation) and the sky it implies."""
+
+    fit: fitting.FitResult
+    components: np.ndarray  # [3, 2, n_zone] W d: CMB, dust, synchrotron
+    model: np.ndarray  # [freq, 2, n_zone] A(beta_hat) W d: the best-fit sky, noiseless
+    foreground_model: np.ndarray  # [freq, 2, n_zone] its foreground part
+
+
+def fit_observation(layout: CellLayout, problem: Problem) -> Observation:
+    """Fit the observed maps ``problem.signal`` (noise included) once, from the
+    configured start, and build the sky of the best fit, ``A(beta_hat) W d``."""
+    if not np.all(np.isfinite(problem.signal)):
+        raise DataError("the observed maps of the zone contain NaN or inf")
+    res = fit_data(layout, problem, problem.signal)
+    weights = _compiled_weights(problem.model)(
+        res.params, jnp.asarray(problem.ninv), jnp.asarray(layout.cell_params)
+    )
+    comps = compsep.apply_weights(np.asarray(weights), problem.signal, layout.cell_of_pixel)
+    p = np.asarray(res.params)[layout.pixel_params]  # [n_zone, 3]
+    a = np.asarray(compsep.mixing_matrix(problem.model, p[:, 0], p[:, 1], p[:, 2]))
+    model = np.einsum("pfi,isp->fsp", a, comps)
+    foreground = np.einsum("pfi,isp->fsp", a[..., 1:], comps[1:])
+    return Observation(jax.device_get(res), comps, model, foreground)
+
+
+def evaluate_observation(
+    layout: CellLayout, problem: Problem, keep_maps: bool = True
+) -> tuple[ConfigResult, Observation]:
+    """An observation's configuration: its fit, and the statistical residual around it
+    by a parametric bootstrap, :func:`evaluate_configuration` of the best-fit sky
+    ``A(beta_hat) W d`` plus each noise realisation (noise and spectral-index errors of
+    the fit, first order in neither).  The best-fit sky lies in the model, so its
+    systematic residual is zero by construction: the observation's foreground residual is
+    unknown without truth and stays in the data.  ``components`` of the result are the
+    observation's ``W d``; ``cmb_true`` of the bootstrap is their CMB."""
+    obs = fit_observation(layout, problem)
+    boot = problem._replace(
+        signal=obs.model,
+        foreground=obs.foreground_model,
+        cmb_true=obs.components[0],
+    )
+    result = evaluate_configuration(layout, boot, keep_maps)
+    return result._replace(components=obs.components), obs
+
+
 def _batched_fits(layout: CellLayout, problem: Problem, x0, lower, upper, warm: bool):
     """All realisations fitted at once with ``vmap`` (the batch runs as long as its slowest)."""
     index = compsep.cell_index(layout.cell_of_pixel, layout.n_cells)

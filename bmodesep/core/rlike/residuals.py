@@ -53,3 +53,24 @@ def analyse_residuals(grid, theory: Theory, total, systematic, modes) -> rlike.R
     return rlike.analyse(
         grid, theory.observed + total, theory.tensor, theory.lensing, c_stat, modes
     )
+
+
+def observation_spectra(
+    cmb_observed: np.ndarray,
+    cmb_bootstrap: np.ndarray,
+    mask: np.ndarray,
+    estimator: spectra.BBEstimator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of maps that contain their noise: the BB spectrum of the CMB map reconstructed from
+    the observation (``[2, npix]``), and the statistical residual ``<C_l(s^(n) - s_obs)>_n``
+    of the fits of the bootstrap realisations around it (``[n, 2, npix]``)."""
+    observed = estimator.measure(cmb_observed, mask)
+    statistical = estimator.measure(cmb_bootstrap - cmb_observed[None], mask).mean(axis=0)
+    return observed, statistical
+
+
+def analyse_observation(grid, theory: Theory, observed, statistical, modes) -> rlike.RResult:
+    """Eq. 15 on data: C_obs = the observation's BB (CMB, noise and foreground residual),
+    model r C_tens + A_lens C_lens + C_stat, C_stat the bootstrap's (floored at 0)."""
+    c_stat = np.clip(statistical, 0.0, None)
+    return rlike.analyse(grid, observed, theory.tensor, theory.lensing, c_stat, modes)
