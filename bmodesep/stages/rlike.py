@@ -54,7 +54,7 @@ def zone_maps(fit: io.Product, npix: int):
     return cmb, syst, mask
 
 
-def r_likelihood(config, simulation: str, method: str, spectra, fits, output, sky=None) -> None:
+def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, output) -> None:
     """Rule r_likelihood: residual spectra of one method's fits in every zone, and L(r)."""
     name, sky_path, spectra_path, fit_paths = simulation, sky, spectra, fits
     if name not in config["compsep"]["simulations"]:
