@@ -236,3 +236,40 @@ def mounts(tmp_path):
     m = Mounts(tmp_path)
     yield m
     m.unmount_all()
+
+
+def litebird_grf_problem(n_realisations: int, noise_seed: int = 5):
+    """The benchmarks' LiteBIRD-like GRF sky at nside 16 on 20% of the sky as a zone's
+    fitting problem with ``n_realisations`` noise realisations, and ``noise(seed)``, the
+    noise realisations of another seed."""
+    import healpy as hp
+
+    from benchmarks.simulate import simulation_setup
+    from bmodesep.core.compsep import fitting, gridsearch
+    from bmodesep.core.compsep import likelihood as compsep
+    from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
+    from bmodesep.core.simulate.sky import foreground_maps
+
+    nside = 16
+    setup = simulation_setup("litebird", nside, {"galactic_envelope": {"amplitude": 10.0}})
+    inst, lmax = setup.instrument, setup.lmax
+    zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
+    sky = setup.draw(nside)
+    pix = np.flatnonzero(zone)
+    fg = foreground_maps(sky, inst.frequencies_ghz)[:, :, pix]
+
+    def noise(seed):
+        return lambda i: simulate_noise(inst, nside, lmax, seed, i).qu[0][:, :, pix]
+
+    problem = gridsearch.Problem(
+        model=compsep.SpectralModel(inst.frequencies_ghz),
+        signal=fg + sky.cmb_qu[None][:, :, pix],
+        foreground=fg,
+        noise=gridsearch.memoised_noise(noise(noise_seed), n_realisations),
+        n_realisations=n_realisations,
+        ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
+        start={"beta_d": 1.54, "temperature_d": 20.0, "beta_s": -3.0},
+        bounds={"beta_d": (0.5, 5.0), "temperature_d": (5.0, 100.0), "beta_s": (-6.0, -0.5)},
+        options=fitting.FitOptions(),
+    )
+    return zone, problem, noise

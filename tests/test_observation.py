@@ -16,15 +16,14 @@ import healpy as hp
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, tiny_config, tiny_workflow_config
+from conftest import REPO, litebird_grf_problem, tiny_config, tiny_workflow_config
 
 from bmodesep.config import check_consistency, validate_config
 from bmodesep.core import harmonics
 from bmodesep.core import maps as user_maps
-from bmodesep.core.compsep import clustering, fitting, gridsearch
+from bmodesep.core.compsep import clustering, gridsearch
 from bmodesep.core.compsep import likelihood as compsep
 from bmodesep.core.simulate.cmb import cmb_alm
-from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
 from bmodesep.errors import ConfigError
 from bmodesep.products import io, sims
 from bmodesep.settings import resolve_instrument
@@ -47,35 +46,10 @@ def _write_splits(folder, maps, freqs):
 # ---------------------------------------------------------------- the fit and its bootstrap
 @pytest.fixture(scope="module")
 def grf_problem():
-    """A LiteBIRD-like GRF sky at nside 16 on 20% of the sky, 24 noise realisations."""
-    from benchmarks.simulate import simulation_setup
-    from bmodesep.core.simulate.sky import foreground_maps
-
-    nside = 16
-    setup = simulation_setup("litebird", nside, {"galactic_envelope": {"amplitude": 10.0}})
-    inst, lmax = setup.instrument, setup.lmax
-    zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
-    sky = setup.draw(nside)
-    pix = np.flatnonzero(zone)
-    fg = foreground_maps(sky, inst.frequencies_ghz)[:, :, pix]
-    n_real = 24
-
-    def noise(seed):
-        return lambda i: simulate_noise(inst, nside, lmax, seed, i).qu[0][:, :, pix]
-
-    problem = gridsearch.Problem(
-        model=compsep.SpectralModel(inst.frequencies_ghz),
-        signal=fg + sky.cmb_qu[None][:, :, pix],
-        foreground=fg,
-        noise=gridsearch.memoised_noise(noise(5), n_real),
-        n_realisations=n_real,
-        ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
-        start=START,
-        bounds=BOUNDS,
-        options=fitting.FitOptions(),
-    )
-    observed = problem.signal + noise(77)(0)  # the observation's own noise: another seed
-    return zone, problem, observed
+    """A LiteBIRD-like GRF sky at nside 16 on 20% of the sky, 24 noise realisations, and
+    an observation of it whose noise is of another seed."""
+    zone, problem, noise = litebird_grf_problem(24)
+    return zone, problem, problem.signal + noise(77)(0)
 
 
 def _layout(zone, counts):

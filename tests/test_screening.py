@@ -1,12 +1,11 @@
 """The screened grid search (issue 28): predicted realisations and the candidates' screen."""
 
-import healpy as hp
 import numpy as np
 import pytest
+from conftest import litebird_grf_problem
 
-from bmodesep.core.compsep import clustering, fitting, gridsearch, screening, selection
+from bmodesep.core.compsep import clustering, gridsearch, screening, selection
 from bmodesep.core.compsep import likelihood as compsep
-from bmodesep.core.simulate.instrument import simulate_noise, white_noise_sigma_per_pixel
 from bmodesep.errors import ConfigError
 
 START = {"beta_d": 1.54, "temperature_d": 20.0, "beta_s": -3.0}
@@ -16,30 +15,7 @@ BOUNDS = {"beta_d": (0.5, 5.0), "temperature_d": (5.0, 100.0), "beta_s": (-6.0, 
 @pytest.fixture(scope="module")
 def problem():
     """The benchmarks' LiteBIRD-like GRF sky at nside 16 on 20% of the sky, 40 realisations."""
-    from benchmarks.simulate import simulation_setup
-    from bmodesep.core.simulate.sky import foreground_maps
-
-    nside = 16
-    setup = simulation_setup("litebird", nside, {"galactic_envelope": {"amplitude": 10.0}})
-    inst, lmax = setup.instrument, setup.lmax
-    zone = hp.pix2vec(nside, np.arange(hp.nside2npix(nside)))[2] > 0.6
-    sky = setup.draw(nside)
-    pix = np.flatnonzero(zone)
-    fg = foreground_maps(sky, inst.frequencies_ghz)[:, :, pix]
-    n_real = 40
-    prob = gridsearch.Problem(
-        model=compsep.SpectralModel(inst.frequencies_ghz),
-        signal=fg + sky.cmb_qu[None][:, :, pix],
-        foreground=fg,
-        noise=gridsearch.memoised_noise(
-            lambda i: simulate_noise(inst, nside, lmax, 5, i).qu[0][:, :, pix], n_real
-        ),
-        n_realisations=n_real,
-        ninv=1.0 / white_noise_sigma_per_pixel(inst, nside) ** 2,
-        start=START,
-        bounds=BOUNDS,
-        options=fitting.FitOptions(),
-    )
+    zone, prob, _ = litebird_grf_problem(40)
     return zone, prob
 
 

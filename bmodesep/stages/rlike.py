@@ -122,25 +122,7 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
         for t, s, f in zip(total, syst, fskies, strict=True)
     ]
     zone_curves = np.stack([z.neg2lnl for z in zone_results])
-    at_edge = not grid[1] < combined.r_hat < grid[-2]
-    if at_edge:
-        log.warning(
-            "r-hat %.3g lies at the edge of the r grid [%s, %s]: widen rlike.r_min / rlike.r_max",
-            combined.r_hat,
-            grid[0],
-            grid[-1],
-        )
-    log.info(
-        "%s %s: r-hat %.2e [%.2e, %.2e], sigma(r) %.2e over %d zone(s), %s spectra",
-        name,
-        method,
-        combined.r_hat,
-        combined.r_low,
-        combined.r_high,
-        combined.sigma_curvature,
-        len(zones),
-        rl["spectrum"],
-    )
+    at_edge = _report(f"{name} {method} ({rl['spectrum']} spectra)", combined, grid, len(zones))
     products.write_r_likelihood(
         output,
         products.Spectra(
@@ -183,6 +165,28 @@ def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, outpu
     )
 
 
+def _report(label: str, combined, grid, n_zones: int) -> bool:
+    """Log r-hat and its interval; warn (and return True) where r-hat is at the grid's edge."""
+    at_edge = not grid[1] < combined.r_hat < grid[-2]
+    if at_edge:
+        log.warning(
+            "r-hat %.3g lies at the edge of the r grid [%s, %s]: widen rlike.r_min / rlike.r_max",
+            combined.r_hat,
+            grid[0],
+            grid[-1],
+        )
+    log.info(
+        "%s: r-hat %.2e [%.2e, %.2e], sigma(r) %.2e over %d zone(s)",
+        label,
+        combined.r_hat,
+        combined.r_low,
+        combined.r_high,
+        combined.sigma_curvature,
+        n_zones,
+    )
+    return at_edge
+
+
 def _observation_likelihood(stage, name, method, est, theory, fit_paths, output) -> None:
     """L(r) of maps that contain their noise: per zone, the BB of the observation's CMB
     map and the statistical residual of the bootstrap around its fit
@@ -219,18 +223,7 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
         analyse_observation(grid, theory, o, t, est.modes(f))
         for o, t, f in zip(observed, stat, fskies, strict=True)
     ]
-    at_edge = not grid[1] < combined.r_hat < grid[-2]
-    log.info(
-        "%s %s (observation): r-hat %.2e [%.2e, %.2e], sigma(r) %.2e over %d zone(s)%s",
-        name,
-        method,
-        combined.r_hat,
-        combined.r_low,
-        combined.r_high,
-        combined.sigma_curvature,
-        len(zones),
-        ", AT THE EDGE OF THE r GRID" if at_edge else "",
-    )
+    at_edge = _report(f"{name} {method} (observation)", combined, grid, len(zones))
     zone_curves = np.stack([z.neg2lnl for z in zone_results])
     products.write_r_likelihood(
         output,
