@@ -27,9 +27,8 @@ from bmodesep.core import harmonics
 from bmodesep.core.rlike import likelihood as rlike
 from bmodesep.core.rlike import spectra as bb_spectra
 from bmodesep.core.rlike.residuals import (
-    analyse_observation,
     analyse_residuals,
-    observation_spectra,
+    observation_likelihood,
     theory_spectra,
 )
 from bmodesep.core.simulate import common_resolution
@@ -192,14 +191,9 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
     map and the statistical residual of the bootstrap around its fit
     (:func:`bmodesep.core.rlike.residuals.observation_spectra`); zones combined as one
     region.  The foreground residual is unknown without truth: it stays in C_obs."""
-    nside = stage["simulations"][name]["nside"]
-    if est.bin_width is None:
-        raise ConfigError(
-            f"simulation {name}: maps that contain their noise need rlike.spectrum: master "
-            "(the f_sky-corrected spectrum of a masked map keeps the CMB's E-to-B leakage)"
-        )
+    nside = stage["simulations"][name]["nside"]  # rlike.spectrum master: config check
     grid, npix = r_grid(stage), harmonics.npix(nside)
-    zones, configurations, fskies, observed, stat, power = [], [], [], [], [], []
+    zones, configurations, maps = [], [], []
     for path in fit_paths:
         fit = fit_product.read_compsep_fit(path, nside)
         if fit.attrs["method"] != method or not fit_product.observed(fit):
@@ -207,24 +201,13 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
         cmb_hat, _, mask = zone_maps(fit, npix)
         cmb_obs = np.zeros((2, npix))
         cmb_obs[:, fit[fit_product.PIXELS]] = fit[fit_product.COMPONENTS][0]
-        c_obs, c_stat = observation_spectra(cmb_obs, cmb_hat, mask, est)
         zones.append(fit.attrs["zone"])
         configurations.append(np.asarray(fit.attrs["configuration"]))
-        fskies.append(bb_spectra.fsky(mask))
-        observed.append(c_obs)
-        stat.append(c_stat)
-        power.append(est.measure(cmb_hat, mask).sum(axis=1))
-    (c_obs, fsky_union), (c_stat, _) = (
-        rlike.combine_zones(observed, fskies),
-        rlike.combine_zones(stat, fskies),
-    )
-    combined = analyse_observation(grid, theory, c_obs, c_stat, est.modes(fsky_union))
-    zone_results = [
-        analyse_observation(grid, theory, o, t, est.modes(f))
-        for o, t, f in zip(observed, stat, fskies, strict=True)
-    ]
+        maps.append((cmb_obs, cmb_hat, mask))
+    res = observation_likelihood(grid, theory, maps, est)
+    combined, c_obs, c_stat = res.combined, res.observed, res.statistical
     at_edge = _report(f"{name} {method} (observation)", combined, grid, len(zones))
-    zone_curves = np.stack([z.neg2lnl for z in zone_results])
+    zone_curves = np.stack([z.neg2lnl for z in res.zone_results])
     products.write_r_likelihood(
         output,
         products.Spectra(
@@ -238,13 +221,13 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
             units=est.units,
         ),
         products.ZoneResults(
-            fsky=np.array(fskies),
+            fsky=res.zone_fsky,
             configuration=np.stack(configurations),
-            r_hat=np.array([z.r_hat for z in zone_results]),
-            total_residual=np.stack(stat),
+            r_hat=np.array([z.r_hat for z in res.zone_results]),
+            total_residual=res.zone_statistical,
             systematic_residual=None,
             likelihood=np.exp(-0.5 * zone_curves),
-            total_bb_power=np.stack(power),
+            total_bb_power=res.zone_power,
         ),
         grid,
         np.exp(-0.5 * combined.neg2lnl),
@@ -255,7 +238,7 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
             "method": method,
             "spectrum": stage["rlike"]["spectrum"],
             "zones": zones,
-            "fsky_union": fsky_union,
+            "fsky_union": res.fsky_union,
             "r_hat": combined.r_hat,
             "r_low": combined.r_low,
             "r_high": combined.r_high,

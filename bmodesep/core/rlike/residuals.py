@@ -74,3 +74,51 @@ def analyse_observation(grid, theory: Theory, observed, statistical, modes) -> r
     model r C_tens + A_lens C_lens + C_stat, C_stat the bootstrap's (floored at 0)."""
     c_stat = np.clip(statistical, 0.0, None)
     return rlike.analyse(grid, observed, theory.tensor, theory.lensing, c_stat, modes)
+
+
+class ObservationLikelihood(NamedTuple):
+    """Eq. 15 of an observation over its zones (one row per zone where ``zone_``)."""
+
+    observed: np.ndarray  # C_obs of the union of zones
+    statistical: np.ndarray  # C_stat of the union
+    fsky_union: float
+    combined: rlike.RResult
+    zone_observed: np.ndarray  # [zone, n]
+    zone_statistical: np.ndarray  # [zone, n]
+    zone_fsky: np.ndarray  # [zone]
+    zone_results: list[rlike.RResult]
+    zone_power: np.ndarray  # [zone, realisation] total BB power of each bootstrap CMB map
+
+
+def observation_likelihood(
+    grid, theory: Theory, zones, estimator: spectra.BBEstimator
+) -> ObservationLikelihood:
+    """L(r) of maps that contain their noise: per zone ``(cmb_observed [2, npix],
+    cmb_bootstrap [n, 2, npix], mask [npix])``, the spectra of
+    :func:`observation_spectra`, then the zones combined as one region (f_sky-weighted
+    spectra, f_sky of the union) and :func:`analyse_observation`."""
+    observed, stat, fskies, power = [], [], [], []
+    for cmb_obs, cmb_boot, mask in zones:
+        c_obs, c_stat = observation_spectra(cmb_obs, cmb_boot, mask, estimator)
+        observed.append(c_obs)
+        stat.append(c_stat)
+        fskies.append(spectra.fsky(mask))
+        power.append(estimator.measure(cmb_boot, mask).sum(axis=1))
+    (c_obs, fsky_union), (c_stat, _) = (
+        rlike.combine_zones(observed, fskies),
+        rlike.combine_zones(stat, fskies),
+    )
+    return ObservationLikelihood(
+        c_obs,
+        c_stat,
+        fsky_union,
+        analyse_observation(grid, theory, c_obs, c_stat, estimator.modes(fsky_union)),
+        np.stack(observed),
+        np.stack(stat),
+        np.array(fskies),
+        [
+            analyse_observation(grid, theory, o, t, estimator.modes(f))
+            for o, t, f in zip(observed, stat, fskies, strict=True)
+        ],
+        np.stack(power),
+    )
