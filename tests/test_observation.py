@@ -234,6 +234,7 @@ def test_config_checks_of_observations(tmp_path):
 
 
 # ---------------------------------------------------------------- the workflow
+@pytest.mark.slow
 def test_the_workflow_separates_an_observation_with_a_simulations_selection(tmp_path, spectra):
     """LiteBIRD maps with their noise in them (the simulation lb's signal plus its noise
     realisation 0) next to lb itself: the observation takes lb's grid-search selection,

@@ -468,6 +468,7 @@ def test_config_checks_of_maps_skies():
 
 
 # ---------------------------------------------------------------- the workflow on maps
+@pytest.mark.slow
 def test_the_workflow_runs_component_separation_on_a_users_maps(tmp_path, simulated):
     """A tiny config whose LiteBIRD sky is FITS files (NESTED, K_RJ) with noise-simulation
     files: the workflow reads them, separates them with every method, infers r and
@@ -631,6 +632,7 @@ def test_zones_join_into_full_sky_maps_with_patches_numbered_across_zones():
     assert labels.tolist() == [0, 1, 2, 3, 1, hp.UNSEEN]
 
 
+@pytest.mark.slow
 def test_sbi_and_the_power_spectrum_likelihood_run_on_a_users_maps(tmp_path, spectra):
     """SO-SAT-like FITS maps (one per band, with the instrument's noise added): the
     workflow compresses them with NILC and infers r with an estimator trained for the same

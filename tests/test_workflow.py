@@ -108,6 +108,7 @@ def test_a_misspelled_target_lists_the_targets(tmp_path):
     assert "targets: all, " in out and "simulate_all" in out and "npe_all" in out
 
 
+@pytest.mark.slow
 def test_recovery_after_snakemake_itself_is_killed(tmp_path):
     """kill -9 of Snakemake mid-job (its job runs on): the README's recovery works, and a
     rerun while the orphan still writes leaves one complete product."""
