@@ -186,13 +186,10 @@ def _report(label: str, combined, grid, n_zones: int) -> bool:
     return at_edge
 
 
-def _observation_likelihood(stage, name, method, est, theory, fit_paths, output) -> None:
-    """L(r) of maps that contain their noise: per zone, the BB of the observation's CMB
-    map and the statistical residual of the bootstrap around its fit
-    (:func:`bmodesep.core.rlike.residuals.observation_spectra`); zones combined as one
-    region.  The foreground residual is unknown without truth: it stays in C_obs."""
-    nside = stage["simulations"][name]["nside"]  # rlike.spectrum master: config check
-    grid, npix = r_grid(stage), harmonics.npix(nside)
+def _observation_zones(fit_paths, method: str, nside: int):
+    """Zone names, patch counts and ``(cmb_observed, cmb_bootstrap, mask)`` full-sky maps
+    of an observation's fits, one per zone."""
+    npix = harmonics.npix(nside)
     zones, configurations, maps = [], [], []
     for path in fit_paths:
         fit = fit_product.read_compsep_fit(path, nside)
@@ -204,6 +201,18 @@ def _observation_likelihood(stage, name, method, est, theory, fit_paths, output)
         zones.append(fit.attrs["zone"])
         configurations.append(np.asarray(fit.attrs["configuration"]))
         maps.append((cmb_obs, cmb_hat, mask))
+    return zones, configurations, maps
+
+
+def _observation_likelihood(stage, name, method, est, theory, fit_paths, output) -> None:
+    """L(r) of maps that contain their noise: per zone, the BB of the observation's CMB
+    map and the statistical residual of the bootstrap around its fit
+    (:func:`bmodesep.core.rlike.residuals.observation_spectra`); zones combined as one
+    region.  The foreground residual is unknown without truth: it stays in C_obs."""
+    grid = r_grid(stage)  # rlike.spectrum is master (config check)
+    zones, configurations, maps = _observation_zones(
+        fit_paths, method, stage["simulations"][name]["nside"]
+    )
     res = observation_likelihood(grid, theory, maps, est)
     combined, c_obs, c_stat = res.combined, res.observed, res.statistical
     at_edge = _report(f"{name} {method} (observation)", combined, grid, len(zones))
