@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="bmodesep",
         description="CMB B-mode foreground cleaning and r inference, one stage step at a time "
-        "(the Snakemake workflow runs these; see README).",
+        "(the Snakemake workflow runs these; see docs/usage.md).",
     )
     top.add_argument("--version", action="store_true", help="print the version and exit")
     stages = top.add_subparsers(dest="stage", metavar="STAGE", parser_class=_Parser)

@@ -1,6 +1,6 @@
 """Write a simulation's frequency maps as HEALPix FITS files, as another pipeline would.
 
-The worked example of the README ("Running on your own maps") needs maps to read; this
+The worked example of docs/own-maps.md ("Running on your own maps") needs maps to read; this
 script makes them from a simulation of the default config, in the forms users' files
 come in: each band's CMB + foregrounds in K_RJ, NESTED ordering, with I, Q and U columns
 (I = 0) named like Planck's, at twice the simulation's nside (the simulation's alm

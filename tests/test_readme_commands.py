@@ -1,10 +1,10 @@
 """Every `snakemake` command line of the documentation runs: a dry run of each.
 
-The command lines are read from README.md and config/README.md (code blocks indented by
-four spaces or fenced, and inline code that starts with ``snakemake ``) and from the
-example comments of the shipped configs, the profiles and the Snakefile. Each is run as
-written plus ``-n`` (``--report`` and ``--unlock`` lines as written: they run no job), in
-a copy of the checkout's workflow/, config/ and profiles/ (the configs' ``results_dir`` is
+The command lines are read from README.md, config/README.md and the pages of docs/ (code
+blocks indented by four spaces or fenced, and inline code that starts with ``snakemake ``)
+and from the example comments of the shipped configs, the profiles and the Snakefile. Each
+is run as written plus ``-n`` (``--report`` and ``--unlock`` lines as written: they run no
+job), in a copy of the checkout's workflow/, config/ and profiles/ (the configs' ``results_dir`` is
 relative), so nothing is written into the repository. Before that, each is parsed with
 Snakemake's own argument parser: a target after ``--configfile`` (read as one more config
 file) and a command that runs jobs without cores (no profile, no ``--cores``: "cores have
@@ -31,7 +31,18 @@ from pathlib import Path
 import pytest
 from conftest import REPO, user_map_placeholders
 
-DOCUMENTS = ["README.md", "config/README.md"]
+# The pages of docs/ too; their links to other files are left out: docs/configs.md is
+# config/README.md, and docs/benchmarks.md is BENCHMARKS.md, which records the commands
+# that were timed (absolute paths, brace expansions), not commands to run.
+DOCUMENTS = [
+    "README.md",
+    "config/README.md",
+    *(
+        p.relative_to(REPO).as_posix()
+        for p in sorted((REPO / "docs").glob("*.md"))
+        if not p.is_symlink()
+    ),
+]
 # `#   snakemake ...` example lines in comments
 COMMENTED = [
     *(p.relative_to(REPO).as_posix() for p in sorted((REPO / "config").glob("*.yaml"))),

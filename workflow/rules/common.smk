@@ -27,7 +27,7 @@ CONFIGS = f"{RESULTS}/configs"
 FIGURES = f"{RESULTS}/figures"
 SIMULATIONS = list(config["simulations"])
 
-# Conda environments per rule family (used with --sdm conda; see workflow/envs/ and README).
+# Conda environments per rule family (used with --sdm conda; see workflow/envs/ and docs/slurm.md).
 ENVS = Path(workflow.basedir) / "envs"
 SIM_ENV = str(ENVS / "simulation.yaml")
 JAX_ENV = str(ENVS / f"jax-{config['accelerator']}.yaml")
