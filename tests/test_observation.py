@@ -186,6 +186,10 @@ def test_nilc_of_observed_splits_is_the_simulations_nilc_bit_for_bit(tmp_path, s
     observed = io.read_product(tmp_path / "b.h5", "nilc")["maps"]
     assert observed.shape == (1, *simulated.shape[1:])
     assert np.array_equal(observed[0], simulated[0])
+    # the simulation records the CMB it drew (the truth of its posteriors); a user's maps none
+    attrs = io.read_product(tmp_path / "a.h5", "nilc").attrs
+    assert (attrs["r_true"], attrs["a_lens_true"]) == (cfg["cmb"]["r"], cfg["cmb"]["a_lens"])
+    assert not {"r_true", "a_lens_true"} & set(io.read_product(tmp_path / "b.h5", "nilc").attrs)
     from bmodesep.stages import export
 
     export.export_nilc(ocfg, "so", "joint", tmp_path / "b.h5", tmp_path / "b.fits")

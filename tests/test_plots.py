@@ -7,7 +7,11 @@ datasets, units and attributes), built here with ``io.write_product``.
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import shutil
+import subprocess
+import sys
 
 import h5py
 import matplotlib
@@ -660,6 +664,7 @@ def test_sigma_r_drops_the_colour_scale_when_the_index_power_is_zero(npe_product
     matplotlib.pyplot.close(fig)
 
 
+@pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning")  # GetDist ticks
 @pytest.mark.parametrize("which", ["isotropic", "observed"])
 def test_corner_legend_and_title_sit_in_the_empty_triangle(which, npe_products):
     inputs = npe_products[which][:1] if which == "isotropic" else npe_products["observed"]
@@ -780,16 +785,98 @@ def test_npe_reader_refuses_other_parameters(tmp_path):
         nr.read_posteriors(path)
 
 
+def _panels(fig) -> dict:
+    """The shown axes of a triangle plot by (row, column), read from their positions."""
+    shown = [ax for ax in fig.axes if ax.axison]
+    x0 = sorted({round(ax.get_position().x0, 4) for ax in shown})
+    y1 = sorted({round(ax.get_position().y1, 4) for ax in shown}, reverse=True)
+    return {
+        (y1.index(round(ax.get_position().y1, 4)), x0.index(round(ax.get_position().x0, 4))): ax
+        for ax in shown
+    }
+
+
+def _truth_lines(ax) -> tuple[list[float], list[float]]:
+    """x of the dashed vertical lines (axvline) and y of the dashed horizontal ones."""
+    xs, ys = [], []
+    for line in ax.get_lines():
+        if line.get_linestyle() != "--":
+            continue
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        if x[0] == x[-1] and list(y) == [0.0, 1.0]:
+            xs.append(float(x[0]))
+        elif y[0] == y[-1] and list(x) == [0.0, 1.0]:
+            ys.append(float(y[0]))
+        else:
+            raise AssertionError(f"a dashed line that is not a truth marker: {x}, {y}")
+    return xs, ys
+
+
+def _density(ax) -> tuple[np.ndarray, np.ndarray]:
+    """The 1D density GetDist draws in a diagonal panel (its solid line)."""
+    (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    return tuple(np.asarray(v, float) for v in line.get_data())
+
+
+GAUSS_NAMES = ("r", "A_lens", "gamma_d")
+GAUSS_MEAN = np.array([0.05, 0.45, -4.0])
+GAUSS_SIGMA = np.array([0.004, 0.1, 0.8])
+# gamma_d's true value 8 sigma off: beyond GetDist's own axis range, which must widen
+GAUSS_TRUTH = {"r": 0.05, "A_lens": 0.47, "gamma_d": -4.0 + 8 * 0.8}
+
+
+@pytest.fixture(scope="module")
+def gaussian_corner():
+    """The GetDist corner of 100,000 draws of a known 3-parameter Gaussian (the scatter
+    of the densities' peaks is then ~1.6% of sigma, of the 68% limits ~0.5%)."""
+    rng = np.random.default_rng(2025)
+    samples = GAUSS_MEAN + GAUSS_SIGMA * rng.standard_normal((100_000, 3))
+    fig = nplots._triangle_figure([samples], ["gauss"], GAUSS_NAMES, GAUSS_TRUTH, "known")
+    yield fig, samples
+    matplotlib.pyplot.close(fig)
+
+
+def test_getdist_corner_of_a_gaussian_peaks_at_the_means_with_68_limits_at_one_sigma(
+    gaussian_corner,
+):
+    fig, samples = gaussian_corner
+    panels = _panels(fig)
+    assert sorted(panels) == [(i, j) for i in range(3) for j in range(i + 1)]
+    stats = nplots._getdist_samples(samples, GAUSS_NAMES, GAUSS_NAMES).getMargeStats()
+    assert list(stats.limits) == [pytest.approx(0.68), pytest.approx(0.95)]
+    for k, name in enumerate(GAUSS_NAMES):
+        mean, sigma = GAUSS_MEAN[k], GAUSS_SIGMA[k]
+        x, density = _density(panels[k, k])  # as drawn
+        assert abs(x[np.argmax(density)] - mean) < 0.05 * sigma
+        lim = stats.parWithName(name).limits[0]  # 68%
+        assert lim.twotail
+        assert abs(lim.lower - (mean - sigma)) < 0.03 * sigma
+        assert abs(lim.upper - (mean + sigma)) < 0.03 * sigma
+
+
+def test_getdist_corner_marks_the_true_values_in_every_panel(gaussian_corner):
+    fig, _ = gaussian_corner
+    truth = [GAUSS_TRUTH[n] for n in GAUSS_NAMES]
+    for (i, j), ax in _panels(fig).items():
+        xs, ys = _truth_lines(ax)
+        assert xs == [pytest.approx(truth[j])]
+        assert ys == ([] if i == j else [pytest.approx(truth[i])])
+        lo, hi = ax.get_xlim()
+        assert lo < truth[j] < hi  # in view, though gamma_d's lies beyond its samples
+        if i != j:
+            lo, hi = ax.get_ylim()
+            assert lo < truth[i] < hi
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["gauss", "true value"]
+
+
 def test_corner_of_a_fixed_foreground_set_marks_only_the_known_parameters(tmp_path):
     """Only r and A_lens are true values of a fixed-foreground set: of the 21 panels of
-    the 6 x 6 lower triangle, the 6 + 5 of their two columns carry truth lines."""
+    the 6 x 6 lower triangle, the 6 + 5 of their two columns carry truth lines, at the
+    set's values; a test set without a fixed foreground marks every panel."""
 
-    def marked(path):
+    def lines(path):
         fig = nplots._figure_corner([path])
-        out = sum(
-            ax.axison and any(line.get_linestyle() == "--" for line in ax.get_lines())
-            for ax in fig.axes
-        )
+        out = {key: _truth_lines(ax) for key, ax in _panels(fig).items()}
         matplotlib.pyplot.close(fig)
         return out
 
@@ -797,4 +884,91 @@ def test_corner_of_a_fixed_foreground_set_marks_only_the_known_parameters(tmp_pa
         tmp_path / "fixed.h5", "lay", {"r": 0.01, "A_lens": 0.5}, sky="layered"
     )
     plain = write_posteriors(tmp_path / "plain.h5", "lay", {"r": 0.01, "A_lens": 0.5})
-    assert marked(fixed) == 11 and marked(plain) == 21
+    marked = lines(fixed)
+    assert sum(bool(xs or ys) for xs, ys in marked.values()) == 11
+    for (i, j), (xs, ys) in marked.items():
+        assert xs == {0: [0.01], 1: [0.5]}.get(j, [])
+        assert ys == ([0.5] if i == 1 and j == 0 else [])
+    theta = nr.read_posteriors(plain)[nr.THETA][0]
+    truth = [theta[P.index(n)] for n in nplots.CORNER]
+    for (i, j), (xs, ys) in lines(plain).items():
+        assert xs == [pytest.approx(truth[j])]
+        assert ys == ([] if i == j else [pytest.approx(truth[i])])
+
+
+def test_corner_of_observed_skies_marks_no_truth_and_writes_the_png(npe_products, tmp_path):
+    fig = nplots._figure_corner(npe_products["observed"])
+    assert len(_panels(fig)) == 21
+    assert all(_truth_lines(ax) == ([], []) for ax in fig.axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["sosat_grf", "sosat_pysm"]  # one sample set per sky, no truth entry
+    nplots._save(fig, tmp_path / "corner_observed.png")  # what corner() does
+    assert _non_empty(tmp_path / "corner_observed.png")
+
+
+def test_corner_of_observed_simulations_marks_the_cmb_they_were_drawn_with(npe_products, tmp_path):
+    """Simulated skies record r and A_lens (npe_observed copies them from the NILC product):
+    both are marked, the foreground parameters are not; skies that disagree mark none."""
+    paths = []
+    for i, src in enumerate(npe_products["observed"]):
+        paths.append(tmp_path / f"o{i}.h5")
+        shutil.copy(src, paths[-1])
+        with h5py.File(paths[-1], "a") as f:
+            f.attrs["true_r"], f.attrs["true_A_lens"] = 0.01, 1.0
+    fig = nplots._figure_corner(paths)
+    panels = _panels(fig)
+    truth = {"r": 0.01, "A_lens": 1.0}
+    for j, name in enumerate(nplots.CORNER):
+        xs, _ = _truth_lines(panels[j, j])
+        assert xs == ([pytest.approx(truth[name])] if name in truth else [])
+    matplotlib.pyplot.close(fig)
+    with h5py.File(paths[-1], "a") as f:
+        f.attrs["true_r"] = 0.02
+    fig = nplots._figure_corner(paths)
+    assert all(_truth_lines(ax) == ([], []) for ax in fig.axes)
+    matplotlib.pyplot.close(fig)
+
+
+def test_corner_bounds_the_densities_at_the_prior_edges_the_product_names(tmp_path):
+    """r of a posterior piled up at r = 0: with the prior's bound r >= 0 from the
+    product's provenance, GetDist's density starts at 0 at (near) its peak instead of
+    spilling below 0 at half height."""
+    path = write_posteriors(tmp_path / "p.h5", n=1, n_samples=4000)
+    half_normal = np.abs(np.random.default_rng(3).normal(0.0, 0.004, 4000))
+    with h5py.File(path, "a") as f:
+        f["samples"][0, :, 0] = half_normal
+        f.attrs["config"] = json.dumps({"npe": {"prior": "table1"}})
+    first = nr.read_posteriors(path)
+    corner = [first[nr.SAMPLES][0][:, [P.index(n) for n in nplots.CORNER]]]
+    ranges = nplots._prior_ranges(first, list(nplots.CORNER), corner)
+    assert ranges["r"] == (0.0, None) and ranges["A_lens"] == (0.0, 10.0)
+    fig = nplots._figure_corner([path])
+    x, density = _density(_panels(fig)[0, 0])
+    assert x[0] == 0.0 and density[0] > 0.8
+    matplotlib.pyplot.close(fig)
+    with h5py.File(path, "a") as f:  # a product that names no prior: GetDist's own range
+        f.attrs["config"] = json.dumps({"test": "npe_posterior"})
+    fig = nplots._figure_corner([path])
+    x, density = _density(_panels(fig)[0, 0])
+    assert x[0] < 0.0 and density[np.searchsorted(x, 0.0)] < 0.7
+    matplotlib.pyplot.close(fig)
+
+
+def test_getdist_prints_and_logs_nothing_into_the_job_log(tmp_path):
+    """GetDist prints 'Removed no burn in' and logs warnings on the root logger (here:
+    two 100% correlated parameters); a job's log, configured as the command line does,
+    gets none of it."""
+    script = (
+        "import numpy as np\n"
+        "from bmodesep import log\n"
+        "from bmodesep.plots import npe\n"
+        "log.configure()\n"
+        "a = np.random.default_rng(0).standard_normal(2000)\n"
+        "s = np.stack([a, 2 * a], axis=1)\n"
+        "fig = npe._triangle_figure([s], ['x'], ('r', 'A_lens'), {'r': 0.0}, 'title')\n"
+        f"npe._save(fig, {str(tmp_path / 'c.png')!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
+    assert _non_empty(tmp_path / "c.png")

@@ -200,6 +200,9 @@ def test_tiny_end_to_end_run(tmp_path):
     npe_dir = results / "npe" / "joint"
     observed = io.read_product(npe_dir / "observed" / "so.h5", "npe_observed")
     assert observed["samples"].shape == (1, 50, 13) and 0 <= observed.attrs["ppc_p_value"] <= 1
+    # a simulated sky: the CMB it was drawn with, the truth its corner plot marks
+    truth = (observed.attrs["true_r"], observed.attrs["true_A_lens"])
+    assert truth == (cfg["cmb"]["r"], cfg["cmb"]["a_lens"])
     assert io.read_product(npe_dir / "coverage.h5", "npe_coverage")["ecp"].shape == (14, 51)
     names = ("tarp", "corner_fixed", "corner_observed", "predictive", "predictive_fixed")
     for name in (*names, "training_size"):

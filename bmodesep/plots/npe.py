@@ -2,7 +2,8 @@
 
 tarp (Figs. 1, 11: joint and marginal coverage with +-2 sigma bootstrap bands),
 corner (Figs. 2, 5: posteriors of r, A_lens, B_d, gamma_d, B_s, gamma_s for the first
-dataset of a test set, or several observed skies overlaid), r_vs_sigma_beta (Fig. 3:
+dataset of a test set, or several observed skies overlaid, drawn with GetDist as the
+paper does; true values dashed where the product holds them), r_vs_sigma_beta (Fig. 3:
 posterior r against the inferred spectral-index power), sigma_r (Fig. 4: posterior width
 of r against the inferred index power, one panel per compression), predictive (Fig. 9:
 posterior predictive chi^2 against the observed value), summary (mean r and mean
@@ -16,7 +17,10 @@ fixed-foreground skies, with the bias in posterior widths) and fixed_foreground 
 from __future__ import annotations
 
 import csv
+import logging
 import textwrap
+import warnings
+from contextlib import contextmanager, redirect_stdout
 from io import BytesIO, StringIO
 from pathlib import Path
 
@@ -25,11 +29,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import ticker
+from matplotlib import MatplotlibDeprecationWarning, ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from bmodesep.core.npe.prior import PARAMETERS
-from bmodesep.errors import DataError
+from bmodesep.core.npe.prior import PARAMETERS, prior
+from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import npe_results as nr
 from bmodesep.products.io import write_bytes_atomic
 
@@ -43,12 +49,14 @@ LABELS = {
     "gamma_s": r"$\gamma_s$",
 }
 SIGMA_BETA = r"$(\sigma_{\beta_d}^2 + \sigma_{\beta_s}^2)^{1/2}$"
+log = logging.getLogger(__name__)
 
 
 def _save(fig, output) -> None:
     """Write the figure atomically (a failed write leaves nothing at ``output``)."""
     buffer = BytesIO()
-    fig.savefig(buffer, format=Path(output).suffix[1:] or "png", dpi=110, bbox_inches="tight")
+    with _quiet_getdist():  # a GetDist figure lays out its ticks as it is drawn
+        fig.savefig(buffer, format=Path(output).suffix[1:] or "png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     write_bytes_atomic(output, buffer.getvalue())
 
@@ -83,114 +91,189 @@ def tarp(inputs, output) -> None:
     _save(fig, output)
 
 
-# ---------------------------------------------------------------- corner
-def _limits(sample_sets, truth, idx) -> list[tuple[float, float]]:
-    out = []
-    for k in idx:
-        values = [s[:, k] for s in sample_sets]
-        if truth is not None and np.isfinite(truth[k]):
-            values.append(np.atleast_1d(truth[k]))
-        lo, hi = float(min(v.min() for v in values)), float(max(v.max() for v in values))
-        pad = 0.05 * (hi - lo) if hi > lo else 0.5 * max(abs(lo), 1e-3)
-        out.append((lo - pad, hi + pad))
+# ---------------------------------------------------------------- corner (GetDist)
+# GetDist's analysis settings, all stated so that no GetDist ini file (GETDIST_CONFIG)
+# changes the figure; the densities are deterministic functions of the samples.
+GETDIST_SETTINGS = {
+    "ignore_rows": 0,  # posterior draws: no burn-in to remove
+    "smooth_scale_1D": -1,  # GetDist's optimised kernel width per parameter (x1)
+    "smooth_scale_2D": -1,  # and per pair of parameters
+    "boundary_correction_order": 1,  # linear boundary kernel at the prior's edges
+    "mult_bias_correction_order": 1,  # multiplicative correction of the smoothing bias
+    "contours": "0.68 0.95",  # the two contours drawn, and the limits of getMargeStats
+    "range_confidence": 0.001,  # axis range: 0.1% tails, or the prior edge near it
+    "fine_bins": 1024,
+    "fine_bins_2D": 256,
+}
+TRUTH_STYLE = {"color": "gray", "ls": "--", "lw": 0.8}
+
+
+class _GetDistLog(logging.Handler):
+    """GetDist reports with ``logging.warning`` on the root logger, which would print
+    'WARNING:root:...' into the job log: while it draws, its records become debug lines
+    of this module (and any other record keeps its level)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from_getdist = Path(record.pathname).parent.name == "getdist"
+        level = logging.DEBUG if from_getdist else record.levelno
+        log.log(level, "while plotting with GetDist: %s", record.getMessage())
+
+
+@contextmanager
+def _quiet_getdist():
+    """GetDist's log records and its prints ('Removed no burn in') as debug lines, and
+    without the deprecation warnings its tick locator raises on matplotlib >= 3.11 (it
+    reads ``ScalarFormatter.format``)."""
+    root, handler, printed = logging.getLogger(), _GetDistLog(), StringIO()
+    root.addHandler(handler)
+    try:
+        with redirect_stdout(printed), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", category=MatplotlibDeprecationWarning, module=r"getdist\."
+            )
+            yield
+    finally:
+        root.removeHandler(handler)
+        for line in printed.getvalue().splitlines():
+            log.debug("GetDist printed: %s", line)
+
+
+def _getdist_samples(samples, names, labels, ranges=None, label=None):
+    """A GetDist ``MCSamples`` of independent posterior draws ``[n, len(names)]``;
+    ``labels``: LaTeX without ``$``; ``ranges``: name -> (low, high), None where open."""
+    from getdist import MCSamples
+
+    with _quiet_getdist():
+        return MCSamples(
+            samples=np.asarray(samples, float),
+            names=list(names),
+            labels=list(labels),
+            ranges={k: list(v) for k, v in (ranges or {}).items()},
+            settings=dict(GETDIST_SETTINGS),
+            sampler="uncorrelated",  # i.i.d. draws: no autocorrelation to estimate
+            label=label,
+        )
+
+
+def _prior_ranges(product, names, sample_sets) -> dict[str, tuple]:
+    """The prior's bounds of ``names`` where the product's provenance names its prior
+    (``npe.prior``; none otherwise), so that GetDist corrects its densities at the edges.
+    An edge is moved out to the extreme sample if a sample lies beyond it (float32
+    rounding of a draw at the edge): GetDist's boundary kernel needs every sample inside."""
+    try:
+        variant = product.config["npe"]["prior"]
+        bounds = prior(variant)
+    except (KeyError, TypeError, ValueError, ConfigError):
+        return {}
+    out = {}
+    for name in names:
+        k = PARAMETERS.index(name)
+        lo, hi = float(bounds.low[k]), float(bounds.high[k])
+        values = np.concatenate([s[:, names.index(name)] for s in sample_sets])
+        lo = min(lo, float(values.min())) if np.isfinite(lo) else None
+        hi = max(hi, float(values.max())) if np.isfinite(hi) else None
+        if lo is not None or hi is not None:
+            out[name] = (lo, hi)
     return out
 
 
-def _corner_figure(sample_sets, labels, truth, title) -> Figure:
-    """Lower-triangle corner plot; the title and legend sit in the empty upper triangle."""
-    idx = [PARAMETERS.index(p) for p in CORNER]
-    n = len(idx)
-    fig, axes = plt.subplots(n, n, figsize=(1.8 * n, 1.8 * n))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.98, wspace=0.06, hspace=0.06)
-    lims = _limits(sample_sets, truth, idx)
-    for k, samples in enumerate(sample_sets):
-        s = samples[:, idx]
-        for i in range(n):
-            for j in range(i + 1):
-                ax = axes[i, j]
-                if i == j:
-                    ax.hist(
-                        s[:, i],
-                        bins=30,
-                        range=lims[i],
-                        histtype="step",
-                        density=True,
-                        color=f"C{k}",
-                    )
-                else:
-                    ax.plot(
-                        s[:, j],
-                        s[:, i],
-                        ".",
-                        ms=2,
-                        alpha=0.4,
-                        color=f"C{k}",
-                        mew=0,
-                        rasterized=True,
-                    )
-    for i in range(n):
-        for j in range(n):
-            ax = axes[i, j]
-            if j > i:
-                ax.axis("off")
-                continue
-            ax.set_xlim(lims[j])
-            ax.xaxis.set_major_locator(ticker.MaxNLocator(3, prune="both"))
-            if truth is not None and np.isfinite(truth[idx[j]]):
-                ax.axvline(truth[idx[j]], color="gray", ls="--", lw=0.8)
-            if i == j:
-                ax.set_yticks([])
-            else:
-                ax.set_ylim(lims[i])
-                ax.yaxis.set_major_locator(ticker.MaxNLocator(3, prune="both"))
-                if truth is not None and np.isfinite(truth[idx[i]]):
-                    ax.axhline(truth[idx[i]], color="gray", ls="--", lw=0.8)
-            ax.tick_params(labelsize=7, labelbottom=i == n - 1, labelleft=j == 0 and i > 0)
-            if i == n - 1:
-                ax.set_xlabel(LABELS[CORNER[j]])
-                for t in ax.get_xticklabels():
-                    t.set_rotation(45)
-            if j == 0 and i > 0:
-                ax.set_ylabel(LABELS[CORNER[i]])
+def _triangle_figure(sample_sets, legend, names, truth=None, title="", ranges=None) -> Figure:
+    """GetDist's triangle plot of one or more sample sets ``[n, len(names)]`` (two
+    parameters or more) overlaid: filled 68% and 95% contours and 1D densities, one colour
+    per set; the true values ``truth`` (name -> value; NaN or absent where unknown) as
+    dashed grey lines through every panel of their parameter, each axis widened to show
+    its true value; the title at the top left and the legend at the top right of the
+    empty upper triangle.  ``ranges``: hard bounds of the densities (:func:`_prior_ranges`)."""
+    from getdist import plots as gdplots
+
+    labels = [LABELS.get(n, n).strip("$") for n in names]  # GetDist adds the $
+    sets = [
+        _getdist_samples(s, names, labels, ranges, label)
+        for s, label in zip(sample_sets, legend, strict=True)
+    ]
+    markers = {n: float(truth[n]) for n in names if truth and n in truth and np.isfinite(truth[n])}
+    limits = {}
+    with _quiet_getdist():
+        for n, value in markers.items():  # widen a range that leaves its true value out
+            lo, hi = np.array([s.get1DDensity(n).bounds() for s in sets]).T
+            lo, hi = float(lo.min()), float(hi.max())
+            if not lo <= value <= hi:
+                lo, hi = min(lo, value), max(hi, value)
+                pad = 0.05 * (hi - lo)
+                limits[n] = (lo - pad if value == lo else lo, hi + pad if value == hi else hi)
+        g = gdplots.get_subplot_plotter(subplot_size=1.8)
+        g.settings.line_labels = False  # the legend below names the sets and the truth
+        g.settings.axis_marker_color = TRUTH_STYLE["color"]
+        g.settings.axis_marker_ls = TRUTH_STYLE["ls"]
+        g.settings.axis_marker_lw = TRUTH_STYLE["lw"]
+        g.settings.progress = False
+        colours = [f"C{k}" for k in range(len(sets))]
+        g.triangle_plot(
+            sets,
+            list(names),
+            filled=True,
+            contour_colors=colours,
+            markers=markers or None,
+            param_limits=limits,
+        )
+    fig = g.fig
+    axes = g.subplots
+    n = len(names)
+    handles = [Patch(facecolor=c, edgecolor=c) for c in colours]
+    entries = list(legend)
+    if markers:
+        handles.append(Line2D([], [], **TRUTH_STYLE))
+        entries.append("true value")
     # title block at the top left of the empty triangle, legend at its top right
-    top = axes[0, 1].get_position()
-    fig.text(top.x0 + 0.01, top.y1, title, ha="left", va="top", fontsize=11, wrap=False)
-    corner_box = axes[0, n - 1].get_position()
-    handles = [plt.Line2D([], [], color=f"C{k}") for k in range(len(sample_sets))]
-    if truth is not None:
-        handles.append(plt.Line2D([], [], color="gray", ls="--", lw=0.8))
-        labels = [*labels, "true value"]
-    fig.legend(
-        handles,
-        labels,
-        loc="upper right",
-        bbox_to_anchor=(corner_box.x1, corner_box.y1),
-        frameon=False,
-    )
+    top = axes[0, 0].get_position().y1
+    left = axes[1, 1].get_position().x0
+    right = axes[n - 1, n - 1].get_position().x1
+    fig.text(left + 0.01, top, title, ha="left", va="top", fontsize=11)
+    fig.legend(handles, entries, loc="upper right", bbox_to_anchor=(right, top), frameon=False)
     return fig
 
 
-def _corner(sample_sets, labels, truth, output, title) -> None:
-    _save(_corner_figure(sample_sets, labels, truth, title), output)
+def _observed_truth(products) -> dict[str, float] | None:
+    """The r and A_lens that observed simulations were drawn with (attributes ``true_*``),
+    where every sky of the figure has the same; none for a user's maps."""
+    values = [
+        {p: float(x.attrs[f"true_{p}"]) for p in CORNER if f"true_{p}" in x.attrs} for x in products
+    ]
+    if not values[0] or any(v != values[0] for v in values[1:]):
+        return None
+    return values[0]
+
+
+def _truth(product) -> dict[str, float] | None:
+    """The true values of the corner's parameters in the product's first dataset: all of
+    them in a test set, r and A_lens (its fixed ones) in a fixed-foreground set; those an
+    observed simulation records (none for a user's maps)."""
+    if product.kind != nr.NPE_POSTERIORS:
+        return _observed_truth([product])
+    theta = product[nr.THETA][0]
+    known = set(PARAMETERS)
+    if product.attrs.get("foreground"):  # a fixed foreground: only the fixed are known
+        known = set(product.attrs["fixed"])
+    return {p: float(theta[PARAMETERS.index(p)]) for p in CORNER if p in known}
 
 
 def _figure_corner(inputs) -> Figure:
     products = [nr.read_posteriors_or_observed(p) for p in inputs]
     first = products[0]
+    idx = [PARAMETERS.index(p) for p in CORNER]
     if first.kind == nr.NPE_POSTERIORS:
         fixed = ", ".join(first.attrs["fixed"]) or "none"
         title = f"set '{first.attrs['set']}', first dataset, {first.attrs['compression']}"
         title += "\n" + textwrap.fill(f"fixed: {fixed}", 48)
-        truth = first[nr.THETA][0].copy()
-        if first.attrs.get("foreground"):  # a fixed foreground: only r and A_lens are known
-            truth[[p not in first.attrs["fixed"] for p in PARAMETERS]] = np.nan
-        return _corner_figure([first[nr.SAMPLES][0]], [first.attrs["compression"]], truth, title)
-    return _corner_figure(
-        [p[nr.SAMPLES][0] for p in products],
-        [p.attrs["simulation"] for p in products],
-        None,
-        f"observed skies, {first.attrs['compression']}\n(first noise realisation)",
-    )
+        sample_sets = [first[nr.SAMPLES][0][:, idx]]
+        legend = [first.attrs["compression"]]
+    else:
+        title = f"observed skies, {first.attrs['compression']}\n(first noise realisation)"
+        sample_sets = [p[nr.SAMPLES][0][:, idx] for p in products]
+        legend = [p.attrs["simulation"] for p in products]
+    ranges = _prior_ranges(first, list(CORNER), sample_sets)
+    truth = _truth(first) if first.kind == nr.NPE_POSTERIORS else _observed_truth(products)
+    return _triangle_figure(sample_sets, legend, CORNER, truth, title, ranges)
 
 
 def corner(inputs, output) -> None:

@@ -381,9 +381,12 @@ def write_observed(
     chi2_observed: float,
     ppc_p_value: float,
     nilc: str,
+    truth: Mapping[str, float] | None = None,
 ) -> Path:
     """Posteriors of an observed sky (``samples`` stored as float32) and its posterior
-    predictive check; ``summary`` as :func:`bmodesep.stages.npe.summarise` returns it."""
+    predictive check; ``summary`` as :func:`bmodesep.stages.npe.summarise` returns it;
+    ``truth`` the parameters a simulated sky was drawn with (attributes ``true_<name>``;
+    none for a user's maps)."""
     datasets = {
         SAMPLES: D(np.asarray(samples).astype(np.float32), "1", "[realisation, sample, parameter]"),
         X: D(x, "uK_CMB^2", "observed data vectors, one per noise realisation"),
@@ -404,6 +407,7 @@ def write_observed(
             "chi2_observed": chi2_observed,
             "ppc_p_value": ppc_p_value,
             "nilc": str(nilc),
+            **{f"true_{name}": float(v) for name, v in (truth or {}).items()},
         },
     )
 

@@ -30,6 +30,14 @@ from bmodesep.settings import ilc_compression, ilc_settings, resolve_instrument
 log = logging.getLogger(__name__)
 
 
+def _cmb_truth(stage, sim) -> dict[str, float]:
+    """The CMB's r and A_lens where the pipeline drew it (every sky but a user's maps, whose
+    CMB is unknown): the truth an observed simulation's posterior is drawn against."""
+    if stage["skies"][sim["sky"]]["kind"] == "maps":
+        return {}
+    return {"r_true": float(stage["cmb"]["r"]), "a_lens_true": float(stage["cmb"]["a_lens"])}
+
+
 def _check_coverage(signal, mask, signal_path) -> None:
     """Maps a user brings may not cover the sky: NILC then needs a mask that cuts the
     unobserved pixels (its covariances would otherwise mix in their zeros)."""
@@ -145,6 +153,7 @@ def nilc_compress(config, simulation, compression, signal, noise, output, masks=
             "mask": nl["mask"] or "none",
             "target_beam_fwhm_arcmin": float(min(inst.fwhm_arcmin)) if inst.fwhm_arcmin else 0.0,
             "contains_noise": sims.OBSERVATION_QU in signal.data,
+            **_cmb_truth(stage, sim),
         },
         needlets,
     )

@@ -484,7 +484,15 @@ def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
         chi2_observed=check.chi2_observed,
         ppc_p_value=check.p_value,
         nilc=str(nilc_path),
+        truth=_observed_truth(nilc_path),
     )
+
+
+def _observed_truth(nilc_path) -> dict[str, float]:
+    """r and A_lens of a simulated sky's CMB, as its NILC product records them."""
+    attrs = read_nilc(nilc_path).attrs
+    names = {"r": "r_true", "A_lens": "a_lens_true"}
+    return {p: float(attrs[a]) for p, a in names.items() if a in attrs}
 
 
 def predictive_check(npe, setup: simulator.Setup, samples: np.ndarray, x_obs, label: str):
