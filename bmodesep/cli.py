@@ -2,7 +2,8 @@
 
 One subcommand per stage (named like ``workflow/rules/<stage>.smk`` and
 ``bmodesep/stages/<stage>.py``) and one step per rule (named like the stage function the
-rule runs).  The parser is built from the table below without importing the stages, so
+rule runs).  The parser is built from the stage functions' signatures (``@step``, see
+:mod:`bmodesep.steps`), read without importing the stages, so
 ``--help`` at every level answers at once; JAX and torch are imported only by the step
 that runs.  Errors of the inputs, the config or a write (read-only folder, full disk) end
 as one ``bmodesep: error:`` line naming the key or the file, and exit status 2; the
@@ -12,202 +13,91 @@ outputs' folders are checked to be writable before anything is computed.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
+
+
+class Arg(NamedTuple):
+    """One argument of a step, read from its stage function's signature."""
+
+    name: str
+    kind: str  # "name", "file" or "int" (bmodesep.steps: Name, File, int)
+    many: bool  # list[...]: one or more values
+    required: bool
+    default: Any = None
 
 
 class Step(NamedTuple):
     help: str
-    args: tuple[str, ...]  # NAME required path, ?NAME optional, *NAME one or more, #NAME int
+    args: tuple[Arg, ...]
+    takes_config: bool
 
 
-def _steps(**steps: tuple[str, str]) -> dict[str, Step]:
-    return {name: Step(text, tuple(args.split())) for name, (text, args) in steps.items()}
-
-
-SIM = "simulation"
-STAGES: dict[str, tuple[str, dict[str, Step]]] = {
-    "simulate": (
-        "CMB spectra, skies, masks, frequency maps and noise realisations",
-        _steps(
-            camb_spectra=("CAMB lensed-scalar and r = 1 tensor spectra", "output"),
-            true_patches=("K-means patch maps of a true-patch sky", f"{SIM} masks output"),
-            sky=(
-                "the sky of a simulation: CMB, dust, synchrotron (kind maps: the CMB file)",
-                f"{SIM} ?spectra ?patches ?cmb output",
-            ),
-            masks=("Galactic masks and zones", f"{SIM} ?sky ?planck ?signal output"),
-            frequency_maps=(
-                "signal maps in every band (kind maps: read from the user's FITS files)",
-                f"{SIM} ?sky ?*total ?*foregrounds #threads output",
-            ),
-            noise=(
-                "noise realisations of every split and band (kind maps: from its files)",
-                f"{SIM} ?*variance ?*noise_files ?signal #threads output",
-            ),
-        ),
-    ),
-    "export": (
-        "standard outputs: a method's maps as HEALPix FITS files",
-        _steps(
-            export_maps=(
-                "CMB, foreground amplitude, spectral-parameter, patch and residual maps",
-                f"{SIM} method *fits *outputs",
-            ),
-            export_nilc=(
-                "a NILC compression's component B maps",
-                f"{SIM} compression nilc output",
-            ),
-        ),
-    ),
-    "compsep": (
-        "clustered parametric component separation (kabalan2025)",
-        _steps(
-            kmeans_patches=(
-                "spherical K-means patches of one zone or several",
-                f"{SIM} *zone masks *outputs",
-            ),
-            grid_screen_chunk=(
-                "pass 1 of the screened grid search: noiseless fits and predictions",
-                f"{SIM} *zone #chunk masks signal *patches ?sky ?noise #devices *output",
-            ),
-            grid_screen=(
-                "the configurations the screened search measures in each zone",
-                f"{SIM} *zone *chunks ?spectra *output",
-            ),
-            grid_chunk=(
-                "one chunk of the patch-count grid search (screened: of its candidates)",
-                f"{SIM} *zone #chunk masks signal *patches ?sky ?noise #devices ?*screen *output",
-            ),
-            grid_select=(
-                "the selected configuration of each zone",
-                f"{SIM} *zone *chunks ?spectra ?*screen *output",
-            ),
-            compsep_fit=(
-                "the fits of one method in each zone",
-                f"{SIM} *zone method masks signal ?*patches ?*selection ?noise #devices *output",
-            ),
-            recovery=(
-                "the configuration each selection rule picks, against the true patches",
-                f"{SIM} *selections ?spectra output",
-            ),
-            selection_rules=(
-                "the configuration each selection rule picks, with its r-hat",
-                f"{SIM} *selections ?spectra output",
-            ),
-        ),
-    ),
-    "rlike": (
-        "residual BB spectra and the r likelihood (kabalan2025 sec. 4)",
-        _steps(
-            r_likelihood=("r likelihood of one method", f"{SIM} method ?sky spectra *fits output"),
-        ),
-    ),
-    "nilc": (
-        "needlet / harmonic ILC compression (duivenvoorden2025 sec. II.3)",
-        _steps(
-            nilc_compress=(
-                "component maps of one compression",
-                f"{SIM} compression signal noise ?masks output",
-            ),
-        ),
-    ),
-    "npe": (
-        "simulation-based inference: simulations, training, posteriors, coverage",
-        _steps(
-            npe_chunk=(
-                "one chunk of an SBI simulation set",
-                "set #chunk spectra ?foreground output",
-            ),
-            npe_tune=(
-                "Optuna search of the flow's hyperparameters",
-                "compression *chunks #gpus output",
-            ),
-            npe_train=(
-                "train the posterior estimator of one compression",
-                "compression *chunks ?tuning #gpus output",
-            ),
-            npe_posterior=("posteriors of a simulation set", "estimator *chunks output"),
-            npe_coverage=("TARP coverage of the coverage set", "posteriors output"),
-            npe_yardstick=(
-                "regressions of r on x: what an estimator should at least extract",
-                "compression *chunks *coverage output",
-            ),
-            npe_observed=(
-                "posterior and predictive check of a pipeline sky",
-                f"estimator nilc spectra {SIM} output",
-            ),
-            npe_ps_likelihood=(
-                "power-spectrum likelihood of a test set (App. E)",
-                "*chunks spectra output",
-            ),
-            npe_ps_observed=(
-                "power-spectrum likelihood of a pipeline simulation's maps",
-                f"signal noise spectra {SIM} output",
-            ),
-            npe_predictive=(
-                "predictive check of a test set's first dataset (Fig. 9)",
-                "posteriors spectra output",
-            ),
-        ),
-    ),
-    "compare": (
-        "one sky, two methods: r of every method on the same simulations",
-        _steps(
-            compare_summary=("r-hat, 68% interval and CPU hours per method (CSV)", "rows output"),
-            fig_compare=("r intervals per method and sky", "summary output"),
-        ),
-    ),
-    "figures": (
-        "paper figures from the products",
-        _steps(
-            fig_grid_search=(
-                "grid search: variance and NLL against patch counts",
-                "selection output",
-            ),
-            fig_patches=("patch maps (kabalan2025 Figs. 1, 7, 8)", "*fits output"),
-            fig_residual_maps=("residual maps (Fig. 9)", "*fits sky #nside output"),
-            fig_metrics=("metrics (Fig. 11)", "*fits *rlike output"),
-            fig_residual_spectra=("residual spectra (Fig. 10)", "*rlike output"),
-            fig_r_likelihood=("r likelihoods (Fig. 12)", "*rlike output"),
-            fig_r_hat_vs_k=("r-hat against K_beta_d (Fig. 13)", "*selections *rlike output"),
-            r_summary=("r-hat, intervals and upper limits per method (CSV)", "*rlike output"),
-            fig_tarp=("TARP coverage (duivenvoorden2025 Figs. 1, 11)", "coverage output"),
-            fig_corner=("corner plot of posteriors (Figs. 2, 5)", "*posteriors output"),
-            fig_predictive=("posterior predictive chi^2 (Fig. 9)", "*observed output"),
-            fig_r_vs_sigma_beta=("r against the index power (Fig. 3)", "*posteriors output"),
-            fig_sigma_r=("sigma_r per compression (Fig. 4)", "*posteriors output"),
-            npe_summary=("summary table of the SBI run", "*posteriors output"),
-            npe_table3=("Table 3 of the fixed-foreground skies (CSV)", "*posteriors output"),
-            fig_training_size=(
-                "TARP coverage against the training-set size (Fig. 1)",
-                "*coverage *estimators output",
-            ),
-            fig_likelihood=(
-                "SBI against the power-spectrum likelihood (Figs. 2, 3)",
-                "*posteriors likelihood output",
-            ),
-            fig_fixed_foreground=(
-                "posterior means of r per fixed-foreground sky (Figs. 5-6)",
-                "*posteriors output",
-            ),
-            fig_recovery=(
-                "the selection objectives around the true patch counts (sec. 5.1)",
-                "recovery *selections output",
-            ),
-            recovery_table=("the recovery tables of all simulations in one", "*parts output"),
-        ),
-    ),
-}
-
-
-# which arguments name things (not files), and the least value of each integer argument
-NAMES = ("simulation", "zone", "method", "compression", "set")
+STAGE_NAMES = ("simulate", "export", "compsep", "rlike", "nilc", "npe", "compare", "figures")
+_KINDS = {"Name": "name", "File": "file", "int": "int"}
+# the least value of each integer argument
 INT_MINIMUM = {"chunk": 0, "threads": 1, "devices": 0, "gpus": 0, "nside": 1}  # devices 0: CPU
+
+
+def _stage_source(stage: str) -> str:
+    return (Path(__file__).parent / "stages" / f"{stage}.py").read_text()
+
+
+def _argument(arg: ast.arg, default: ast.expr | None, where: str) -> Arg:
+    """An argument from its annotation: ``Name``, ``File`` or ``int``, in ``list[...]``,
+    ``| None`` for an optional one (see :mod:`bmodesep.steps`)."""
+    text = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+    optional = text.endswith(" | None")
+    text = text.removesuffix(" | None")
+    many = text.startswith("list[") and text.endswith("]")
+    text = text[5:-1] if many else text
+    if text not in _KINDS:
+        raise TypeError(f"{where}: argument {arg.arg!r} is annotated {text!r}, not Name/File/int")
+    value = ast.literal_eval(default) if default is not None else None
+    required = not optional and default is None
+    return Arg(arg.arg, _KINDS[text], many, required, value)
+
+
+def _help(doc: str | None, where: str) -> str:
+    first = (doc or "").strip().split("\n", 1)[0]
+    if not first.endswith("."):
+        raise TypeError(f"{where}: the docstring's first line is not a sentence: {first!r}")
+    return re.sub(r"^Rule \w+: ", "", first).removesuffix(".").replace("%", "%%")  # argparse
+
+
+def stage_steps(stage: str) -> tuple[str, dict[str, Step]]:
+    """The help of a stage and its steps: the ``@step`` functions of its module, read with
+    :mod:`ast` (nothing is imported)."""
+    tree = ast.parse(_stage_source(stage))
+    doc = ast.get_docstring(tree) or ""
+    text = re.sub(r"\s*\(``(workflow/rules/)?\w+\.smk``[^)]*\)", "", doc.split("\n", 1)[0])
+    steps = {}
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        if not any(getattr(d, "id", None) == "step" for d in node.decorator_list):
+            continue
+        where = f"bmodesep/stages/{stage}.py:{node.name}"
+        params = node.args.args
+        defaults = [None] * (len(params) - len(node.args.defaults)) + node.args.defaults
+        args = tuple(
+            _argument(a, d, where)
+            for a, d in zip(params, defaults, strict=True)
+            if a.arg != "config"
+        )
+        takes_config = any(a.arg == "config" for a in params)
+        steps[node.name] = Step(_help(ast.get_docstring(node), where), args, takes_config)
+    return text.removesuffix("."), steps
+
+
+STAGES: dict[str, tuple[str, dict[str, Step]]] = {s: stage_steps(s) for s in STAGE_NAMES}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -237,26 +127,24 @@ def _integer(name: str):
 
 
 def _add_step_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        required=True,
-        metavar="FILE",
-        help="config file(s), YAML or JSON; later ones override earlier ones "
-        "(the workflow passes each job its resolved stage config)",
-    )
-    for spec in step.args:
-        optional = spec.startswith("?")
-        spec = spec.lstrip("?")
-        kwargs: dict[str, Any] = {"required": not optional}
-        if spec.startswith("*"):
-            spec, kwargs["nargs"] = spec[1:], "+"
-        if spec.startswith("#"):
-            spec, kwargs["type"] = spec[1:], _integer(spec[1:])
-            kwargs["required"] = False
-            kwargs["default"] = {"threads": 1, "devices": 1, "gpus": 0}.get(spec)
+    if step.takes_config:
         parser.add_argument(
-            f"--{spec.replace('_', '-')}", dest=spec, metavar=spec.upper(), **kwargs
+            "--config",
+            nargs="+",
+            required=True,
+            metavar="FILE",
+            help="config file(s), YAML or JSON; later ones override earlier ones "
+            "(the workflow passes each job its resolved stage config)",
+        )
+    for arg in step.args:
+        kwargs: dict[str, Any] = {"required": arg.required}
+        if arg.many:
+            kwargs["nargs"] = "+"
+        if arg.kind == "int":
+            kwargs["type"] = _integer(arg.name)
+            kwargs["default"] = arg.default
+        parser.add_argument(
+            f"--{arg.name.replace('_', '-')}", dest=arg.name, metavar=arg.name.upper(), **kwargs
         )
 
 
@@ -277,18 +165,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(stage: str, step: str, args: dict[str, Any]) -> None:
-    """Load the config files and call ``bmodesep.stages.<stage>.<step>(config, **args)``."""
+    """Load the config files and call ``bmodesep.stages.<stage>.<step>(config, **args)``
+    (without ``config`` where the step takes none)."""
     from bmodesep import jaxcache
     from bmodesep.config import load_config
     from bmodesep.memory import check_job_fits
 
-    config_files = args.pop("config")
-    check_paths(args, config_files)
-    config = load_config(config_files)
-    check_job_fits(config, step, args)
+    config_files = args.pop("config", None) or []
+    names = {a.name for a in STAGES[stage][1][step].args if a.kind == "name"}
+    check_paths(args, config_files, names)
+    config = load_config(config_files) if config_files else None
+    if config is not None:
+        check_job_fits(config, step, args)
     check_outputs(args)
-    jaxcache.enable(config.get("compilation_cache"))
     module = importlib.import_module(f"bmodesep.stages.{stage}")
+    if config is None:
+        getattr(module, step)(**args)
+        return
+    jaxcache.enable(config.get("compilation_cache"))
     getattr(module, step)(config, **args)
 
 
@@ -298,7 +192,9 @@ def _paths(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def check_paths(args: dict[str, Any], config_files: Sequence[str]) -> None:
+def check_paths(
+    args: dict[str, Any], config_files: Sequence[str], names: Collection[str] = ()
+) -> None:
     """No file given twice, and no output that is also an input (it would be destroyed
     or, in a list of chunks, counted twice).  Paths are compared after resolving links."""
     from bmodesep.errors import ConfigError
@@ -307,7 +203,7 @@ def check_paths(args: dict[str, Any], config_files: Sequence[str]) -> None:
     inputs = [("config", p) for p in config_files] + [
         (key, p)
         for key, value in args.items()
-        if key not in (*NAMES, "output", "outputs")
+        if key not in (*names, "output", "outputs")
         for p in _paths(value)
     ]
     seen: dict[str, tuple[str, str]] = {}

@@ -29,6 +29,31 @@ jaxcache.enable()  # before the first compilation
 REPO = Path(__file__).resolve().parents[1]
 
 
+def workflow_rules():
+    """(rule file stem, rule, stage, step, conda environment variable) of every rule that
+    runs a ``bmodesep`` command, ``use rule ... with:`` rules with their base rule's
+    command and environment (a command's ``{rule}`` step is the rule's own name)."""
+    found = []
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        bases = {}
+        for block in re.split(r"^(?=rule |use rule )", path.read_text(), flags=re.M)[1:]:
+            head = re.match(r"(?:rule (\w+)|use rule (\w+) as (\w+) with):", block)
+            name, base = head.group(1) or head.group(3), head.group(2)
+            command = re.search(r'"bmodesep (\w+) (\{rule\}|\w+)', block)
+            env = re.search(r"^\s+conda:\s*\n\s+(\w+)", block, re.M)
+            if base is not None:
+                if base not in bases:
+                    continue
+                stage, step, env_name = bases[base]
+            elif command is None:
+                continue  # aggregating targets
+            else:
+                stage, step, env_name = *command.groups(), env.group(1) if env else None
+            bases[name] = (stage, step, env_name)
+            found.append((path.stem, name, stage, name if step == "{rule}" else step, env_name))
+    return found
+
+
 @pytest.fixture(scope="session")
 def default_config():
     return load_config(REPO / "config" / "config.yaml")

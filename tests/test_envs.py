@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, workflow_rules
 
 ENVS = REPO / "workflow" / "envs"
 # pip distribution -> import name, for every runtime dependency of the package
@@ -54,17 +54,7 @@ FAMILY_FILES = {
 
 def rules_with_environments():
     """(rule, environment variable, module of its command) for every rule with a shell."""
-    found = []
-    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
-            name = block.split(":", 1)[0]
-            command = re.search(r'"bmodesep (\w+) \w+', block)
-            if command is None:
-                continue  # aggregating targets
-            env = re.search(r"^\s+conda:\s*\n\s+(\w+)", block, re.M)
-            module = f"bmodesep.stages.{command.group(1)}"
-            found.append((name, env.group(1) if env else None, module))
-    return found
+    return [(rule, env, f"bmodesep.stages.{stage}") for _, rule, stage, _, env in workflow_rules()]
 
 
 def pip_requirements(env_file) -> set[str]:

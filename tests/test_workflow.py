@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, job_counts, tiny_config, tiny_workflow_config, user_map_placeholders
+from conftest import (
+    REPO,
+    job_counts,
+    tiny_config,
+    tiny_workflow_config,
+    user_map_placeholders,
+    workflow_rules,
+)
 
 from bmodesep.products import io, sims
 from bmodesep.products import npe_results as nr
@@ -71,6 +78,46 @@ def test_a_screened_search_plans_pass_1_the_screen_and_pass_2(search, tmp_path):
     else:
         assert "grid_screen_chunk" not in jobs and "grid_screen" not in jobs
         assert "--screen" not in r.stdout + r.stderr
+
+
+def _figure_rules() -> set[str]:
+    return {rule for stem, rule, *_ in workflow_rules() if stem == "figures"}
+
+
+def test_a_figure_reruns_when_its_products_change_not_on_a_config_edit(tmp_path):
+    """Issue 30: figure rules carry no config.  Every output of `figures` (default config)
+    is made to exist and marked done (`--touch` records each job's params); then
+    npe.posterior_samples is edited: the dry run reruns the SBI jobs and the figures of
+    their products (their input changed), no kabalan2025 figure (a figure rule with any
+    params that follow the config, e.g. the whole config, would be rerun here), and no
+    figure for its params."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    base = ["--configfile", "c.yaml", "--snakefile", SNAKEFILE, "figures"]
+    r = run([*base, "--summary"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for line in r.stdout.splitlines()[1:]:
+        path = tmp_path / line.split("\t")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    r = run([*base, "--touch", "--cores", "1"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run([*base, "-n"], cwd=tmp_path)
+    assert "Nothing to be done" in r.stdout + r.stderr
+    cfg["npe"]["posterior_samples"] += 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run([*base, "-n"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    jobs = set(job_counts(out))
+    assert {"npe_posterior", "fig_corner", "fig_tarp"} <= jobs  # the edit reaches SBI
+    compsep_figures = {"fig_grid_search", "fig_patches", "fig_residual_maps", "r_summary"}
+    assert not jobs & compsep_figures
+    reasons = re.findall(r"^(?:local)?rule (\w+):\n(?:\s+\w+:.*\n)*?\s+reason: (.*)$", out, re.M)
+    assert {rule for rule, _ in reasons} == jobs  # every job, read with its reason
+    params = {rule for rule, why in reasons if "Params have changed" in why}
+    assert "npe_train" in params  # the edit changed the SBI stage config ...
+    assert not params & _figure_rules()  # ... but no figure's
 
 
 def test_bad_config_stops_the_workflow(tmp_path):

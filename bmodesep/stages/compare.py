@@ -1,4 +1,5 @@
-"""One sky, two methods (``workflow/rules/compare.smk``): r of every method side by side.
+"""One sky, two methods: r of every method on the same simulations (``workflow/rules/compare.smk``).
+
 
     bmodesep compare compare_summary --config C --rows ROWS.json --output summary.csv
     bmodesep compare fig_compare --config C --summary summary.csv --output compare.png
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from bmodesep.errors import DataError
 from bmodesep.plots import compare as plots
+from bmodesep.steps import File, step
 
 ROW_KEYS = ("simulation", "sky", "instrument", "method", "kind", "result", "benchmarks")
 
@@ -43,11 +45,13 @@ def read_rows(path) -> list[dict]:
     return rows
 
 
-def compare_summary(config, rows, output) -> None:
+@step
+def compare_summary(config, rows: File, output: File) -> None:
     """Rule compare_summary: ``summary.csv``, one row per sky, instrument and method."""
     plots.summary(read_rows(rows), float(config["cmb"]["r"]), output)
 
 
-def fig_compare(config, summary, output) -> None:
+@step
+def fig_compare(config, summary: File, output: File) -> None:
     """Rule fig_compare: r intervals per method and sky."""
     plots.compare(summary, output)

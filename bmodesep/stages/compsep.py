@@ -1,4 +1,5 @@
-"""Component-separation stage (``workflow/rules/compsep.smk``): one function per rule.
+"""Clustered parametric component separation, kabalan2025 (``workflow/rules/compsep.smk``).
+
 
     bmodesep compsep kmeans_patches --config C --simulation S --zone Z... --masks M
                                     --outputs F...
@@ -48,6 +49,7 @@ from bmodesep.log import Progress
 from bmodesep.products import checkpoint, io, sims
 from bmodesep.products import compsep as products
 from bmodesep.settings import bb_estimator, kmeans_counts, r_grid, resolve_instrument
+from bmodesep.steps import File, Name, step
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +269,13 @@ def _screens(screens):
 
 
 # ---------------------------------------------------------------- steps
-def kmeans_patches(config, simulation: str, zone, masks, outputs) -> None:
-    """Rule kmeans_patches: one patch file per K of the grid and zone, ``outputs`` zone
+@step
+def kmeans_patches(
+    config, simulation: Name, zone: list[Name], masks: File, outputs: list[File]
+) -> None:
+    """Rule kmeans_patches: spherical K-means patches of one zone or several.
+
+    One patch file per K of the grid and zone, ``outputs`` zone
     by zone in increasing K."""
     zones = [zone] if isinstance(zone, str) else list(zone)
     if len(set(zones)) != len(zones):
@@ -309,21 +316,24 @@ def _kmeans_patches_zone(config, simulation: str, zone: str, masks, outputs) -> 
         log.info("K-means K=%d in %s: %.2f s", k, zone_name, time.perf_counter() - t0)
 
 
+@step
 def grid_chunk(
     config,
-    simulation,
-    zone,
-    chunk,
-    masks,
-    signal,
-    patches,
-    output,
-    sky=None,
+    simulation: Name,
+    zone: list[Name],
+    chunk: int,
+    masks: File,
+    signal: File,
+    patches: list[File],
+    output: list[File],
+    sky: File | None = None,
     devices: int = 1,
-    screen=None,
-    noise=None,
+    screen: list[File] | None = None,
+    noise: File | None = None,
 ) -> None:
-    """Rule grid_chunk: every configuration of one slice of each zone's grid (``screen``:
+    """Rule grid_chunk: one chunk of the patch-count grid search (screened: of its candidates).
+
+    Every configuration of one slice of each zone's grid (``screen``:
     of the screened search's candidates, one screen per zone), fitted over the noise
     realisations, with checkpoints."""
     mine, screen_of = zone_files(patches, products.PATCH_MAP, "patch files"), _screens(screen)
@@ -373,20 +383,23 @@ def _grid_chunk_zone(
     parts.remove()
 
 
+@step
 def grid_screen_chunk(
     config,
-    simulation,
-    zone,
-    chunk,
-    masks,
-    signal,
-    patches,
-    output,
-    sky=None,
+    simulation: Name,
+    zone: list[Name],
+    chunk: int,
+    masks: File,
+    signal: File,
+    patches: list[File],
+    output: list[File],
+    sky: File | None = None,
     devices: int = 1,
-    noise=None,
+    noise: File | None = None,
 ) -> None:
-    """Rule grid_screen_chunk: pass 1 of the screened search for one slice of each zone's
+    """Rule grid_screen_chunk: pass 1 of the screened grid search: noiseless fits and predictions.
+
+    Pass 1 of the screened search for one slice of each zone's
     grid, each configuration's noiseless fit and predicted realisations
     (core.compsep.screening)."""
     mine = zone_files(patches, products.PATCH_MAP, "patch files")
@@ -593,8 +606,19 @@ def grid_table(
     return table, float(chunks[0].attrs["fsky"])
 
 
-def grid_select(config, simulation, zone, chunks, output, spectra=None, screen=None) -> None:
-    """Rule grid_select: the measured grid table of each zone and its selected
+@step
+def grid_select(
+    config,
+    simulation: Name,
+    zone: list[Name],
+    chunks: list[File],
+    output: list[File],
+    spectra: File | None = None,
+    screen: list[File] | None = None,
+) -> None:
+    """Rule grid_select: the selected configuration of each zone.
+
+    The measured grid table of each zone and its selected
     configuration (screened search: the candidates' table, the selection from measured
     values only)."""
     mine, screen_of = zone_files(chunks, products.GRID_CHUNK, "grid chunks"), _screens(screen)
@@ -674,7 +698,15 @@ def search_summary(stage, simulation: str, screen, measured: int) -> dict:
     }
 
 
-def grid_screen(config, simulation, zone, chunks, output, spectra=None) -> None:
+@step
+def grid_screen(
+    config,
+    simulation: Name,
+    zone: list[Name],
+    chunks: list[File],
+    output: list[File],
+    spectra: File | None = None,
+) -> None:
     """Rule grid_screen: each zone's pass-1 table and the candidates pass 2 measures."""
     mine = zone_files(chunks, products.GRID_SCREEN_CHUNK, "pass-1 chunks")
     jobs = [(z, out, mine(z)) for z, out in job_zones(zone, output)]
@@ -805,8 +837,13 @@ def _counts(prefix: str, counts) -> dict:
     return {f"{prefix}_{p}": int(k) for p, k in zip(compsep.PARAMETERS, counts, strict=True)}
 
 
-def recovery(config, simulation, selections, output, spectra=None) -> None:
-    """Rule recovery: the configuration every selection rule picks in each zone of a sky
+@step
+def recovery(
+    config, simulation: Name, selections: list[File], output: File, spectra: File | None = None
+) -> None:
+    """Rule recovery: the configuration each selection rule picks, against the true patches.
+
+    The configuration every selection rule picks in each zone of a sky
     whose patch counts are known (kabalan2025 sec. 5.1), against the truth."""
     stage = _compsep_config(config, simulation)
     truth = true_counts(stage, simulation)
@@ -824,8 +861,13 @@ def recovery(config, simulation, selections, output, spectra=None) -> None:
     products.write_recovery(output, rows)
 
 
-def selection_rules(config, simulation, selections, output, spectra=None) -> None:
-    """Rule selection_rules: what each selection rule would pick in each zone, with the
+@step
+def selection_rules(
+    config, simulation: Name, selections: list[File], output: File, spectra: File | None = None
+) -> None:
+    """Rule selection_rules: the configuration each selection rule picks, with its r-hat.
+
+    What each selection rule would pick in each zone, with the
     r-hat (eq. 15), sigma^2_CMB and systematic residual of its pick."""
     stage = _compsep_config(config, simulation)
     rows = [
@@ -843,21 +885,24 @@ def selection_rules(config, simulation, selections, output, spectra=None) -> Non
     products.write_rule_choices(output, rows)
 
 
+@step
 def compsep_fit(
     config,
-    simulation,
-    zone,
-    method,
-    masks,
-    signal,
-    output,
-    patches=None,
-    selection=None,
+    simulation: Name,
+    zone: list[Name],
+    method: Name,
+    masks: File,
+    signal: File,
+    output: list[File],
+    patches: list[File] | None = None,
+    selection: list[File] | None = None,
     devices: int = 1,
-    noise=None,
+    noise: File | None = None,
 ) -> None:
-    """Rule compsep_fit: the fits of one method (kmeans, single, multires...) in each zone
-    (kmeans: with each zone's patch files and grid selection)."""
+    """Rule compsep_fit: the fits of one method in each zone.
+
+    Methods: kmeans (with each zone's patch files and grid selection), single,
+    multires..."""
     kmeans = method == "kmeans" and patches is not None and selection is not None
     jobs = [(z, out, None, None) for z, out in job_zones(zone, output)]
     if kmeans:  # every zone's files found before any is computed

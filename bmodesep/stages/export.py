@@ -1,4 +1,5 @@
-"""Standard outputs (``workflow/rules/export.smk``): a method's maps as HEALPix FITS.
+"""Standard outputs: a method's maps as HEALPix FITS files (``workflow/rules/export.smk``).
+
 
     bmodesep export export_maps --config C --simulation S --method M --fits Z1.h5 Z2.h5 ...
         --outputs CMB FOREGROUNDS PARAMETERS PATCHES RESIDUAL
@@ -33,12 +34,16 @@ from bmodesep.products import compsep as fit_product
 from bmodesep.products import fits as fits_files
 from bmodesep.products import io
 from bmodesep.products import nilc as nilc_product
+from bmodesep.steps import File, Name, step
 
 EXPORTS = fits_files.EXPORTS
 PARAMETER_UNITS = {"beta_d": "1", "temperature_d": "K", "beta_s": "1"}
 
 
-def export_maps(config, simulation: str, method: str, fits, outputs) -> None:
+@step
+def export_maps(
+    config, simulation: Name, method: Name, fits: list[File], outputs: list[File]
+) -> None:
     """Rule export_maps: one method's maps of every zone as HEALPix FITS files."""
     if simulation not in config["compsep"]["simulations"]:
         raise ConfigError(f"simulation '{simulation}' is not in compsep.simulations")
@@ -135,7 +140,8 @@ def _columns(products, npix: int, observation: bool) -> dict[str, dict[str, tupl
     }
 
 
-def export_nilc(config, simulation: str, compression: str, nilc, output) -> None:
+@step
+def export_nilc(config, simulation: Name, compression: Name, nilc: File, output: File) -> None:
     """Rule export_nilc: a NILC compression's component B maps as one HEALPix FITS file."""
     if simulation not in config["nilc"]["simulations"]:
         raise ConfigError(f"simulation '{simulation}' is not in nilc.simulations")

@@ -1,4 +1,5 @@
-"""NILC stage (``workflow/rules/nilc.smk``): B-mode component maps of every split and realisation.
+"""Needlet / harmonic ILC compression, duivenvoorden2025 sec. II.3 (``workflow/rules/nilc.smk``).
+
 
     bmodesep nilc nilc_compress --config C --simulation S --compression NAME
         --signal SIGNAL.h5 --noise NOISE.h5 [--masks MASKS.h5] --output F.h5
@@ -26,6 +27,7 @@ from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import io, sims
 from bmodesep.products.nilc import write_nilc
 from bmodesep.settings import ilc_compression, ilc_settings, resolve_instrument
+from bmodesep.steps import File, Name, step
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,16 @@ def _check_coverage(signal, mask, signal_path) -> None:
         )
 
 
-def nilc_compress(config, simulation, compression, signal, noise, output, masks=None) -> None:
+@step
+def nilc_compress(
+    config,
+    simulation: Name,
+    compression: Name,
+    signal: File,
+    noise: File,
+    output: File,
+    masks: File | None = None,
+) -> None:
     """Rule nilc_compress: compress every split of every noise realisation of a simulation."""
     name, compression_name, masks_path = simulation, compression, masks
     signal_path, noise_path = signal, noise

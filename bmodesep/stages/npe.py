@@ -1,4 +1,5 @@
-"""SBI stage (``workflow/rules/npe.smk``): simulations, training, posteriors, coverage.
+"""Simulation-based inference: simulations, training, posteriors, coverage (``npe.smk``).
+
 
     bmodesep npe npe_chunk     --config C --set S --chunk I --spectra CAMB --output F.h5
     bmodesep npe npe_train     --config C --compression K --chunks F... --output E.h5
@@ -60,6 +61,7 @@ from bmodesep.products import npe_results as results
 from bmodesep.products.nilc import nilc_alm, read_nilc
 from bmodesep.products.npe import read_chunks
 from bmodesep.settings import npe_setup, pysm_data_dir, simulation_sets
+from bmodesep.steps import File, Name, step
 
 if TYPE_CHECKING:  # torch is imported by the steps that train or sample, not by npe_chunk
     from bmodesep.core.npe import flows
@@ -143,8 +145,9 @@ def _weighted_std(x: np.ndarray, w: np.ndarray) -> float:
     return float(np.sqrt(np.sum(w * (x - mean) ** 2) / np.sum(w)))
 
 
+@step
 def npe_chunk(
-    config: Mapping[str, Any], set: str, chunk: int, spectra, output, foreground=None
+    config, set: Name, chunk: int, spectra: File, output: File, foreground: File | None = None
 ) -> None:
     """Rule npe_chunk: (theta, x, seed) of one chunk of a simulation set, checkpointed.
 
@@ -236,7 +239,15 @@ def npe_chunk(
     parts.remove()
 
 
-def npe_train(config, compression: str, chunks, output, tuning=None, gpus: int = 0) -> None:
+@step
+def npe_train(
+    config,
+    compression: Name,
+    chunks: list[File],
+    output: File,
+    tuning: File | None = None,
+    gpus: int = 0,
+) -> None:
     """Rule npe_train: the posterior estimator of one compression."""
     from bmodesep.core.npe import flows
 
@@ -327,7 +338,8 @@ def true_sigma_beta(theta: np.ndarray) -> np.ndarray:
     return np.sqrt(sd**2 + ss**2)
 
 
-def npe_posterior(config, estimator, chunks, output) -> None:
+@step
+def npe_posterior(config, estimator: File, chunks: list[File], output: File) -> None:
     """Rule npe_posterior: posterior samples and summaries for every data vector of a set."""
     estimator_path, chunk_paths = estimator, chunks
     npe = config["npe"]
@@ -365,7 +377,8 @@ def npe_posterior(config, estimator, chunks, output) -> None:
     )
 
 
-def npe_coverage(config, posteriors, output) -> None:
+@step
+def npe_coverage(config, posteriors: File, output: File) -> None:
     """Rule npe_coverage: TARP expected coverage, joint and per parameter."""
     posterior_path = posteriors
     npe = config["npe"]
@@ -395,7 +408,10 @@ def npe_coverage(config, posteriors, output) -> None:
     )
 
 
-def npe_yardstick(config, compression: str, chunks, coverage, output) -> None:
+@step
+def npe_yardstick(
+    config, compression: Name, chunks: list[File], coverage: list[File], output: File
+) -> None:
     """Rule npe_yardstick: regressions of r on x at each training subset, on the coverage set."""
     from bmodesep.core.npe import yardstick
 
@@ -453,7 +469,10 @@ def observed_data_vectors(nilc_path, setup: simulator.Setup) -> np.ndarray:
     return np.stack([datavector.data_vector(a[0], a[1], lmax, setup.edges) for a in alm])
 
 
-def npe_observed(config, estimator, nilc, spectra, simulation, output) -> None:
+@step
+def npe_observed(
+    config, estimator: File, nilc: File, spectra: File, simulation: Name, output: File
+) -> None:
     """Rule npe_observed: posterior of a pipeline sky's NILC maps and its predictive check."""
     estimator_path, nilc_path, spectra_path = estimator, nilc, spectra
     npe = config["npe"]
@@ -516,8 +535,11 @@ def predictive_check(npe, setup: simulator.Setup, samples: np.ndarray, x_obs, la
     return x_pred, x_cov, coverage.predictive_chi2(x_obs, x_pred, x_cov)
 
 
-def npe_predictive(config, posteriors, spectra, output) -> None:
-    """Rule npe_predictive: the predictive check (Fig. 9) of a test set's first dataset,
+@step
+def npe_predictive(config, posteriors: File, spectra: File, output: File) -> None:
+    """Rule npe_predictive: predictive check of a test set's first dataset (Fig. 9).
+
+    The predictive check (Fig. 9) of a test set's first dataset,
     e.g. a fixed-foreground sky, against the training model."""
     npe = config["npe"]
     post = results.read_posteriors(posteriors)
@@ -555,8 +577,11 @@ def _likelihood_summary(samples: np.ndarray, sampled) -> dict[str, np.ndarray]:
     return summary
 
 
-def npe_ps_likelihood(config, chunks, spectra, output) -> None:
-    """Rule ps_likelihood: the App. E power-spectrum likelihood on every dataset of a test
+@step
+def npe_ps_likelihood(config, chunks: list[File], spectra: File, output: File) -> None:
+    """Rule npe_ps_likelihood: power-spectrum likelihood of a test set (App. E).
+
+    The App. E power-spectrum likelihood on every dataset of a test
     set (the frequency spectra its chunks store), sampled with emcee."""
     from bmodesep.core.npe import ps_likelihood as pl
 
@@ -638,8 +663,13 @@ def observed_frequency_spectra(signal_path, noise_path, setup: simulator.Setup) 
     return np.stack(out)
 
 
-def npe_ps_observed(config, signal, noise, spectra, simulation, output) -> None:
-    """Rule npe_ps_observed: the power-spectrum likelihood on a pipeline simulation's
+@step
+def npe_ps_observed(
+    config, signal: File, noise: File, spectra: File, simulation: Name, output: File
+) -> None:
+    """Rule npe_ps_observed: power-spectrum likelihood of a pipeline simulation's maps.
+
+    The power-spectrum likelihood on a pipeline simulation's
     maps, one posterior per noise realisation (the data npe_observed's NILC products
     are made from)."""
     from bmodesep.core.npe import ps_likelihood as pl
@@ -692,7 +722,8 @@ def simulation_seed(base_seed: int, stream: str, index: int) -> int:
     return int(rng_for(base_seed, f"npe-observed:{stream}", index).integers(0, 2**62))
 
 
-def npe_tune(config, compression: str, chunks, output, gpus: int = 0) -> None:
+@step
+def npe_tune(config, compression: Name, chunks: list[File], output: File, gpus: int = 0) -> None:
     """Rule npe_tune: Optuna multivariate TPE over the Appendix C ranges (best validation loss)."""
     from bmodesep.core.npe import flows
 

@@ -1,4 +1,5 @@
-"""Residual BB spectra and the r likelihood (``workflow/rules/rlike.smk``; kabalan2025 sec. 4).
+"""Residual BB spectra and the r likelihood, kabalan2025 sec. 4 (``workflow/rules/rlike.smk``).
+
 
     bmodesep rlike r_likelihood --config C --simulation S --method M --sky SKY
         --spectra CAMB --fits Z1.h5 Z2.h5 ... --output F
@@ -37,6 +38,7 @@ from bmodesep.products import compsep as fit_product
 from bmodesep.products import io, sims
 from bmodesep.products import rlike as products
 from bmodesep.settings import bb_estimator, r_grid, resolve_instrument
+from bmodesep.steps import File, Name, step
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,16 @@ def zone_maps(fit: io.Product, npix: int):
     return cmb, syst, mask
 
 
-def r_likelihood(config, simulation: str, method: str, sky, spectra, fits, output) -> None:
+@step
+def r_likelihood(
+    config,
+    simulation: Name,
+    method: Name,
+    sky: File | None,
+    spectra: File,
+    fits: list[File],
+    output: File,
+) -> None:
     """Rule r_likelihood: residual spectra of one method's fits in every zone, and L(r)."""
     name, sky_path, spectra_path, fit_paths = simulation, sky, spectra, fits
     if name not in config["compsep"]["simulations"]:

@@ -1,4 +1,5 @@
-"""Simulation stage (``workflow/rules/simulate.smk``): one function per rule.
+"""CMB spectra, skies, masks, frequency maps and noise (``workflow/rules/simulate.smk``).
+
 
     bmodesep simulate camb_spectra   --config C --output results/spectra/camb.h5
     bmodesep simulate sky            --config C --simulation NAME --spectra CAMB
@@ -50,6 +51,7 @@ from bmodesep.errors import ConfigError, DataError
 from bmodesep.log import timed
 from bmodesep.products import fits, sims
 from bmodesep.settings import cosmology, pysm_data_dir, resolve_instrument, sky_model
+from bmodesep.steps import File, Name, step
 
 
 def _simulation(config: Mapping[str, Any], name: str):
@@ -61,7 +63,8 @@ def _simulation(config: Mapping[str, Any], name: str):
 
 
 # ---------------------------------------------------------------- stage steps
-def camb_spectra(config: Mapping[str, Any], output) -> None:
+@step
+def camb_spectra(config, output: File) -> None:
     """Rule camb_spectra: lensed-scalar and r = 1 tensor spectra from CAMB."""
     with timed("CAMB spectra"):
         spectra = cmb.compute_camb_spectra(cosmology(config["cmb"]), config["cmb"]["lmax"])
@@ -87,9 +90,11 @@ def patch_maps(sky_cfg: Mapping[str, Any], nside: int, true_patches=None) -> dic
     return out
 
 
-def true_patches(config: Mapping[str, Any], simulation: str, masks, output) -> None:
-    """Rule true_patches: K-means patch maps of a true-patch sky, drawn in the zones of
-    masks that do not depend on the sky (kabalan2025 sec. 5.1)."""
+@step
+def true_patches(config, simulation: Name, masks: File, output: File) -> None:
+    """Rule true_patches: K-means patch maps of a true-patch sky.
+
+    Drawn in the zones of masks that do not depend on the sky (kabalan2025 sec. 5.1)."""
     from bmodesep.core.compsep.clustering import zone_kmeans_patches
 
     stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
@@ -109,10 +114,18 @@ def true_patches(config: Mapping[str, Any], simulation: str, masks, output) -> N
     )
 
 
+@step
 def sky(
-    config: Mapping[str, Any], simulation: str, spectra, output, patches=None, cmb=None
+    config,
+    simulation: Name,
+    spectra: File | None,
+    output: File,
+    patches: File | None = None,
+    cmb: File | None = None,
 ) -> None:
-    """Rule sky: CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM);
+    """Rule sky: the sky of a simulation: CMB, dust, synchrotron (kind maps: the CMB file).
+
+    CMB, dust and synchrotron of one simulation (GRF, true-patch or PySM);
     of a sky of kind maps, its CMB (the file ``cmb``)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     attrs = {"sky_kind": sky_cfg["kind"], "nside": nside, "lmax": lmax}
@@ -173,10 +186,18 @@ def foreground_at(
     return foregrounds.foreground_at(sky_cfg.get("pysm"), sky, nside, freqs_ghz, pysm_data_dir())
 
 
+@step
 def masks(
-    config: Mapping[str, Any], simulation: str, output, sky=None, planck=None, signal=None
+    config,
+    simulation: Name,
+    output: File,
+    sky: File | None = None,
+    planck: File | None = None,
+    signal: File | None = None,
 ) -> None:
-    """Rule masks: GAL020/040/060 masks (synthetic from the sky, by latitude, or Planck's)
+    """Rule masks: Galactic masks and zones.
+
+    GAL020/040/060 masks (synthetic from the sky, by latitude, or Planck's)
     and the zones; with ``signal`` (a sky of kind maps), only where its maps are observed."""
     stage_config, _sim, sky_cfg, nside, _ = _simulation(config, simulation)
     mcfg = stage_config["masks"]
@@ -266,16 +287,19 @@ def _user_signal(sim, sky_cfg, instrument, total, foregrounds):
     return SignalMaps(qu, fg, b), observed, observation
 
 
+@step
 def frequency_maps(
-    config: Mapping[str, Any],
-    simulation: str,
-    sky,
-    output,
-    threads=1,
-    total=None,
-    foregrounds=None,
+    config,
+    simulation: Name,
+    sky: File | None,
+    output: File,
+    threads: int = 1,
+    total: list[File] | None = None,
+    foregrounds: list[File] | None = None,
 ) -> None:
-    """Rule frequency_maps: the observed signal in every band (beams, filter), noise model;
+    """Rule frequency_maps: signal maps in every band (kind maps: read from the user's FITS files).
+
+    The observed signal in every band (beams, filter), noise model;
     of a sky of kind maps, the user's maps (``total``, ``foregrounds``: one file per band)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)
     instrument = resolve_instrument(stage_config, sim["instrument"])
@@ -373,16 +397,19 @@ def _file_noise(sim, spec, instrument, variance, noise_files):
     return maps, covered
 
 
+@step
 def noise(
-    config: Mapping[str, Any],
-    simulation: str,
-    output,
-    threads=1,
-    variance=None,
-    noise_files=None,
-    signal=None,
+    config,
+    simulation: Name,
+    output: File,
+    threads: int = 1,
+    variance: list[File] | None = None,
+    noise_files: list[File] | None = None,
+    signal: File | None = None,
 ) -> None:
-    """Rule noise: every noise realisation of every split and band (of a maps sky whose
+    """Rule noise: noise realisations of every split and band (kind maps: from its files).
+
+    Every noise realisation of every split and band (of a maps sky whose
     noise comes from files: drawn from its variance maps or read from its simulations,
     which must cover every pixel its maps observe, ``signal``)."""
     stage_config, sim, sky_cfg, nside, lmax = _simulation(config, simulation)

@@ -298,6 +298,23 @@ def simulation_nside(wildcards):
     return config["simulations"][wildcards.sim]["nside"]
 
 
+def figure_args(**settings):
+    """params.args of a figure rule: ``--<input> FILES`` for each named input, then
+    ``--<name> VALUE`` for each of the figure's own settings (functions of the wildcards);
+    the rule's command is ``bmodesep figures <rule> {params.args} --output {output}``."""
+
+    def args(wildcards, input):
+        words = []
+        for name, files in input.items():
+            files = [files] if isinstance(files, str) else list(files)
+            words += [f"--{name.replace('_', '-')}", *map(str, files)]
+        for name, value in settings.items():
+            words += [f"--{name.replace('_', '-')}", str(value(wildcards))]
+        return " ".join(words)
+
+    return args
+
+
 # ---------------------------------------------------------------- input functions
 def user_maps(sim):
     """The maps key of a simulation whose sky is of kind maps (the user's FITS files), or None."""

@@ -1,6 +1,12 @@
 # Figures of both papers (bmodesep/stages/figures.py -> bmodesep/plots/) from small
 # summary products; `snakemake figures` builds them all and `snakemake --report report.html`
 # collects them.
+# Every figure rule is the first one's with its own inputs, output, log and benchmark
+# (`use rule ... with:`).  The command is `bmodesep figures <rule> --<input> FILES ...
+# --output OUT` (params.args: figure_args, from the inputs' names; the figures stage has
+# one function per rule).  No figure carries the config: it reruns when its products, or
+# its own settings (fig_residual_maps' nside), change, not on any config edit.
+
 
 rule fig_grid_search:
     input:
@@ -13,7 +19,7 @@ rule fig_grid_search:
             caption="../report/grid_search.rst",
         ),
     params:
-        config=simulation_stage_config,
+        args=figure_args(),
     log:
         log_file("figures", "fig_grid_search", "{sim}", "{zone}"),
     benchmark:
@@ -25,11 +31,10 @@ rule fig_grid_search:
     conda:
         PLOT_ENV
     shell:
-        "bmodesep figures fig_grid_search --config {params.config} --selection "
-        "{input.selection} --output {output} > {log} 2>&1"
+        "bmodesep figures {rule} {params.args} --output {output} > {log} 2>&1"
 
 
-rule fig_patches:
+use rule fig_grid_search as fig_patches with:
     input:
         fits=zone_method_fits,
     output:
@@ -39,24 +44,13 @@ rule fig_patches:
             subcategory="{sim}",
             caption="../report/patches.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_patches", "{sim}", "{zone}"),
     benchmark:
         benchmark_file("figures", "fig_patches", "{sim}", "{zone}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_patches --config {params.config} --fits {input.fits} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_residual_maps:
+use rule fig_grid_search as fig_residual_maps with:
     input:
         fits=all_method_fits,
         sky=sky_file(),
@@ -68,24 +62,14 @@ rule fig_residual_maps:
             caption="../report/residual_maps.rst",
         ),
     params:
-        config=simulation_stage_config,
-        nside=simulation_nside,
+        args=figure_args(nside=simulation_nside),
     log:
         log_file("figures", "fig_residual_maps", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_residual_maps", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_residual_maps --config {params.config} --fits {input.fits} "
-        "--sky {input.sky} --nside {params.nside} --output {output} > {log} 2>&1"
 
 
-rule fig_metrics:
+use rule fig_grid_search as fig_metrics with:
     input:
         fits=all_method_fits,
         rlike=method_r_likelihoods,
@@ -96,24 +80,13 @@ rule fig_metrics:
             subcategory="{sim}",
             caption="../report/metrics.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_metrics", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_metrics", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_metrics --config {params.config} --fits {input.fits} "
-        "--rlike {input.rlike} --output {output} > {log} 2>&1"
 
 
-rule fig_residual_spectra:
+use rule fig_grid_search as fig_residual_spectra with:
     input:
         rlike=method_r_likelihoods,
     output:
@@ -123,24 +96,13 @@ rule fig_residual_spectra:
             subcategory="{sim}",
             caption="../report/residual_spectra.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_residual_spectra", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_residual_spectra", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_residual_spectra --config {params.config} --rlike "
-        "{input.rlike} --output {output} > {log} 2>&1"
 
 
-rule fig_r_likelihood:
+use rule fig_grid_search as fig_r_likelihood with:
     input:
         rlike=method_r_likelihoods,
     output:
@@ -150,24 +112,13 @@ rule fig_r_likelihood:
             subcategory="{sim}",
             caption="../report/r_likelihood.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_r_likelihood", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_r_likelihood", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_r_likelihood --config {params.config} --rlike {input.rlike} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_r_hat_vs_k:
+use rule fig_grid_search as fig_r_hat_vs_k with:
     input:
         selections=zone_selections,
         rlike=method_r_likelihoods,
@@ -178,24 +129,13 @@ rule fig_r_hat_vs_k:
             subcategory="{sim}",
             caption="../report/r_hat_vs_k.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_r_hat_vs_k", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_r_hat_vs_k", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_r_hat_vs_k --config {params.config} --selections "
-        "{input.selections} --rlike {input.rlike} --output {output} > {log} 2>&1"
 
 
-rule r_summary:
+use rule fig_grid_search as r_summary with:
     input:
         rlike=method_r_likelihoods,
     output:
@@ -205,24 +145,13 @@ rule r_summary:
             subcategory="{sim}",
             caption="../report/r_summary.rst",
         ),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "r_summary", "{sim}"),
     benchmark:
         benchmark_file("figures", "r_summary", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures r_summary --config {params.config} --rlike {input.rlike} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_tarp:
+use rule fig_grid_search as fig_tarp with:
     input:
         coverage=coverage_file(),
     output:
@@ -232,24 +161,13 @@ rule fig_tarp:
             subcategory="{compression}",
             caption="../report/tarp.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_tarp", "{compression}"),
     benchmark:
         benchmark_file("figures", "fig_tarp", "{compression}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_tarp --config {params.config} --coverage {input.coverage} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_training_size:
+use rule fig_grid_search as fig_training_size with:
     input:
         coverage=[subset_file("coverage", fraction=f) for f in NPE_SUBSETS],
         estimators=[subset_file("estimator", fraction=f) for f in NPE_SUBSETS],
@@ -260,24 +178,13 @@ rule fig_training_size:
             subcategory="{compression}",
             caption="../report/training_size.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_training_size", "{compression}"),
     benchmark:
         benchmark_file("figures", "fig_training_size", "{compression}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_training_size --config {params.config} --coverage "
-        "{input.coverage} --estimators {input.estimators} --output {output} > {log} 2>&1"
 
 
-rule fig_corner:
+use rule fig_grid_search as fig_corner with:
     input:
         posteriors=posterior_file(),
     output:
@@ -287,24 +194,13 @@ rule fig_corner:
             subcategory="{compression}",
             caption="../report/corner.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_corner", "{compression}", "{set}"),
     benchmark:
         benchmark_file("figures", "fig_corner", "{compression}", "{set}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_corner --config {params.config} --posteriors "
-        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
-rule fig_corner_observed:
+use rule fig_grid_search as fig_corner_observed with:
     input:
         posteriors=observed_files,
     output:
@@ -314,24 +210,13 @@ rule fig_corner_observed:
             subcategory="{compression}",
             caption="../report/corner.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_corner_observed", "{compression}"),
     benchmark:
         benchmark_file("figures", "fig_corner_observed", "{compression}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_corner --config {params.config} --posteriors "
-        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
-rule fig_predictive:
+use rule fig_grid_search as fig_predictive with:
     input:
         observed=observed_files,
     output:
@@ -341,24 +226,13 @@ rule fig_predictive:
             subcategory="{compression}",
             caption="../report/predictive.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_predictive", "{compression}"),
     benchmark:
         benchmark_file("figures", "fig_predictive", "{compression}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_predictive --config {params.config} --observed "
-        "{input.observed} --output {output} > {log} 2>&1"
 
 
-rule fig_predictive_fixed:
+use rule fig_grid_search as fig_predictive_fixed with:
     input:
         observed=fixed_predictive_files,
     output:
@@ -368,24 +242,13 @@ rule fig_predictive_fixed:
             subcategory="{compression}",
             caption="../report/predictive.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_predictive_fixed", "{compression}"),
     benchmark:
         benchmark_file("figures", "fig_predictive_fixed", "{compression}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_predictive --config {params.config} --observed "
-        "{input.observed} --output {output} > {log} 2>&1"
 
 
-rule fig_likelihood:
+use rule fig_grid_search as fig_likelihood with:
     input:
         posteriors=set_posteriors,
         likelihood=ps_likelihood_file(),
@@ -396,24 +259,13 @@ rule fig_likelihood:
             subcategory="test sets",
             caption="../report/likelihood.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_likelihood", "{set}"),
     benchmark:
         benchmark_file("figures", "fig_likelihood", "{set}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_likelihood --config {params.config} --posteriors "
-        "{input.posteriors} --likelihood {input.likelihood} --output {output} > {log} 2>&1"
 
 
-rule npe_table3:
+use rule fig_grid_search as npe_table3 with:
     input:
         posteriors=fixed_set_posteriors(),
     output:
@@ -423,24 +275,13 @@ rule npe_table3:
             subcategory="fixed-foreground skies",
             caption="../report/table3.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "npe_table3"),
     benchmark:
         benchmark_file("figures", "npe_table3")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures npe_table3 --config {params.config} --posteriors {input.posteriors} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_fixed_foreground:
+use rule fig_grid_search as fig_fixed_foreground with:
     input:
         posteriors=fixed_set_posteriors(),
     output:
@@ -450,24 +291,13 @@ rule fig_fixed_foreground:
             subcategory="fixed-foreground skies",
             caption="../report/fixed_foreground.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_fixed_foreground"),
     benchmark:
         benchmark_file("figures", "fig_fixed_foreground")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_fixed_foreground --config {params.config} --posteriors "
-        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
-rule fig_r_vs_sigma_beta:
+use rule fig_grid_search as fig_r_vs_sigma_beta with:
     input:
         posteriors=set_posteriors,
     output:
@@ -477,24 +307,13 @@ rule fig_r_vs_sigma_beta:
             subcategory="test sets",
             caption="../report/r_vs_sigma_beta.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_r_vs_sigma_beta", "{set}"),
     benchmark:
         benchmark_file("figures", "fig_r_vs_sigma_beta", "{set}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_r_vs_sigma_beta --config {params.config} --posteriors "
-        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
-rule fig_sigma_r:
+use rule fig_grid_search as fig_sigma_r with:
     input:
         posteriors=set_posteriors,
     output:
@@ -504,24 +323,13 @@ rule fig_sigma_r:
             subcategory="test sets",
             caption="../report/sigma_r.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "fig_sigma_r", "{set}"),
     benchmark:
         benchmark_file("figures", "fig_sigma_r", "{set}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_sigma_r --config {params.config} --posteriors "
-        "{input.posteriors} --output {output} > {log} 2>&1"
 
 
-rule npe_summary:
+use rule fig_grid_search as npe_summary with:
     input:
         posteriors=[posterior_file(c, s) for c in NPE_COMPRESSIONS for s in NPE_TEST_SETS]
         + [observed_file(c, s) for c in NPE_COMPRESSIONS for s in NPE["observed"]],
@@ -532,64 +340,36 @@ rule npe_summary:
             subcategory="test sets",
             caption="../report/summary.rst",
         ),
-    params:
-        config=npe_stage_config,
     log:
         log_file("figures", "npe_summary"),
     benchmark:
         benchmark_file("figures", "npe_summary")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures npe_summary --config {params.config} --posteriors {input.posteriors} "
-        "--output {output} > {log} 2>&1"
 
 
-rule fig_recovery:
+use rule fig_grid_search as fig_recovery with:
     input:
         recovery=recovery_file(),
         selections=zone_selections,
     output:
         compsep_figure("recovery"),
-    params:
-        config=simulation_stage_config,
     log:
         log_file("figures", "fig_recovery", "{sim}"),
     benchmark:
         benchmark_file("figures", "fig_recovery", "{sim}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures fig_recovery --config {params.config} --recovery {input.recovery} "
-        "--selections {input.selections} --output {output} > {log} 2>&1"
 
 
-rule recovery_table:
+use rule fig_grid_search as recovery_table with:
     input:
         parts=[recovery_file(s) for s in validation_simulations()],
     output:
         recovery_table_file(),
-    params:
-        config=cmb_config,
     log:
         log_file("figures", "recovery_table"),
-    threads: 1
+    benchmark:
+        benchmark_file("figures", "recovery_table")
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        PLOT_ENV
-    shell:
-        "bmodesep figures recovery_table --config {params.config} --parts {input.parts} "
-        "--output {output} > {log} 2>&1"
 
 
 # kabalan2025 sec. 5.1: which selection rules recover the true patch counts
