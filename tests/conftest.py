@@ -29,6 +29,28 @@ jaxcache.enable()  # before the first compilation
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The longest test files, longest first: with `--dist loadfile` each file goes to the next
+# free worker in collection order, so starting these first keeps the last worker from
+# finishing a long file alone (measured on 2 cores, full suite).
+LONG_FILES = (
+    "test_workflow.py",
+    "test_slurm.py",
+    "test_readme_commands.py",
+    "test_gridsearch.py",
+    "test_observation.py",
+    "test_flows.py",
+    "test_newton.py",
+    "test_user_maps.py",
+    "test_validation.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long files first (stable: the order within a file is kept)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def workflow_rules():
     """(rule file stem, rule, stage, step, conda environment variable) of every rule that
     runs a ``bmodesep`` command, ``use rule ... with:`` rules with their base rule's

@@ -77,6 +77,7 @@ def test_a_beam_free_single_split_instrument_is_left_untouched():
     assert cr.needed(SOSAT) and cr.needed(dataclasses.replace(LITEBIRD, splits=2))
 
 
+@pytest.mark.slow
 def test_so_sat_data_run_through_the_fit_and_the_r_stage(tmp_path):
     """SO-SAT-like simulation (beams, filter, 1/f noise, two splits) through compsep_fit
     and r_likelihood: the fit recovers the sky's mean beta_d, the r stage runs on the

@@ -58,6 +58,7 @@ def test_inverse_3x3_is_exact():
     assert np.allclose(np.asarray(compsep._inv3_sym(jnp.asarray(m))) @ m, np.eye(3), atol=1e-10)
 
 
+@pytest.mark.slow
 def test_cell_statistics_reproduce_the_per_pixel_likelihood():
     nside = 16
     zone = cap(nside, 0.2)
@@ -154,6 +155,7 @@ def test_noiseless_single_patch_sky_gives_back_its_parameters():
     assert np.allclose(result.systematic_components[1], dust, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_reaches_the_optimum_of_a_long_run(spectra_sky_32):
     _, problem, layout, _ = spectra_sky_32
     data = jnp.asarray(problem.signal + problem.noise(0))
@@ -168,6 +170,7 @@ def test_fit_reaches_the_optimum_of_a_long_run(spectra_sky_32):
     assert -1e-6 < float(short.nll - long.nll) < 0.05  # in -ln L
 
 
+@pytest.mark.slow
 def test_batched_fits_equal_the_loop(spectra_sky_32):
     zone, problem, _, _ = spectra_sky_32
     layout = compsep.cell_layout(

@@ -94,6 +94,7 @@ def test_environment_files_hold_what_their_rules_import(family):
         assert "jax[cuda12]>=0.4.30" in (ENVS / "jax-gpu.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_post_deploy_script_installs_this_checkout(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "env")], check=True)
     env = dict(os.environ, PATH=f"{tmp_path / 'env' / 'bin'}:{os.environ['PATH']}")

@@ -48,6 +48,7 @@ def _analytic(a, x):
     return mean, cov
 
 
+@pytest.mark.slow
 def test_npe_recovers_the_analytic_gaussian_posterior(gaussian_problem):
     a, trained = gaussian_problem
     post = flows.Posterior(trained.estimator, GAUSS_PRIOR)
@@ -69,6 +70,7 @@ def test_npe_recovers_the_analytic_gaussian_posterior(gaussian_problem):
     assert np.median(corr_err) < 0.05 and np.max(corr_err) < 0.25
 
 
+@pytest.mark.slow
 def test_npe_expected_kl_to_the_analytic_posterior_is_small(gaussian_problem):
     # E[log p(theta|x) - log q(theta|x)] over joint draws is the expected KL divergence
     a, trained = gaussian_problem
@@ -124,6 +126,7 @@ def test_unconstrained_prior_is_a_normalised_density():
     assert s1.shape == (4, 5, 13) and torch.equal(s1, p.sample((4, 5)))
 
 
+@pytest.mark.slow
 def test_saved_weights_rebuild_the_same_estimator(gaussian_problem):
     _, trained = gaussian_problem
     state = flows.state_arrays(trained.estimator)
@@ -265,6 +268,7 @@ def bounded_problem():
     return flows.train(theta, _bounded_data(theta, rng), BOUNDED_PRIOR, hp, seed=0)
 
 
+@pytest.mark.slow
 def test_prior_bounded_estimator_rejects_to_the_prior_and_matches_the_truncated_posterior(
     bounded_problem,
 ):
@@ -325,6 +329,7 @@ def test_prior_bounded_rejection_gives_the_truncated_flow_and_gives_up_without_m
         post.sample(x, 500, seed=0)
 
 
+@pytest.mark.slow
 def test_asinh_and_embedding_estimator_recovers_the_gaussian_posterior():
     # the linear-Gaussian problem has 3 sufficient statistics: 3 features suffice
     a, rng, trained = _train_gaussian(data_transform="asinh", embedding_features=3)

@@ -41,6 +41,7 @@ def test_grid_points_are_the_product():
     assert [tuple(p) for p in pts] == [(10, 1, 1), (10, 1, 5), (20, 1, 1), (20, 1, 5)]
 
 
+@pytest.mark.slow
 def test_grid_search_selects_the_true_patch_configuration():
     """kabalan2025 sec. 5.1 at CI size: a true-patch sky plus LiteBIRD noise, nside 32."""
     from benchmarks.simulate import simulation_setup
@@ -180,6 +181,7 @@ def killed_on_second_call(real, calls: list):
     return dies_on_second
 
 
+@pytest.mark.slow
 def test_interrupted_chunk_resumes_without_recomputing(stage_inputs, monkeypatch):
     root, cfg = stage_inputs
     args = ("lb", "GAL020_U", 0, root / "masks.h5", root / "signal.h5", patch_files(root))
@@ -263,6 +265,7 @@ def test_checkpoints_of_another_input_are_discarded(stage_inputs, tmp_path, monk
         np.testing.assert_array_equal(resumed[name], fresh[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_chunk_spread_over_two_devices_matches_one_device(stage_inputs, tmp_path):
     """Multi-GPU inside one job: the realisations sharded over two (CPU) JAX devices."""
     root, cfg = stage_inputs
@@ -341,6 +344,7 @@ def test_grid_chunks_with_residual_spectra_give_r_hat_per_configuration(stage_in
     assert sel["r_hat"][3] == pytest.approx(direct.r_hat)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kmeans", "multires", "multires_table5", "single"])
 def test_method_outputs(stage_inputs, method, tmp_path):
     root, cfg = stage_inputs
@@ -464,6 +468,7 @@ def zone_mask(root):
     return zones["GAL020_U"]
 
 
+@pytest.mark.slow
 def test_screened_search_selects_what_the_exhaustive_grid_selects(stage_inputs, tmp_path):
     """Issue 28: pass 1 (noiseless fits, predictions), the screen, pass 2 over the
     candidates only, and the selection from measured values, against the exhaustive grid
@@ -547,6 +552,7 @@ def test_screened_search_selects_what_the_exhaustive_grid_selects(stage_inputs, 
     assert not (tmp_path / "bad.h5").exists()
 
 
+@pytest.mark.slow
 def test_a_pass_2_job_without_candidates_hides_nothing(stage_inputs, tmp_path):
     """One candidate, two pass-2 jobs: the empty chunk must not drop the residual spectra
     (and r-hat) of the other from the selection."""
@@ -635,6 +641,7 @@ def test_pass_1_draws_the_statistical_residual_only_for_r_aware(stage_inputs, tm
         selection.select(criteria, rule)
 
 
+@pytest.mark.slow
 def test_one_job_covers_several_zones(stage_inputs, tmp_path):
     """Issue 28 item 4: a compsep job takes every zone of its simulation (one JAX start-up
     per job); its products are those of the one-zone jobs, its per-zone inputs matched to

@@ -40,6 +40,7 @@ def test_a_named_folder_that_cannot_be_made_is_a_config_error(tmp_path):
         jaxcache.enable(str(blocker / "cache"))
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_share_the_cache(tmp_path):
     """Two processes compile into one empty cache at the same time; both succeed, and a
     third one finds every program there (it writes no new entry)."""

@@ -103,6 +103,7 @@ def kill_after_first_checkpoint(command, out, parts, env=None, cwd=None) -> None
     assert not out.exists(), "the job finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
     """SIGKILL mid-chunk: the rerun keeps finished blocks, recomputes none, loses none."""
     root, cfg = setup
@@ -137,6 +138,7 @@ def test_killed_chunk_job_resumes_from_its_checkpoints(setup, tmp_path):
     assert not parts.exists()
 
 
+@pytest.mark.slow
 def test_checkpoints_of_other_code_are_discarded(setup, tmp_path):
     """Kill a chunk, edit the simulator (same version), rerun: no piece of the old code is kept."""
     import os

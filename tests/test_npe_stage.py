@@ -18,6 +18,9 @@ from bmodesep.products.npe_results import read_posteriors
 from bmodesep.settings import cosmology
 from bmodesep.stages import npe
 
+# a shared stage run (its module fixture) dominates: the whole module is in the slow tier
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):

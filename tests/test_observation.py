@@ -60,6 +60,7 @@ def _layout(zone, counts):
     return compsep.cell_layout(patches, zone)
 
 
+@pytest.mark.slow
 def test_an_observation_inside_the_model_is_its_own_best_fit(grf_problem):
     """Maps made by the model (3 patches of known indices, no noise): the fit recovers
     the indices and the best-fit sky is the maps themselves."""
@@ -79,6 +80,7 @@ def test_an_observation_inside_the_model_is_its_own_best_fit(grf_problem):
     np.testing.assert_allclose(obs.foreground_model, fg, rtol=0, atol=1e-8 * np.abs(fg).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("counts", [(1, 1, 1), (8, 2, 2)])
 def test_the_bootstrap_measures_the_simulations_statistical_residual(grf_problem, counts):
     """The parametric bootstrap around the observation's fit against the simulation

@@ -58,6 +58,7 @@ def test_covariance_matches_monte_carlo(setup):
     assert abs(mc - exact) < 0.12
 
 
+@pytest.mark.slow
 def test_likelihood_recovers_r_from_data_of_its_own_model(setup):
     model = pl.model_from_setup(setup)
     pulls = []

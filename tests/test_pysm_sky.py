@@ -36,6 +36,7 @@ def test_preset_names():
     assert required_templates("d1")[0] == ["pysm_2/dust_t_new.fits"]
 
 
+@pytest.mark.slow
 def test_pysm_sky_follows_the_same_seds_as_ours(tmp_path, monkeypatch):
     t = write_templates(tmp_path, np.random.default_rng(0))
     monkeypatch.setenv("PYSM_LOCAL_DATA", str(tmp_path))

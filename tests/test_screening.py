@@ -27,6 +27,7 @@ def layout(zone, counts):
     return compsep.cell_layout(patches, zone)
 
 
+@pytest.mark.slow
 def test_predicted_variance_and_nll_match_the_monte_carlo(problem):
     """The first-order prediction of eq. 9 from the noiseless fit against 40 realisations
     (a known answer: for small index errors the reconstruction is linear in the noise)."""
@@ -128,6 +129,7 @@ def test_fits_fraction():
     assert screening.fits_fraction(3200, 10, 100) == pytest.approx((3200 + 1010) / 323200)
 
 
+@pytest.mark.slow
 def test_predicted_statistical_residual_matches_the_monte_carlo(problem):
     """The predicted statistical residual 'spectrum' against 40 realisations, for two
     statistics of a zone map: its mean square (white-noise-like: the variance itself) and

@@ -16,6 +16,9 @@ from bmodesep.errors import DataError
 from bmodesep.products import sims
 from bmodesep.settings import resolve_instrument
 
+# a shared stage run (its module fixture) dominates: the whole module is in the slow tier
+pytestmark = pytest.mark.slow
+
 
 def simulate(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")

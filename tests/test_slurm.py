@@ -116,6 +116,18 @@ def slurm_jobs(env) -> list[dict[str, str]]:
     ]
 
 
+def accounted_jobs(env, expected: int, wait_s: float = 60.0) -> list[dict[str, str]]:
+    """The accounting database's jobs once it lists ``expected`` of them (slurmctld hands
+    finished jobs to slurmdbd asynchronously: on a loaded machine the last ones arrive
+    seconds after Snakemake has seen them end), or what it lists after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        jobs = slurm_jobs(env)
+        if len(jobs) >= expected or time.monotonic() > deadline:
+            return jobs
+        time.sleep(2)
+
+
 def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     env = cluster
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_workflow_config()))
@@ -141,7 +153,7 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     assert (results / "figures/lb/r_likelihood.png").stat().st_size > 10_000
     # every job went through SLURM, and the GPU rules asked for (fake) GPUs
     counts = job_counts(run.stdout + run.stderr)
-    jobs = slurm_jobs(env)
+    jobs = accounted_jobs(env, sum(counts.values()))
     assert len(jobs) == sum(counts.values()) == 31  # no local rule among them
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     gpu_rules = ("grid_chunk", "compsep_fit", "npe_train", "npe_tune")
@@ -161,7 +173,7 @@ def test_workflow_through_the_slurm_profile(cluster, tmp_path):
     target = str(selection.relative_to(tmp_path))
     again = snakemake(tmp_path, env, target, "--forcerun", "grid_select")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(slurm_jobs(env)) == len(jobs) + 1
+    assert len(accounted_jobs(env, len(jobs) + 1)) == len(jobs) + 1
     assert selection.stat().st_mtime_ns > before and fit.path.stat().st_mtime_ns == fits_before
 
 
