@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -229,6 +229,60 @@ def ilc_settings(nl: Mapping[str, Any], n_iter: int = 3) -> ILCSettings:
         n_iter=n_iter,
         n_iter_out=n_iter,
         exact=nl["exact"],
+    )
+
+
+class NilcRun(NamedTuple):
+    """One NILC compression of one simulation, resolved from its stage config."""
+
+    name: str  # the compression's name in nilc.compressions
+    compression: Compression
+    settings: ILCSettings
+    instrument: Instrument
+    nside: int
+    lmax: int  # of the analysis
+    lmax_out: int  # of the component alm written
+    n_iter: int  # healpy's map2alm iterations wherever maps enter harmonic space
+    b_input: bool  # the stored B maps (nilc.input b), else Q/U
+    mask: str | None  # the Galactic mask weighting the maps (nilc.mask)
+    bin_width: int  # of a harmonic basis
+
+
+def nilc_run(stage: Mapping[str, Any], simulation: str, compression: str) -> NilcRun:
+    """The typed settings of ``bmodesep nilc nilc_compress`` for a simulation's stage config
+    (:func:`bmodesep.config.simulation_config` with NILC); config errors name the key."""
+    from bmodesep.config import simulation_lmax
+
+    nl = stage["nilc"]
+    if simulation not in nl["simulations"]:
+        raise ConfigError(f"simulation '{simulation}' is not in nilc.simulations")
+    if compression not in nl["compressions"]:
+        raise ConfigError(
+            f"unknown compression '{compression}' (defined: {', '.join(nl['compressions'])})"
+        )
+    sim = stage["simulations"][simulation]
+    nside = sim["nside"]
+    lmax = nl["lmax"] or simulation_lmax(sim)
+    if lmax > 3 * nside - 1:
+        raise ConfigError(f"nilc.lmax {lmax} exceeds 3 nside - 1 = {3 * nside - 1}")
+    lmax_out = nl["lmax_out"] or lmax
+    if lmax_out > lmax:
+        raise ConfigError(f"nilc.lmax_out {lmax_out} exceeds nilc.lmax {lmax}")
+    n_iter = 3
+    return NilcRun(
+        compression,
+        ilc_compression(
+            nl["compressions"][compression], nl["dust_freq_ref_ghz"], nl["sync_freq_ref_ghz"]
+        ),
+        ilc_settings(nl, n_iter),
+        resolve_instrument(stage, sim["instrument"]),
+        nside,
+        lmax,
+        lmax_out,
+        n_iter,
+        nl["input"] == "b",
+        nl["mask"],
+        nl["harmonic_bin_width"],
     )
 
 

@@ -327,8 +327,22 @@ def selection_choices_table(path: Path, column: str = "exhaustive_choice") -> st
     )
 
 
+def product_specs() -> str:
+    """Every product defined by a :class:`bmodesep.products.schema.Spec`, one section each."""
+    import importlib
+    import pkgutil
+
+    import bmodesep.products as package
+    from bmodesep.products import schema
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"bmodesep.products.{module.name}")
+    return "\n".join(schema.markdown(spec) for spec in schema.SPECS)
+
+
 # name in the page's marker -> the table it gets
 BLOCKS: dict[str, Callable[[], str]] = {
+    "product-specs": product_specs,
     "paper-grid-r": lambda: r_summary_table(RESULTS / "paper_grid_grf_hard_r_summary.csv"),
     "validation-choices": lambda: selection_choices_table(RESULTS / "screening_validation.csv"),
 }

@@ -54,14 +54,15 @@ def pytest_collection_modifyitems(config, items):
 def workflow_rules():
     """(rule file stem, rule, stage, step, conda environment variable) of every rule that
     runs a ``bmodesep`` command, ``use rule ... with:`` rules with their base rule's
-    command and environment (a command's ``{rule}`` step is the rule's own name)."""
+    command and environment (a figure's step is the first argument of its figure_args)."""
     found = []
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         bases = {}
         for block in re.split(r"^(?=rule |use rule )", path.read_text(), flags=re.M)[1:]:
             head = re.match(r"(?:rule (\w+)|use rule (\w+) as (\w+) with):", block)
             name, base = head.group(1) or head.group(3), head.group(2)
-            command = re.search(r'"bmodesep (\w+) (\{rule\}|\w+)', block)
+            command = re.search(r'"bmodesep (\w+) (\{params.args\}|\w+)', block)
+            figure = re.search(r'figure_args\("(\w+)"', block)
             env = re.search(r"^\s+conda:\s*\n\s+(\w+)", block, re.M)
             if base is not None:
                 if base not in bases:
@@ -72,7 +73,9 @@ def workflow_rules():
             else:
                 stage, step, env_name = *command.groups(), env.group(1) if env else None
             bases[name] = (stage, step, env_name)
-            found.append((path.stem, name, stage, name if step == "{rule}" else step, env_name))
+            if step == "{params.args}":
+                step = figure.group(1) if figure else None
+            found.append((path.stem, name, stage, step, env_name))
     return found
 
 

@@ -192,6 +192,7 @@ def test_batched_fits_equal_the_loop(spectra_sky_32):
     assert batch.cmb_variance == pytest.approx(loop.cmb_variance, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_multiresolution_beats_one_patch_on_a_varying_sky(spectra_sky_32):
     zone, problem, _, truth = spectra_sky_32
     errors = {}

@@ -114,3 +114,15 @@ def test_predictive_chi2_accepts_consistent_data_and_rejects_a_shift():
     assert bad.p_value == 0.0 and bad.chi2_observed > 50
     with pytest.raises(DataError, match="need 10"):
         coverage.predictive_chi2(np.zeros(n), predictive, cov_sims[:9])
+
+
+def test_sigma_beta_adds_dust_and_synchrotron_in_quadrature():
+    """Each index field alone gives its own sigma; together they add in quadrature (two
+    independent fields), elementwise over any shape."""
+    b_d, g_d = np.array([[1e-6, 4e-6]]), np.array([[-2.5, -3.0]])
+    b_s, g_s = np.array([[2e-6, 0.0]]), np.array([[-3.5, -2.0]])
+    sd = coverage.index_field_sigma(b_d, g_d)
+    ss = coverage.index_field_sigma(b_s, g_s)
+    np.testing.assert_array_equal(coverage.sigma_beta(b_d, g_d, 0.0 * b_s, g_s), sd)
+    np.testing.assert_allclose(coverage.sigma_beta(b_d, g_d, b_s, g_s), np.hypot(sd, ss), 1e-15)
+    assert coverage.sigma_beta(b_d, g_d, b_s, g_s).shape == (1, 2)

@@ -144,6 +144,7 @@ def patch_files(root) -> list:
     return [root / "patches" / f"K{k}.h5" for k in (1, 2, 4)]
 
 
+@pytest.mark.slow
 def test_patch_files_are_cached_per_zone_k_and_seed(stage_inputs):
     root, _cfg = stage_inputs
     _, zones = sims.read_masks(root / "masks.h5", 16)

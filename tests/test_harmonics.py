@@ -87,3 +87,14 @@ def test_pixel_geometry_matches_healpy():
     for n in (11, 13, 47, 49151):  # none is 12 nside^2
         assert harmonics.nside_of(n) is None and not hp.isnpixok(n)
     assert harmonics.nside_of(0) is None
+
+
+def test_alm_lmax_inverts_the_layout_size():
+    import pytest
+
+    from bmodesep.errors import DataError
+
+    for lmax in (0, 1, 2, 7, 64, 383):
+        assert harmonics.alm_lmax(harmonics.alm_size(lmax)) == lmax
+    with pytest.raises(DataError, match="5 coefficients are not a triangular alm layout"):
+        harmonics.alm_lmax(5)

@@ -197,3 +197,35 @@ def test_moment_seds_are_the_derivatives():
     assert ref[0, 0] == pytest.approx(1.0) and ref[1, 1] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="unknown ILC components"):
         ilc.component_seds(freqs, ["cmb", "free-free"], fid)
+
+
+def test_compress_all_is_compress_of_each_split_and_its_synthesis():
+    """compress_all of maps from a function of (realisation, split): each split's alm equal
+    the plain b_mode_alm -> compress path, the maps their synthesis."""
+    nside, lmax = 16, 32
+    beams = channel_beams(SOSAT, lmax)
+    comp = ilc.Compression("harmonic", ("cmb", "dust"), "all", ilc.Fiducial())
+    rng = np.random.default_rng(5)
+    qu = rng.normal(size=(2, 3, len(SOSAT.frequencies_ghz), 2, harmonics.npix(nside)))
+    settings = ilc.Settings()
+    done = ilc.compress_all(
+        lambda i, s: qu[i, s],
+        2,
+        3,
+        beams,
+        SOSAT.frequencies_ghz,
+        comp,
+        nside,
+        lmax,
+        lmax,
+        settings,
+        8,
+    )
+    assert done.alm.shape == (2, 3, 2, harmonics.alm_size(lmax)) and done.plan is None
+    for i, s in [(0, 0), (1, 2)]:
+        alm = ilc.b_mode_alm(qu[i, s], nside, lmax, 3)
+        one = ilc.compress(alm, beams, SOSAT.frequencies_ghz, comp, nside, lmax, lmax, settings, 8)
+        np.testing.assert_array_equal(done.alm[i, s], one.alm)
+        np.testing.assert_allclose(
+            done.maps[i, s, 1], harmonics.synthesis(one.alm[1], nside, lmax, 0)[0], atol=1e-12
+        )

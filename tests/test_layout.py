@@ -37,6 +37,8 @@ def test_every_rule_reaches_its_stage_function_through_files_of_the_same_name():
     assert len(commands) > 30
     for stem, rule, stage, step in commands:
         assert stage == stem, f"rule {rule} in {stem}.smk runs the {stage} stage"
+        if stem == "figures":  # one function per rule, of the rule's name
+            assert step == rule, f"rule {rule} runs the figure step {step}"
         module = PACKAGE / "stages" / f"{stage}.py"
         assert module.exists()
         functions = {

@@ -185,6 +185,7 @@ def test_batched_newton_fits_equal_the_loop(spectra_sky_32):  # noqa: F811
     np.testing.assert_allclose(batch.params, loop.params, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_closed_form_cell_derivatives_equal_autodiff():
     import jax
 

@@ -58,6 +58,7 @@ def _cache_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*.nb[ic]"))
 
 
+@pytest.mark.slow
 def test_a_read_only_install_and_home_cache_in_a_private_temporary_folder(tmp_path, mounts):
     """Without a writable package folder or home, numba alone fails at import with
     ``cannot cache function '_cholesky_block': no locator available``."""

@@ -906,6 +906,7 @@ def test_corner_of_observed_skies_marks_no_truth_and_writes_the_png(npe_products
     assert _non_empty(tmp_path / "corner_observed.png")
 
 
+@pytest.mark.slow
 def test_corner_of_observed_simulations_marks_the_cmb_they_were_drawn_with(npe_products, tmp_path):
     """Simulated skies record r and A_lens (npe_observed copies them from the NILC product):
     both are marked, the foreground parameters are not; skies that disagree mark none."""

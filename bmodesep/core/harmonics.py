@@ -24,6 +24,8 @@ from functools import lru_cache
 import ducc0
 import numpy as np
 
+from bmodesep.errors import DataError
+
 
 @lru_cache(maxsize=16)
 def healpix_geometry(nside: int) -> dict:
@@ -209,3 +211,11 @@ def gaussian_beam(fwhm_arcmin: float, lmax: int, spin: int = 2) -> np.ndarray:
     sigma = np.radians(fwhm_arcmin / 60.0) / np.sqrt(8.0 * np.log(2.0))
     ell = np.arange(lmax + 1)
     return np.exp(-0.5 * (ell * (ell + 1.0) - spin**2) * sigma**2)
+
+
+def alm_lmax(nalm: int) -> int:
+    """The lmax of a triangular (healpy) alm layout of ``nalm`` coefficients."""
+    lmax = round((np.sqrt(8 * nalm + 1) - 3) / 2)
+    if alm_size(lmax) != nalm:
+        raise DataError(f"{nalm} coefficients are not a triangular alm layout")
+    return lmax

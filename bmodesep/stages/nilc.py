@@ -16,17 +16,15 @@ used per scale and the covariance smoothing widths.  The per-split cost goes to 
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
-from bmodesep.config import simulation_config, simulation_lmax
-from bmodesep.core import harmonics
+from bmodesep.config import simulation_config
 from bmodesep.core.nilc import ilc
 from bmodesep.errors import ConfigError, DataError
 from bmodesep.products import io, sims
 from bmodesep.products.nilc import write_nilc
-from bmodesep.settings import ilc_compression, ilc_settings, resolve_instrument
+from bmodesep.settings import nilc_run
 from bmodesep.steps import File, Name, step
 
 log = logging.getLogger(__name__)
@@ -64,107 +62,80 @@ def nilc_compress(
     masks: File | None = None,
 ) -> None:
     """Rule nilc_compress: compress every split of every noise realisation of a simulation."""
-    name, compression_name, masks_path = simulation, compression, masks
-    signal_path, noise_path = signal, noise
-    if name not in config["nilc"]["simulations"]:
-        raise ConfigError(f"simulation '{name}' is not in nilc.simulations")
-    stage = simulation_config(config, name, with_nilc=True)
-    nl = stage["nilc"]
-    if compression_name not in nl["compressions"]:
-        raise ConfigError(
-            f"unknown compression '{compression_name}' (defined: {', '.join(nl['compressions'])})"
-        )
-    sim = stage["simulations"][name]
-    nside = sim["nside"]
-    inst = resolve_instrument(stage, sim["instrument"])
-    lmax = nl["lmax"] or simulation_lmax(sim)
-    if lmax > 3 * nside - 1:
-        raise ConfigError(f"nilc.lmax {lmax} exceeds 3 nside - 1 = {3 * nside - 1}")
-    lmax_out = nl["lmax_out"] or lmax
-    if lmax_out > lmax:
-        raise ConfigError(f"nilc.lmax_out {lmax_out} exceeds nilc.lmax {lmax}")
-    n_iter = 3  # healpy's map2alm(iter=3) wherever maps enter harmonic space
-    compression = ilc_compression(
-        nl["compressions"][compression_name], nl["dust_freq_ref_ghz"], nl["sync_freq_ref_ghz"]
-    )
-    settings = ilc_settings(nl, n_iter)
-    beams = ilc.channel_beams(inst, lmax)
-    signal = sims.read_signal(signal_path, inst, nside)
-    noise = sims.read_noise(noise_path, inst, nside)
-    b_input = nl["input"] == "b"
-    if b_input and (sims.TOTAL_B not in signal.data or sims.NOISE_B not in noise.data):
+    if simulation not in config["nilc"]["simulations"]:
+        raise ConfigError(f"simulation '{simulation}' is not in nilc.simulations")
+    stage = simulation_config(config, simulation, with_nilc=True)
+    run = nilc_run(stage, simulation, compression)
+    inst, nside = run.instrument, run.nside
+    beams = ilc.channel_beams(inst, run.lmax)
+    signal_maps = sims.read_signal(signal, inst, nside)
+    noise_maps = sims.read_noise(noise, inst, nside)
+    if run.b_input and (
+        sims.TOTAL_B not in signal_maps.data or sims.NOISE_B not in noise_maps.data
+    ):
         raise DataError(
-            f"nilc.input 'b' needs B-mode maps in {signal_path} and {noise_path}; "
+            f"nilc.input 'b' needs B-mode maps in {signal} and {noise}; "
             "set nilc.input: qu or use an instrument with b_maps"
         )
-    n_real, n_split, observed_maps = sims.observed_maps(signal, noise, b_input)
+    n_real, n_split, observed_maps = sims.observed_maps(signal_maps, noise_maps, run.b_input)
     mask = None
-    if nl["mask"] is not None:
-        if masks_path is None:
-            raise ConfigError(f"nilc.mask {nl['mask']} needs --masks")
-        mask = sims.read_masks(masks_path, nside)[0][nl["mask"]].astype(float)
-    _check_coverage(signal, mask, signal_path)
-    n_out = len(compression.outputs)
-    nalm = harmonics.alm_size(lmax_out)
-    alm_out = np.empty((n_real, n_split, n_out, nalm), dtype=np.complex128)
-    plan = None
-    for i in range(n_real):
-        for s in range(n_split):
-            t0, c0 = time.perf_counter(), time.process_time()
-            alm = ilc.b_mode_alm(observed_maps(i, s), nside, lmax, n_iter, mask)
-            result = ilc.compress(
-                alm,
-                beams,
-                inst.frequencies_ghz,
-                compression,
-                nside,
-                lmax,
-                lmax_out,
-                settings,
-                nl["harmonic_bin_width"],
-            )
-            alm_out[i, s] = result.alm
-            plan = result.plan
-            log.info(
-                "%s %s realisation %d split %d: %.2f s wall, %.2f s CPU",
-                name,
-                compression_name,
-                i,
-                s,
-                time.perf_counter() - t0,
-                time.process_time() - c0,
-            )
-    maps = np.stack(
-        [
-            [harmonics.synthesis(a, nside, lmax_out, 0) for a in per_split]
-            for per_split in alm_out.reshape(n_real * n_split, n_out, nalm)
-        ]
-    ).reshape(n_real, n_split, n_out, -1)
+    if run.mask is not None:
+        if masks is None:
+            raise ConfigError(f"nilc.mask {run.mask} needs --masks")
+        mask = sims.read_masks(masks, nside)[0][run.mask].astype(float)
+    _check_coverage(signal_maps, mask, signal)
+    done = ilc.compress_all(
+        observed_maps,
+        n_real,
+        n_split,
+        beams,
+        inst.frequencies_ghz,
+        run.compression,
+        nside,
+        run.lmax,
+        run.lmax_out,
+        run.settings,
+        run.bin_width,
+        run.n_iter,
+        mask,
+        f"{simulation} {compression}",
+    )
     needlets = None
-    if plan is not None:
+    if done.plan is not None:
+        plan = done.plan
         needlets = (plan.windows, plan.used, np.degrees(ilc.fwhm_from_sigma(plan.sigma_rad)))
+    sim = stage["simulations"][simulation]
     write_nilc(
         output,
-        maps,
-        alm_out,
-        ilc.component_seds(inst.frequencies_ghz, compression.components, compression.fiducial),
+        done.maps,
+        done.alm,
+        ilc.component_seds(
+            inst.frequencies_ghz, run.compression.components, run.compression.fiducial
+        ),
         beams,
         io.provenance(stage, sim["seed"], "nilc"),
-        {
-            "compression": compression_name,
-            "basis": compression.basis,
-            "components": list(compression.outputs),
-            "mixing_components": list(compression.components),
-            **{f"fiducial_{k}": v for k, v in compression.fiducial._asdict().items()},
-            "nside": nside,
-            "lmax": lmax,
-            "lmax_out": lmax_out,
-            "exact": nl["exact"],
-            "input": nl["input"],
-            "mask": nl["mask"] or "none",
-            "target_beam_fwhm_arcmin": float(min(inst.fwhm_arcmin)) if inst.fwhm_arcmin else 0.0,
-            "contains_noise": sims.OBSERVATION_QU in signal.data,
-            **_cmb_truth(stage, sim),
-        },
+        _attributes(run, stage, sim, sims.OBSERVATION_QU in signal_maps.data),
         needlets,
     )
+
+
+def _attributes(run, stage, sim, contains_noise: bool) -> dict:
+    c = run.compression
+    return {
+        "compression": run.name,
+        "basis": c.basis,
+        "components": list(c.outputs),
+        "mixing_components": list(c.components),
+        **{f"fiducial_{k}": v for k, v in c.fiducial._asdict().items()},
+        "nside": run.nside,
+        "lmax": run.lmax,
+        "lmax_out": run.lmax_out,
+        "exact": run.settings.exact,
+        "input": "b" if run.b_input else "qu",
+        "mask": run.mask or "none",
+        "target_beam_fwhm_arcmin": (
+            float(min(run.instrument.fwhm_arcmin)) if run.instrument.fwhm_arcmin else 0.0
+        ),
+        "contains_noise": contains_noise,
+        **_cmb_truth(stage, sim),
+    }

@@ -317,12 +317,10 @@ def _sample_all(post: flows.Posterior, x: np.ndarray, n: int, seed: int) -> np.n
 def summarise(samples: np.ndarray) -> dict[str, np.ndarray]:
     """Posterior means and 68% HDIs of r, A_lens and the index-field widths (eq. 25)."""
     i = {p: P.index(p) for p in P}
-    sig_d = coverage.index_field_sigma(samples[..., i["B_d"]], samples[..., i["gamma_d"]])
-    sig_s = coverage.index_field_sigma(samples[..., i["B_s"]], samples[..., i["gamma_s"]])
     quantities = {
         "r": samples[..., i["r"]],
         "A_lens": samples[..., i["A_lens"]],
-        "sigma_beta": np.sqrt(sig_d**2 + sig_s**2),
+        "sigma_beta": true_sigma_beta(samples),
     }
     out = {}
     for name, q in quantities.items():
@@ -332,10 +330,10 @@ def summarise(samples: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def true_sigma_beta(theta: np.ndarray) -> np.ndarray:
-    i = {p: P.index(p) for p in P}
-    sd = coverage.index_field_sigma(theta[:, i["B_d"]], theta[:, i["gamma_d"]])
-    ss = coverage.index_field_sigma(theta[:, i["B_s"]], theta[:, i["gamma_s"]])
-    return np.sqrt(sd**2 + ss**2)
+    """sigma_beta (eq. 25) of parameter vectors ``[..., parameter]``."""
+    return coverage.sigma_beta(
+        *(theta[..., P.index(p)] for p in ("B_d", "gamma_d", "B_s", "gamma_s"))
+    )
 
 
 @step
@@ -446,13 +444,6 @@ def npe_yardstick(
     results.write_yardstick(output, rows)
 
 
-def _alm_lmax(nalm: int) -> int:
-    lmax = round((np.sqrt(8 * nalm + 1) - 3) / 2)
-    if harmonics.alm_size(lmax) != nalm:
-        raise DataError(f"{nalm} coefficients are not a triangular alm layout")
-    return lmax
-
-
 def observed_data_vectors(nilc_path, setup: simulator.Setup) -> np.ndarray:
     """``[realisation, n]`` data vectors of a NILC product (the two splits' components)."""
     product = read_nilc(nilc_path)
@@ -463,7 +454,7 @@ def observed_data_vectors(nilc_path, setup: simulator.Setup) -> np.ndarray:
             f"{nilc_path}: {alm.shape[1]} splits of {alm.shape[2]} components; the estimator "
             f"needs 2 splits of {n_comp}"
         )
-    lmax = _alm_lmax(alm.shape[-1])
+    lmax = harmonics.alm_lmax(alm.shape[-1])
     if setup.edges[-1] - 1 > lmax:
         raise DataError(f"{nilc_path}: alm reach l = {lmax}, the bins l = {setup.edges[-1] - 1}")
     return np.stack([datavector.data_vector(a[0], a[1], lmax, setup.edges) for a in alm])
@@ -591,40 +582,23 @@ def npe_ps_likelihood(config, chunks: list[File], spectra: File, output: File) -
     set_name = str(first.attrs["set"])
     setup = next(iter(_setups(config, spectra).values()))
     model = pl.model_from_setup(setup)
-    n_samples = npe["posterior_samples"]
-    samples = np.empty((x.shape[0], n_samples, len(pl.SAMPLED)))
-    best, chi2, accept = (
-        np.empty((x.shape[0], len(pl.SAMPLED))),
-        np.empty(x.shape[0]),
-        np.empty(x.shape[0]),
+    chains = pl.analyse_datasets(
+        model,
+        x,
+        npe["prior"],
+        lambda i: rng_for(npe["seed"], f"ps-likelihood:{set_name}", i),
+        spec["walkers"],
+        spec["steps"],
+        spec["burn"],
+        npe["posterior_samples"],
+        f"ps_likelihood {set_name}",
     )
-    progress = Progress(f"ps_likelihood {set_name}", x.shape[0], "datasets")
-    for i, data in enumerate(x):
-        chain = pl.analyse(
-            model,
-            data,
-            npe["prior"],
-            rng_for(npe["seed"], f"ps-likelihood:{set_name}", i),
-            spec["walkers"],
-            spec["steps"],
-            spec["burn"],
-            n_samples,
-        )
-        if chain.samples.shape[0] < n_samples:
-            raise ConfigError(
-                f"npe.ps_likelihood: {chain.samples.shape[0]} samples after burn-in, "
-                f"npe.posterior_samples asks {n_samples}: raise steps or walkers"
-            )
-        samples[i], best[i], chi2[i], accept[i] = (
-            chain.samples,
-            chain.best_fit,
-            chain.chi2_best,
-            chain.acceptance,
-        )
-        progress.step(
-            f"r = {chain.samples[:, 0].mean():.4f}, chi2 {chain.chi2_best:.1f} / {data.size}, "
-            f"acceptance {chain.acceptance:.2f}"
-        )
+    samples, best, chi2, accept = (
+        chains.samples,
+        chains.best_fit,
+        chains.chi2_best,
+        chains.acceptance,
+    )
     summary = _likelihood_summary(samples, pl.SAMPLED)
     fg = str(first.attrs.get("foreground", ""))
     results.write_ps_likelihood(
@@ -678,33 +652,27 @@ def npe_ps_observed(
     setup = next(iter(_setups(config, spectra).values()))
     x = observed_frequency_spectra(signal, noise, setup)
     model = pl.model_from_setup(setup)
-    n_samples = npe["posterior_samples"]
-    chains = []
-    for i, data in enumerate(x):
-        rng = rng_for(npe["seed"], f"ps-observed:{simulation}", i)
-        chains.append(
-            pl.analyse(
-                model,
-                data,
-                npe["prior"],
-                rng,
-                spec["walkers"],
-                spec["steps"],
-                spec["burn"],
-                n_samples,
-            )
-        )
-        log.info("%s realisation %d: r = %.4f", simulation, i, chains[-1].samples[:, 0].mean())
-    samples = np.stack([c.samples for c in chains])
+    chains = pl.analyse_datasets(
+        model,
+        x,
+        npe["prior"],
+        lambda i: rng_for(npe["seed"], f"ps-observed:{simulation}", i),
+        spec["walkers"],
+        spec["steps"],
+        spec["burn"],
+        npe["posterior_samples"],
+        f"ps_likelihood observed {simulation}",
+    )
+    samples = chains.samples
     summary = _likelihood_summary(samples, pl.SAMPLED)
     theta = np.zeros((x.shape[0], len(P)))  # only r and A_lens of the sky are known
     theta[:, 0], theta[:, 1] = config["cmb"]["r"], config["cmb"]["a_lens"]
     results.write_ps_likelihood(
         output,
         samples,
-        np.stack([c.best_fit for c in chains]),
-        np.array([c.chi2_best for c in chains]),
-        np.array([c.acceptance for c in chains]),
+        chains.best_fit,
+        chains.chi2_best,
+        chains.acceptance,
         theta,
         summary,
         io.provenance(npe_config(config), npe["seed"], "npe_ps_observed"),

@@ -26,9 +26,8 @@ import numpy as np
 from bmodesep.config import simulation_config, simulation_lmax
 from bmodesep.core import harmonics
 from bmodesep.core.rlike import likelihood as rlike
-from bmodesep.core.rlike import spectra as bb_spectra
 from bmodesep.core.rlike.residuals import (
-    analyse_residuals,
+    method_likelihood,
     observation_likelihood,
     theory_spectra,
 )
@@ -89,90 +88,67 @@ def r_likelihood(
         product[sims.CMB_ALM], product[sims.CMB_QU], inst, nside, lmax
     )
     grid = r_grid(stage)
+    fits = [_method_fit(path, method, nside) for path in fit_paths]
     npix = harmonics.npix(nside)
-    zones, configurations, fskies = [], [], []
-    total, syst, per_real, total_power = [], [], [], []
-    for path in fit_paths:
-        fit = fit_product.read_compsep_fit(path, nside)
-        if fit.attrs["method"] != method:
-            raise DataError(f"{path} holds method '{fit.attrs['method']}', expected '{method}'")
-        cmb_hat, syst_map, mask = zone_maps(fit, npix)
-        res = bb_spectra.residual_spectra(cmb_hat, cmb_true, syst_map, mask, est)
-        zones.append(fit.attrs["zone"])
-        configurations.append(np.asarray(fit.attrs["configuration"]))
-        fskies.append(bb_spectra.fsky(mask))
-        total.append(res.total)
-        syst.append(res.systematic)
-        per_real.append(est.measure(cmb_hat - cmb_true[None], mask))
-        total_power.append(est.measure(cmb_hat, mask).sum(axis=1))
-    (c_res, fsky_union), (c_syst, _) = (
-        rlike.combine_zones(total, fskies),
-        rlike.combine_zones(syst, fskies),
-    )
-    modes = est.modes(fsky_union)
-    # C_stat = C_total - C_syst: with few realisations the cross term of systematic and
-    # noise residuals makes it negative at some l; it is floored at zero there (the
-    # paper's code takes the absolute value) and the number of such l recorded
-    clipped = int(np.sum(c_res - c_syst < 0))
-    c_stat = np.clip(c_res - c_syst, 0.0, None)
-    if clipped:
-        log.info("C_stat < 0 at %d of %d spectrum elements: floored at 0", clipped, c_res.size)
-    combined = analyse_residuals(grid, theory, c_res, c_syst, modes)
-    per_real_union = rlike.combine_zones(per_real, fskies)[0]
-    r_hats = np.array(
-        [
-            rlike.analyse(
-                grid, theory.observed + c, theory.tensor, theory.lensing, c_stat, modes
-            ).r_hat
-            for c in per_real_union
-        ]
-    )
-    zone_results = [
-        analyse_residuals(grid, theory, t, s, est.modes(f))
-        for t, s, f in zip(total, syst, fskies, strict=True)
-    ]
-    zone_curves = np.stack([z.neg2lnl for z in zone_results])
+    result = method_likelihood(grid, theory, cmb_true, (zone_maps(f, npix) for f in fits), est)
+    if result.floored:
+        log.info(
+            "C_stat < 0 at %d of %d spectrum elements: floored at 0",
+            result.floored,
+            result.total.size,
+        )
+    zones = [f.attrs["zone"] for f in fits]
+    combined = result.combined
+    zone_curves = np.stack([z.neg2lnl for z in result.zone_results])
     at_edge = _report(f"{name} {method} ({rl['spectrum']} spectra)", combined, grid, len(zones))
     products.write_r_likelihood(
         output,
         products.Spectra(
             ell=est.ell,
-            total_residual=c_res,
-            systematic_residual=c_syst,
-            statistical_residual=c_stat,
+            total_residual=result.total,
+            systematic_residual=result.systematic,
+            statistical_residual=result.statistical,
             tensor_r1=theory.tensor,
             lensing=theory.lensing,
-            observed=theory.observed + c_res,
+            observed=theory.observed + result.total,
             units=est.units,
         ),
         products.ZoneResults(
-            fsky=np.array(fskies),
-            configuration=np.stack(configurations),
-            r_hat=np.array([z.r_hat for z in zone_results]),
-            total_residual=np.stack(total),
-            systematic_residual=np.stack(syst),
+            fsky=result.zone_fsky,
+            configuration=np.stack([np.asarray(f.attrs["configuration"]) for f in fits]),
+            r_hat=np.array([z.r_hat for z in result.zone_results]),
+            total_residual=result.zone_total,
+            systematic_residual=result.zone_systematic,
             likelihood=np.exp(-0.5 * zone_curves),
-            total_bb_power=np.stack(total_power),
+            total_bb_power=result.zone_power,
         ),
         grid,
         np.exp(-0.5 * combined.neg2lnl),
         np.exp(-0.5 * rlike.average_likelihood(zone_curves)),
-        r_hats,
+        result.r_hats,
         io.provenance(stage, sim["seed"], "r_likelihood"),
         {
             "method": method,
             "spectrum": rl["spectrum"],
             "zones": zones,
-            "fsky_union": fsky_union,
+            "fsky_union": result.fsky_union,
             "r_hat": combined.r_hat,
             "r_low": combined.r_low,
             "r_high": combined.r_high,
             "sigma_r": combined.sigma_curvature,
             "r_simulated": stage["cmb"]["r"],
             "r_hat_at_grid_edge": at_edge,
-            "stat_residual_floored_multipoles": clipped,
+            "stat_residual_floored_multipoles": result.floored,
         },
     )
+
+
+def _method_fit(path, method: str, nside: int) -> io.Product:
+    """A zone's fit product, checked to hold ``method``."""
+    fit = fit_product.read_compsep_fit(path, nside)
+    if fit.attrs["method"] != method:
+        raise DataError(f"{path} holds method '{fit.attrs['method']}', expected '{method}'")
+    return fit
 
 
 def _report(label: str, combined, grid, n_zones: int) -> bool:

@@ -298,13 +298,14 @@ def simulation_nside(wildcards):
     return config["simulations"][wildcards.sim]["nside"]
 
 
-def figure_args(**settings):
-    """params.args of a figure rule: ``--<input> FILES`` for each named input, then
-    ``--<name> VALUE`` for each of the figure's own settings (functions of the wildcards);
-    the rule's command is ``bmodesep figures <rule> {params.args} --output {output}``."""
+def figure_args(step, **settings):
+    """params.args of a figure rule: its step (named like the rule), ``--<input> FILES`` for
+    each named input, then ``--<name> VALUE`` for each of the figure's own settings
+    (functions of the wildcards); the command is ``bmodesep figures {params.args} --output
+    {output}``."""
 
     def args(wildcards, input):
-        words = []
+        words = [step]
         for name, files in input.items():
             files = [files] if isinstance(files, str) else list(files)
             words += [f"--{name.replace('_', '-')}", *map(str, files)]

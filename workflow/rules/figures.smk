@@ -1,10 +1,10 @@
 # Figures of both papers (bmodesep/stages/figures.py -> bmodesep/plots/) from small
 # summary products; `snakemake figures` builds them all and `snakemake --report report.html`
 # collects them.
-# Every figure rule is the first one's with its own inputs, output, log and benchmark
-# (`use rule ... with:`).  The command is `bmodesep figures <rule> --<input> FILES ...
-# --output OUT` (params.args: figure_args, from the inputs' names; the figures stage has
-# one function per rule).  No figure carries the config: it reruns when its products, or
+# Every figure rule is the first one's with its own inputs, output, params, log and
+# benchmark (`use rule ... with:`).  The command is `bmodesep figures <rule> --<input>
+# FILES ... --output OUT` (params.args: figure_args, the step named like the rule, then the
+# inputs by their names; the figures stage has one function per rule).  No figure carries the config: it reruns when its products, or
 # its own settings (fig_residual_maps' nside), change, not on any config edit.
 
 
@@ -19,7 +19,7 @@ rule fig_grid_search:
             caption="../report/grid_search.rst",
         ),
     params:
-        args=figure_args(),
+        args=figure_args("fig_grid_search"),
     log:
         log_file("figures", "fig_grid_search", "{sim}", "{zone}"),
     benchmark:
@@ -31,7 +31,7 @@ rule fig_grid_search:
     conda:
         PLOT_ENV
     shell:
-        "bmodesep figures {rule} {params.args} --output {output} > {log} 2>&1"
+        "bmodesep figures {params.args} --output {output} > {log} 2>&1"
 
 
 use rule fig_grid_search as fig_patches with:
@@ -44,6 +44,8 @@ use rule fig_grid_search as fig_patches with:
             subcategory="{sim}",
             caption="../report/patches.rst",
         ),
+    params:
+        args=figure_args("fig_patches"),
     log:
         log_file("figures", "fig_patches", "{sim}", "{zone}"),
     benchmark:
@@ -62,7 +64,7 @@ use rule fig_grid_search as fig_residual_maps with:
             caption="../report/residual_maps.rst",
         ),
     params:
-        args=figure_args(nside=simulation_nside),
+        args=figure_args("fig_residual_maps", nside=simulation_nside),
     log:
         log_file("figures", "fig_residual_maps", "{sim}"),
     benchmark:
@@ -80,6 +82,8 @@ use rule fig_grid_search as fig_metrics with:
             subcategory="{sim}",
             caption="../report/metrics.rst",
         ),
+    params:
+        args=figure_args("fig_metrics"),
     log:
         log_file("figures", "fig_metrics", "{sim}"),
     benchmark:
@@ -96,6 +100,8 @@ use rule fig_grid_search as fig_residual_spectra with:
             subcategory="{sim}",
             caption="../report/residual_spectra.rst",
         ),
+    params:
+        args=figure_args("fig_residual_spectra"),
     log:
         log_file("figures", "fig_residual_spectra", "{sim}"),
     benchmark:
@@ -112,6 +118,8 @@ use rule fig_grid_search as fig_r_likelihood with:
             subcategory="{sim}",
             caption="../report/r_likelihood.rst",
         ),
+    params:
+        args=figure_args("fig_r_likelihood"),
     log:
         log_file("figures", "fig_r_likelihood", "{sim}"),
     benchmark:
@@ -129,6 +137,8 @@ use rule fig_grid_search as fig_r_hat_vs_k with:
             subcategory="{sim}",
             caption="../report/r_hat_vs_k.rst",
         ),
+    params:
+        args=figure_args("fig_r_hat_vs_k"),
     log:
         log_file("figures", "fig_r_hat_vs_k", "{sim}"),
     benchmark:
@@ -145,6 +155,8 @@ use rule fig_grid_search as r_summary with:
             subcategory="{sim}",
             caption="../report/r_summary.rst",
         ),
+    params:
+        args=figure_args("r_summary"),
     log:
         log_file("figures", "r_summary", "{sim}"),
     benchmark:
@@ -161,6 +173,8 @@ use rule fig_grid_search as fig_tarp with:
             subcategory="{compression}",
             caption="../report/tarp.rst",
         ),
+    params:
+        args=figure_args("fig_tarp"),
     log:
         log_file("figures", "fig_tarp", "{compression}"),
     benchmark:
@@ -178,6 +192,8 @@ use rule fig_grid_search as fig_training_size with:
             subcategory="{compression}",
             caption="../report/training_size.rst",
         ),
+    params:
+        args=figure_args("fig_training_size"),
     log:
         log_file("figures", "fig_training_size", "{compression}"),
     benchmark:
@@ -194,6 +210,8 @@ use rule fig_grid_search as fig_corner with:
             subcategory="{compression}",
             caption="../report/corner.rst",
         ),
+    params:
+        args=figure_args("fig_corner"),
     log:
         log_file("figures", "fig_corner", "{compression}", "{set}"),
     benchmark:
@@ -210,6 +228,8 @@ use rule fig_grid_search as fig_corner_observed with:
             subcategory="{compression}",
             caption="../report/corner.rst",
         ),
+    params:
+        args=figure_args("fig_corner_observed"),
     log:
         log_file("figures", "fig_corner_observed", "{compression}"),
     benchmark:
@@ -226,6 +246,8 @@ use rule fig_grid_search as fig_predictive with:
             subcategory="{compression}",
             caption="../report/predictive.rst",
         ),
+    params:
+        args=figure_args("fig_predictive"),
     log:
         log_file("figures", "fig_predictive", "{compression}"),
     benchmark:
@@ -242,6 +264,8 @@ use rule fig_grid_search as fig_predictive_fixed with:
             subcategory="{compression}",
             caption="../report/predictive.rst",
         ),
+    params:
+        args=figure_args("fig_predictive_fixed"),
     log:
         log_file("figures", "fig_predictive_fixed", "{compression}"),
     benchmark:
@@ -259,6 +283,8 @@ use rule fig_grid_search as fig_likelihood with:
             subcategory="test sets",
             caption="../report/likelihood.rst",
         ),
+    params:
+        args=figure_args("fig_likelihood"),
     log:
         log_file("figures", "fig_likelihood", "{set}"),
     benchmark:
@@ -275,6 +301,8 @@ use rule fig_grid_search as npe_table3 with:
             subcategory="fixed-foreground skies",
             caption="../report/table3.rst",
         ),
+    params:
+        args=figure_args("npe_table3"),
     log:
         log_file("figures", "npe_table3"),
     benchmark:
@@ -291,6 +319,8 @@ use rule fig_grid_search as fig_fixed_foreground with:
             subcategory="fixed-foreground skies",
             caption="../report/fixed_foreground.rst",
         ),
+    params:
+        args=figure_args("fig_fixed_foreground"),
     log:
         log_file("figures", "fig_fixed_foreground"),
     benchmark:
@@ -307,6 +337,8 @@ use rule fig_grid_search as fig_r_vs_sigma_beta with:
             subcategory="test sets",
             caption="../report/r_vs_sigma_beta.rst",
         ),
+    params:
+        args=figure_args("fig_r_vs_sigma_beta"),
     log:
         log_file("figures", "fig_r_vs_sigma_beta", "{set}"),
     benchmark:
@@ -323,6 +355,8 @@ use rule fig_grid_search as fig_sigma_r with:
             subcategory="test sets",
             caption="../report/sigma_r.rst",
         ),
+    params:
+        args=figure_args("fig_sigma_r"),
     log:
         log_file("figures", "fig_sigma_r", "{set}"),
     benchmark:
@@ -340,6 +374,8 @@ use rule fig_grid_search as npe_summary with:
             subcategory="test sets",
             caption="../report/summary.rst",
         ),
+    params:
+        args=figure_args("npe_summary"),
     log:
         log_file("figures", "npe_summary"),
     benchmark:
@@ -352,6 +388,8 @@ use rule fig_grid_search as fig_recovery with:
         selections=zone_selections,
     output:
         compsep_figure("recovery"),
+    params:
+        args=figure_args("fig_recovery"),
     log:
         log_file("figures", "fig_recovery", "{sim}"),
     benchmark:
@@ -363,6 +401,8 @@ use rule fig_grid_search as recovery_table with:
         parts=[recovery_file(s) for s in validation_simulations()],
     output:
         recovery_table_file(),
+    params:
+        args=figure_args("recovery_table"),
     log:
         log_file("figures", "recovery_table"),
     benchmark:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ from bmodesep import numbacache
 from bmodesep.core import harmonics, seds
 from bmodesep.core.simulate.instrument import Instrument
 from bmodesep.errors import ConfigError, DataError
+
+_log = logging.getLogger(__name__)
 
 COMPONENTS = ("cmb", "dust", "synchrotron", "dbeta_dust", "dbeta_sync")
 
@@ -606,3 +609,60 @@ def channel_beams(instrument: Instrument, lmax: int) -> np.ndarray:
     if instrument.fwhm_arcmin is None:
         return np.ones((instrument.n_freq, lmax + 1))
     return np.stack([harmonics.gaussian_beam(w, lmax, spin=2) for w in instrument.fwhm_arcmin])
+
+
+class Compressed(NamedTuple):
+    """Every realisation and split of a simulation, compressed."""
+
+    alm: np.ndarray  # [realisation, split, component, nalm(lmax_out)] at the smallest beam
+    maps: np.ndarray  # [realisation, split, component, npix] their synthesis
+    plan: ScalePlan | None  # the needlet basis's scales (None: harmonic)
+
+
+def compress_all(
+    maps_of,
+    n_realisations: int,
+    n_splits: int,
+    beams: np.ndarray,
+    freqs_ghz,
+    compression: Compression,
+    nside: int,
+    lmax: int,
+    lmax_out: int,
+    settings: Settings,
+    bin_width: int,
+    n_iter: int = 3,
+    mask: np.ndarray | None = None,
+    label: str = "",
+) -> Compressed:
+    """:func:`compress` of the B modes (:func:`b_mode_alm`, optionally masked) of every
+    ``maps_of(realisation, split)`` (Q/U ``[f, 2, npix]`` or B ``[f, npix]`` maps), and the
+    component maps; the wall and CPU time of each split go to the log (``label`` first)."""
+    n_out = len(compression.outputs)
+    nalm = harmonics.alm_size(lmax_out)
+    alm_out = np.empty((n_realisations, n_splits, n_out, nalm), dtype=np.complex128)
+    plan = None
+    for i in range(n_realisations):
+        for s in range(n_splits):
+            t0, c0 = time.perf_counter(), time.process_time()
+            alm = b_mode_alm(maps_of(i, s), nside, lmax, n_iter, mask)
+            result = compress(
+                alm, beams, freqs_ghz, compression, nside, lmax, lmax_out, settings, bin_width
+            )
+            alm_out[i, s] = result.alm
+            plan = result.plan
+            _log.info(
+                "%s realisation %d split %d: %.2f s wall, %.2f s CPU",
+                label,
+                i,
+                s,
+                time.perf_counter() - t0,
+                time.process_time() - c0,
+            )
+    maps = np.stack(
+        [
+            [harmonics.synthesis(a, nside, lmax_out, 0) for a in per_split]
+            for per_split in alm_out.reshape(n_realisations * n_splits, n_out, nalm)
+        ]
+    ).reshape(n_realisations, n_splits, n_out, -1)
+    return Compressed(alm_out, maps, plan)

@@ -124,6 +124,14 @@ def index_field_sigma(b: np.ndarray, gamma: np.ndarray, lmax: int = 200) -> np.n
     return np.sqrt(b * power / (4 * np.pi))
 
 
+def sigma_beta(b_d, gamma_d, b_s, gamma_s) -> np.ndarray:
+    """The spectral-index power of dust and synchrotron together, ``sqrt(sigma_d^2 +
+    sigma_s^2)`` with each of :func:`index_field_sigma` (eq. 25)."""
+    sig_d = index_field_sigma(b_d, gamma_d)
+    sig_s = index_field_sigma(b_s, gamma_s)
+    return np.sqrt(sig_d**2 + sig_s**2)
+
+
 class PredictiveCheck(NamedTuple):
     chi2_observed: float
     chi2_predictive: np.ndarray

@@ -36,7 +36,7 @@ from bmodesep.core import seds
 from bmodesep.core.nilc import datavector
 from bmodesep.core.npe import prior as npe_prior
 from bmodesep.core.simulate.sky import ELL_PIVOT
-from bmodesep.errors import DataError
+from bmodesep.errors import ConfigError, DataError
 
 SAMPLED = ("r", "A_lens", "A_d", "alpha_d", "beta_d", "A_s", "alpha_s", "beta_s", "rho_ds")
 DUST_TEMPERATURE_K = 19.6
@@ -294,3 +294,50 @@ def _start(fiducial, prior_variant: str, model: Model) -> np.ndarray:
         return np.asarray(fiducial, float)
     full = npe_prior.prior(prior_variant)
     return np.array([full.marginals[npe_prior.PARAMETERS.index(p)].mean() for p in SAMPLED])
+
+
+class Chains(NamedTuple):
+    """:func:`analyse` of every dataset, stacked."""
+
+    samples: np.ndarray  # [dataset, n, 9]
+    best_fit: np.ndarray  # [dataset, 9]
+    acceptance: np.ndarray  # [dataset]
+    chi2_best: np.ndarray  # [dataset]
+
+
+def analyse_datasets(
+    model: Model,
+    x: np.ndarray,
+    prior_variant: str,
+    rng_of,
+    walkers: int,
+    steps: int,
+    burn: int,
+    n_samples: int,
+    label: str,
+) -> Chains:
+    """:func:`analyse` of each data vector ``x[i]`` with the generator ``rng_of(i)``; the
+    progress (r, chi^2 of the best fit, acceptance) goes to the log under ``label``.
+    Fewer than ``n_samples`` samples after burn-in is a config error."""
+    from bmodesep.log import Progress
+
+    progress = Progress(label, x.shape[0], "datasets")
+    chains = []
+    for i, data in enumerate(x):
+        chain = analyse(model, data, prior_variant, rng_of(i), walkers, steps, burn, n_samples)
+        if chain.samples.shape[0] < n_samples:
+            raise ConfigError(
+                f"npe.ps_likelihood: {chain.samples.shape[0]} samples after burn-in, "
+                f"npe.posterior_samples asks {n_samples}: raise steps or walkers"
+            )
+        chains.append(chain)
+        progress.step(
+            f"r = {chain.samples[:, 0].mean():.4f}, chi2 {chain.chi2_best:.1f} / {data.size}, "
+            f"acceptance {chain.acceptance:.2f}"
+        )
+    return Chains(
+        np.stack([c.samples for c in chains]),
+        np.stack([c.best_fit for c in chains]),
+        np.array([c.acceptance for c in chains]),
+        np.array([c.chi2_best for c in chains]),
+    )

@@ -122,3 +122,76 @@ def observation_likelihood(
         ],
         np.stack(power),
     )
+
+
+class MethodLikelihood(NamedTuple):
+    """Eq. 15 of one method's simulated fits over its zones (one row per zone where
+    ``zone_``)."""
+
+    total: np.ndarray  # C_res of the union of zones
+    systematic: np.ndarray  # C_syst of the union
+    statistical: np.ndarray  # C_stat = max(C_res - C_syst, 0)
+    floored: int  # spectrum elements where C_res - C_syst < 0 (floored at 0)
+    fsky_union: float
+    combined: rlike.RResult
+    r_hats: np.ndarray  # [realisation] r-hat of C_obs^(n) = theory + C_l(s^(n) - s_true)
+    zone_fsky: np.ndarray  # [zone]
+    zone_total: np.ndarray  # [zone, n]
+    zone_systematic: np.ndarray  # [zone, n]
+    zone_results: list[rlike.RResult]
+    zone_power: np.ndarray  # [zone, realisation] total BB power of each reconstructed map
+
+
+def method_likelihood(
+    grid, theory: Theory, cmb_true: np.ndarray, zones, estimator: spectra.BBEstimator
+) -> MethodLikelihood:
+    """L(r) of a method's fits of simulations: per zone ``(cmb_hat [n, 2, npix],
+    systematic [2, npix] (W applied to the foregrounds alone), mask [npix])`` against the
+    true CMB ``[2, npix]`` as the maps carry it.  Residual spectra (eqs. 11-13) per zone,
+    the zones combined as one region (f_sky-weighted spectra, f_sky of the union), then
+    :func:`analyse_residuals`; C_stat = C_res - C_syst can be negative at some l with few
+    realisations (the cross term of systematic and noise residuals): floored at zero there
+    (the paper's code takes the absolute value), and their number returned."""
+    fskies, total, syst, per_real, power = [], [], [], [], []
+    for cmb_hat, syst_map, mask in zones:
+        res = spectra.residual_spectra(cmb_hat, cmb_true, syst_map, mask, estimator)
+        fskies.append(spectra.fsky(mask))
+        total.append(res.total)
+        syst.append(res.systematic)
+        per_real.append(estimator.measure(cmb_hat - cmb_true[None], mask))
+        power.append(estimator.measure(cmb_hat, mask).sum(axis=1))
+    (c_res, fsky_union), (c_syst, _) = (
+        rlike.combine_zones(total, fskies),
+        rlike.combine_zones(syst, fskies),
+    )
+    modes = estimator.modes(fsky_union)
+    floored = int(np.sum(c_res - c_syst < 0))
+    c_stat = np.clip(c_res - c_syst, 0.0, None)
+    combined = analyse_residuals(grid, theory, c_res, c_syst, modes)
+    per_real_union = rlike.combine_zones(per_real, fskies)[0]
+    r_hats = np.array(
+        [
+            rlike.analyse(
+                grid, theory.observed + c, theory.tensor, theory.lensing, c_stat, modes
+            ).r_hat
+            for c in per_real_union
+        ]
+    )
+    zone_results = [
+        analyse_residuals(grid, theory, t, s, estimator.modes(f))
+        for t, s, f in zip(total, syst, fskies, strict=True)
+    ]
+    return MethodLikelihood(
+        c_res,
+        c_syst,
+        c_stat,
+        floored,
+        fsky_union,
+        combined,
+        r_hats,
+        np.array(fskies),
+        np.stack(total),
+        np.stack(syst),
+        zone_results,
+        np.stack(power),
+    )
