@@ -340,6 +340,39 @@ def product_specs() -> str:
     return "\n".join(schema.markdown(spec) for spec in schema.SPECS)
 
 
+API_SUBJECTS = ("simulate", "compsep", "rlike", "nilc", "npe")
+
+
+def api_page() -> str:
+    """The curated public API of each subject of ``bmodesep.core``: its ``__all__``, with
+    the first line of each name's docstring."""
+    import importlib
+
+    lines = [
+        "# Python API",
+        "",
+        NOTICE.format(source="the `__all__` of each `bmodesep.core` subject"),
+        "",
+        "The science without the workflow: arrays and typed settings in, arrays out, from a",
+        "notebook or a script (`from bmodesep.core import compsep, nilc, npe, rlike, simulate`).",
+        "",
+    ]
+    for subject in API_SUBJECTS:
+        module = importlib.import_module(f"bmodesep.core.{subject}")
+        summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        lines += [f"## `bmodesep.core.{subject}`", "", summary, "", "| name | what |", "|---|---|"]
+        for name in sorted(module.__all__, key=str.lower):
+            obj = getattr(module, name)
+            if callable(obj):
+                doc = (obj.__doc__ or "").strip().split("\n\n")[0]
+            else:
+                doc = f"`{obj!r}`" if len(repr(obj)) < 80 else type(obj).__name__
+            cell = " ".join(doc.split()).replace("|", "\\|")
+            lines.append(f"| `{name}` | {cell} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # name in the page's marker -> the table it gets
 BLOCKS: dict[str, Callable[[], str]] = {
     "product-specs": product_specs,
@@ -398,6 +431,7 @@ def pages() -> dict[Path, str]:
         DOCS / "config-reference.md": config_reference(schema),
         DOCS / "results-tables.md": results_tables(),
         DOCS / "index.md": index_page(README.read_text()),
+        DOCS / "api.md": api_page(),
     }
     for path in sorted(DOCS.glob("*.md")):
         if path in expected or path.is_symlink():

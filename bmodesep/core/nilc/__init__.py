@@ -5,6 +5,22 @@
 """
 
 from bmodesep.core.nilc.datavector import bin_edges, data_vector
-from bmodesep.core.nilc.ilc import Compression, Settings, channel_beams, compress
+from bmodesep.core.nilc.ilc import (
+    Compression,
+    Settings,
+    b_mode_alm,
+    channel_beams,
+    compress,
+    compress_all,
+)
 
-__all__ = ["Compression", "Settings", "bin_edges", "channel_beams", "compress", "data_vector"]
+__all__ = [
+    "Compression",
+    "Settings",
+    "b_mode_alm",
+    "bin_edges",
+    "channel_beams",
+    "compress",
+    "compress_all",
+    "data_vector",
+]

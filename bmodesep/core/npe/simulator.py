@@ -86,6 +86,10 @@ def make_setup(
     mask: np.ndarray | None = None,
     mask_iterations: int = 3,
 ) -> Setup:
+    """The simulator of one compression: an SO-SAT-like ``instrument`` with two splits at
+    ``nside`` (analysis up to ``lmax``, default 3 nside - 1), the CMB ``spectra``, the ILC
+    ``compression`` and its ``settings``, the data vector's bins of ``bin_width`` over
+    ``ell_range``; ``mask`` (a footprint) weights the maps before the transforms."""
     lmax = 3 * nside - 1 if lmax is None else int(lmax)
     if instrument.splits < 2:
         raise ConfigError(f"instrument {instrument.name} has one split; the data vector needs two")

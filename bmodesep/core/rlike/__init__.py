@@ -6,17 +6,27 @@
 """
 
 from bmodesep.core.rlike.likelihood import RResult, analyse, combine_zones, neg2_log_likelihood
-from bmodesep.core.rlike.residuals import Theory, analyse_residuals, theory_spectra
+from bmodesep.core.rlike.residuals import (
+    MethodLikelihood,
+    Theory,
+    analyse_residuals,
+    method_likelihood,
+    observation_likelihood,
+    theory_spectra,
+)
 from bmodesep.core.rlike.spectra import BBEstimator, residual_spectra
 
 __all__ = [
     "BBEstimator",
+    "MethodLikelihood",
     "RResult",
     "Theory",
     "analyse",
     "analyse_residuals",
     "combine_zones",
+    "method_likelihood",
     "neg2_log_likelihood",
+    "observation_likelihood",
     "residual_spectra",
     "theory_spectra",
 ]

@@ -63,6 +63,9 @@ def curvature_sigma(r_hat, c_obs, c_tensor, c_lens, c_stat, modes) -> float:
 
 
 def analyse(r_grid, c_obs, c_tensor, c_lens, c_stat, modes) -> RResult:
+    """Eq. 15 on ``r_grid``: -2 ln L of ``c_obs`` against ``r c_tensor + c_lens + c_stat``
+    with ``modes`` per element; r-hat (a parabola through the minimum), the 68% interval
+    around it and sigma(r) from the curvature."""
     r = np.asarray(r_grid, float)
     if np.any(np.diff(r) <= 0):
         raise ValueError("the r grid must increase")
